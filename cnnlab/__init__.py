@@ -1,0 +1,16 @@
+"""cnnlab: landmark CNNs in pure-functional Flax linen, trained data-parallel with Optax over
+TensorFlow Datasets and checkpointed with Orbax.
+
+    import cnnlab
+    model = cnnlab.create_model("resnet50")
+    cnnlab.list_models()
+"""
+__version__ = "0.1.0"
+
+from cnnlab import models  # noqa: E402
+
+create_model = models.create
+list_models = models.names
+model_info = models.info
+
+__all__ = ["models", "create_model", "list_models", "model_info", "__version__"]

@@ -1,0 +1,95 @@
+"""What a run leaves for the researcher: TensorBoard scalars (clu writers), ``metrics.jsonl``
+(one JSON object per line, ``step`` plus metric names), and a console progress line with
+throughput and ETA. Only process 0 writes; other processes get a no-op writer.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from clu import metric_writers, parameter_overview
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricWriter:
+  """TensorBoard + JSONL scalars for one workdir."""
+
+  def __init__(self, workdir: str, *, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._tb = None
+    self._jsonl = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._tb = metric_writers.create_default_writer(workdir, asynchronous=False)
+      self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", buffering=1)
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in scalars.items()}
+    self._tb.write_scalars(int(step), clean)
+    self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
+
+  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
+    if self.enabled:
+      self._tb.write_texts(int(step), dict(texts))
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._tb.flush()
+      self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
+      self._jsonl.close()
+      self.enabled = False
+
+
+def read_jsonl(workdir: str) -> list[dict]:
+  """The metrics a run wrote (skips a torn last line left by a crash)."""
+  rows = []
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return rows
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return rows
+
+
+class Progress:
+  """Throughput and ETA between log points."""
+
+  def __init__(self, total_steps: int, global_batch_size: int, start_step: int = 0):
+    self.total, self.batch = total_steps, global_batch_size
+    self._t0, self._s0 = time.perf_counter(), start_step
+    self._last_t, self._last_s = self._t0, start_step
+
+  def update(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    dt, ds = now - self._last_t, step - self._last_s
+    self._last_t, self._last_s = now, step
+    rate = ds / dt if dt > 0 else math.nan
+    return {"images_per_sec": rate * self.batch, "steps_per_sec": rate,
+            "eta_sec": (self.total - step) / rate if rate > 0 else math.nan}
+
+  def line(self, step: int, scalars: Mapping[str, float]) -> str:
+    eta = scalars.get("eta_sec", math.nan)
+    eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
+    shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items()
+                     if k not in ("eta_sec", "steps_per_sec"))
+    return f"step {step}/{self.total} {shown} eta={eta_s}"
+
+
+def parameter_table(params) -> str:
+  return parameter_overview.get_parameter_overview(params, include_stats=False)

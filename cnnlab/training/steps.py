@@ -1,0 +1,140 @@
+"""Pure train and eval steps, and their jit-compiled, sharded forms.
+
+``train_step(state, batch) -> (state, metrics)`` does one optimizer step on the global batch:
+forward in the model's compute dtype (params stay float32), softmax cross-entropy with optional
+label smoothing, auxiliary-head losses (GoogLeNet), L2 weight decay in the loss if configured,
+gradient accumulation over micro-batches, an optional EMA of the parameters, and a finiteness
+guard: a step whose loss or gradient norm is not finite leaves the state exactly as it was and
+reports ``finite=0`` so the loop can stop and name the step.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from cnnlab import parallel
+from cnnlab.training import optim
+from cnnlab.training.state import TrainState, eval_variables
+
+
+def _split_outputs(out):
+  """Models return logits, or a tuple (logits, *aux_logits) in train mode (GoogLeNet)."""
+  if isinstance(out, tuple):
+    return out[0], [a for a in out[1:] if a is not None]
+  return out, []
+
+
+def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing > 0:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def topk_correct(logits, labels, k: int):
+  topk = jax.lax.top_k(logits, min(k, logits.shape[-1]))[1]
+  return jnp.any(topk == labels[:, None], axis=-1)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config,
+                    schedule: optax.Schedule) -> Callable:
+  num_classes = model.num_classes
+  smoothing = float(config.get("label_smoothing", 0.0))
+  aux_weight = float(config.get("aux_loss_weight", 0.0))
+  accum = int(config.get("grad_accum_steps", 1))
+  ema_decay = float(config.get("ema_decay", 0.0))
+
+  def loss_fn(params, batch_stats, images, labels, rng):
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    out, updates = model.apply(variables, images, train=True, rngs={"dropout": rng},
+                               mutable=["batch_stats"] if batch_stats else [])
+    logits, aux = _split_outputs(out)
+    loss = jnp.mean(cross_entropy(logits, labels, num_classes, smoothing))
+    for a in aux:
+      loss += aux_weight * jnp.mean(cross_entropy(a, labels, num_classes, smoothing))
+    total = loss + optim.l2_penalty(config, params)
+    correct = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return total, (updates.get("batch_stats", batch_stats), loss, correct)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    images, labels = batch["image"], batch["label"]
+    if accum == 1:
+      (total, (batch_stats, loss, acc)), grads = grad_fn(
+          state.params, state.batch_stats, images, labels, rng)
+    else:
+      # Micro-batch i takes rows i, i+k, i+2k, ...: each device's contiguous shard splits
+      # evenly, so the batch sharding survives the reshape.
+      def micro(x):
+        return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
+
+      def body(carry, xs):
+        grads_sum, bs = carry
+        img, lab, i = xs
+        (tot, (bs, l, a)), g = grad_fn(state.params, bs, img, lab, jax.random.fold_in(rng, i))
+        return (jax.tree.map(jnp.add, grads_sum, g), bs), (tot, l, a)
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, batch_stats), (tots, losses, accs) = jax.lax.scan(
+          body, (zeros, state.batch_stats), (micro(images), micro(labels), jnp.arange(accum)))
+      grads = jax.tree.map(lambda g: g / accum, grads)
+      total, loss, acc = tots.mean(), losses.mean(), accs.mean()
+
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema is not None:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                        opt_state=opt_state, ema_params=ema)
+    finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
+    # Non-finite step: keep every buffer of the old state (the step counter too).
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    metrics = {"train_loss": loss, "train_accuracy": acc, "total_loss": total,
+               "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+               "finite": finite.astype(jnp.int32), "step": state.step}
+    return new, metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, *, use_ema: bool = False, confusion: bool = False):
+  num_classes = model.num_classes
+
+  def eval_step(state: TrainState, batch):
+    logits = model.apply(eval_variables(state, use_ema), batch["image"], train=False)
+    logits, _ = _split_outputs(logits)
+    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+    loss = cross_entropy(logits, labels, num_classes)
+    out = {"loss_sum": jnp.sum(loss * mask),
+           "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+           "correct5": jnp.sum(topk_correct(logits, labels, 5) * mask),
+           "count": jnp.sum(mask)}
+    if confusion:
+      pred = jnp.argmax(logits, -1)
+      idx = labels * num_classes + pred
+      out["confusion"] = jnp.zeros(num_classes * num_classes, jnp.float32).at[idx].add(
+          mask).reshape(num_classes, num_classes)
+    return out
+
+  return eval_step
+
+
+def jit_steps(mesh: Mesh, train_step, eval_step, state_sharding):
+  """Compiles both steps: batch sharded on 'data', state replicated and donated."""
+  batch_s, repl = parallel.batch_sharded(mesh), parallel.replicated(mesh)
+  p_train = jax.jit(train_step, in_shardings=(state_sharding, batch_s),
+                    out_shardings=(state_sharding, repl), donate_argnums=(0,))
+  p_eval = jax.jit(eval_step, in_shardings=(state_sharding, batch_s), out_shardings=repl)
+  return p_train, p_eval

@@ -1,0 +1,69 @@
+"""What every entry point shares: distributed flags, one-line usage errors (exit 2), and the
+mapping from cnnlab's exceptions to exit statuses."""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from absl import app, flags
+
+EXIT_USAGE = 2
+EXIT_NONFINITE = 3
+EXIT_PREEMPTED = 75   # EX_TEMPFAIL: a checkpoint was written; run the same command again
+
+FLAGS = flags.FLAGS
+
+
+def define_distributed_flags() -> None:
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0 for multi-host runs (default: auto-detect "
+                      "SLURM / TPU / cluster environments).")
+  flags.DEFINE_integer("num_processes", None, "Total number of processes (with "
+                       "--coordinator_address).")
+  flags.DEFINE_integer("process_id", None, "This process's id (with --coordinator_address).")
+
+
+def init_distributed() -> None:
+  from cnnlab import parallel
+  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id)
+
+
+def usage_error(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_USAGE)
+
+
+def _one_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return text[0] if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def errors_to_exit_codes():
+  """Known failures become one line on stderr and a documented exit status."""
+  from cnnlab import checkpoint, training
+  from cnnlab.data import datasets
+  try:
+    yield
+  except (training.ConfigError, checkpoint.CheckpointMismatchError,
+          datasets.DatasetUnavailableError) as e:
+    usage_error(_one_line(e))
+  except training.NonFiniteError as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_NONFINITE)
+  except training.Preempted as e:
+    print(_one_line(e), file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # flags.Error, and ml_collections' KeyError for unknown --config.x
+    msg = _one_line(e).strip("'\"")
+    usage_error(msg)
+
+
+def run(main) -> None:
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,38 @@
+r"""Trains a recipe: ``python -m experiments.train --config=experiments/configs/<recipe>.py
+--workdir=DIR [--config.key=value ...]``.
+
+A thin shell over ``cnnlab.training.train_and_evaluate``. Exit status: 0 done, 2 usage or
+config error (one line, no traceback), 3 non-finite loss, 75 preempted (SIGTERM; checkpoint
+written — run the same command again to resume), 1 anything else.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (experiments/configs/).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+cli.define_distributed_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.usage_error(f"unexpected arguments {argv[1:]!r}")
+  if not _WORKDIR.value:
+    cli.usage_error("--workdir is required")
+  cli.init_distributed()
+  from cnnlab import training  # after jax.distributed is initialised
+  workdir = os.path.abspath(_WORKDIR.value)
+  with cli.errors_to_exit_codes():
+    final = training.train_and_evaluate(_CONFIG.value, workdir)
+  print(f"done: eval_accuracy={final.get('eval_accuracy', float('nan')):.4f} "
+        f"after {final['step']} steps")
+  print(f"results in {workdir} (metrics.jsonl, final_metrics.json, checkpoints/); "
+        f"TensorBoard: tensorboard --logdir {workdir}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,119 @@
+"""The pure train / eval steps on a tiny model: learning, the finiteness guard, gradient
+accumulation, masks in eval, auxiliary heads."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnnlab.training import optim, steps
+from cnnlab.training.state import create_state
+from experiments.configs.base import base
+
+
+class Tiny(nn.Module):
+  num_classes: int = 4
+  aux: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(4, (3, 3))(x)
+    x = nn.BatchNorm(use_running_average=not train)(x)
+    x = jnp.mean(nn.relu(x), axis=(1, 2))
+    logits = nn.Dense(self.num_classes)(x)
+    if train and self.aux:
+      return logits, nn.Dense(self.num_classes, name="aux")(x)
+    if self.is_initializing() and self.aux:
+      nn.Dense(self.num_classes, name="aux")(x)
+    return logits
+
+
+def _setup(lr=0.1, model=None, **cfg):
+  c = base()
+  c.optimizer.learning_rate = lr
+  for k, v in cfg.items():
+    c[k] = v
+  model = model or Tiny()
+  sched = optax.constant_schedule(lr)
+  tx = optim.create_optimizer(c, sched)
+  state = create_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
+  return c, model, tx, sched, state
+
+
+def _batch(n=16, seed=0):
+  r = np.random.default_rng(seed)
+  labels = r.integers(0, 4, n).astype(np.int32)
+  images = r.normal(size=(n, 8, 8, 1)).astype(np.float32) + labels[:, None, None, None]
+  return {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
+
+
+def test_train_step_learns_and_updates_batch_stats():
+  c, model, tx, sched, state = _setup()
+  step = jax.jit(steps.make_train_step(model, tx, c, sched))
+  batch = _batch()
+  first = None
+  for _ in range(30):
+    state, m = step(state, batch)
+    first = first if first is not None else float(m["train_loss"])
+  assert float(m["train_loss"]) < 0.5 * first
+  assert int(state.step) == 30 and int(m["finite"]) == 1
+  assert float(jnp.abs(state.batch_stats["BatchNorm_0"]["mean"]).sum()) > 0
+
+
+def test_nonfinite_step_leaves_state_untouched():
+  c, model, tx, sched, state = _setup()
+  step = jax.jit(steps.make_train_step(model, tx, c, sched))
+  bad = _batch()
+  bad["image"] = bad["image"].at[0, 0, 0, 0].set(jnp.nan)
+  new, m = step(state, bad)
+  assert int(m["finite"]) == 0
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_grad_accumulation_matches_full_batch_without_bn():
+  class NoBN(nn.Module):
+    num_classes: int = 4
+
+    @nn.compact
+    def __call__(self, x, train=False):
+      return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+  outs = []
+  for k in (1, 4):
+    c, model, tx, sched, state = _setup(model=NoBN(), grad_accum_steps=k)
+    step = jax.jit(steps.make_train_step(model, tx, c, sched))
+    state, m = step(state, _batch())
+    outs.append((state.params, float(m["train_loss"])))
+  assert outs[0][1] == pytest.approx(outs[1][1], rel=1e-5)
+  for a, b in zip(jax.tree.leaves(outs[0][0]), jax.tree.leaves(outs[1][0])):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_aux_heads_add_weighted_loss():
+  losses = {}
+  for w in (0.0, 0.3):
+    c, model, tx, sched, state = _setup(model=Tiny(aux=True), aux_loss_weight=w)
+    _, m = jax.jit(steps.make_train_step(model, tx, c, sched))(state, _batch())
+    losses[w] = float(m["total_loss"])
+  assert losses[0.3] > losses[0.0]
+
+
+def test_label_smoothing_changes_loss():
+  logits = jnp.array([[5.0, 0.0, 0.0, 0.0]])
+  labels = jnp.array([0])
+  plain = float(steps.cross_entropy(logits, labels, 4)[0])
+  smooth = float(steps.cross_entropy(logits, labels, 4, 0.1)[0])
+  assert smooth > plain
+
+
+def test_eval_step_respects_mask():
+  c, model, tx, sched, state = _setup()
+  ev = jax.jit(steps.make_eval_step(model, confusion=True))
+  batch = _batch(8)
+  batch["mask"] = jnp.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+  out = ev(state, batch)
+  assert float(out["count"]) == 3
+  assert float(out["confusion"].sum()) == 3
+  assert 0 <= float(out["correct"]) <= 3 and float(out["correct5"]) == 3
