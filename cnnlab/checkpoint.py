@@ -35,6 +35,7 @@ class Checkpointer:
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.corrupt_dir = os.path.abspath(os.path.join(workdir, "checkpoints_corrupt"))
     self.best_metric = best_metric
+    self.best_mode = best_mode
     policies = [cm.LatestN(n=keep)]
     if best_metric:
       policies.append(cm.BestN(get_metric_fn=lambda m: m[best_metric], n=1,
@@ -42,6 +43,7 @@ class Checkpointer:
                                keep_checkpoints_without_metrics=False))
     self._options = ocp.CheckpointManagerOptions(
         preservation_policy=cm.AnyPreservationPolicy(policies),
+        best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode,
         enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
@@ -53,6 +55,7 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def best_step(self) -> int | None:
+    """The kept step with the best ``best_metric`` (None if no step has metrics)."""
     return self._manager.best_step() if self.best_metric else None
 
   # --- save ---------------------------------------------------------------------------------

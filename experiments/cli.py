@@ -3,9 +3,12 @@ mapping from cnnlab's exceptions to exit statuses."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
@@ -65,5 +68,23 @@ def _parse_flags(argv):
     usage_error(msg)
 
 
+class _DropNoise(logging.Filter):
+  """Orbax warns on every save without metrics; ours rank only eval-step saves."""
+
+  def filter(self, record):
+    return "did not provide metrics" not in record.getMessage()
+
+
+def _quiet_logs() -> None:
+  """Progress goes to stdout; library INFO chatter (Orbax logs every save) only on request."""
+  if not FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  absl_logging.get_absl_handler().addFilter(_DropNoise())
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def run(main) -> None:
-  app.run(main, flags_parser=_parse_flags)
+  def wrapped(argv):
+    _quiet_logs()
+    return main(argv)
+  app.run(wrapped, flags_parser=_parse_flags)

@@ -11,12 +11,21 @@ compilation_cache_dir (None: <workdir>/../.jax_cache; "": off).
 import ml_collections
 
 
+def dataset_config(name: str = "") -> ml_collections.ConfigDict:
+  """Every input-pipeline option (cnnlab/data/pipeline.py documents them), unset (None) so the
+  dataset's own default applies, but typed so ``--config.dataset.x=...`` can set any of them."""
+  from cnnlab.data import pipeline
+  fields = {"name": name}
+  for key, default in pipeline.DEFAULTS.items():
+    kind = (int if key == "image_size" else str) if default is None else type(default)
+    fields[key] = ml_collections.FieldReference(None, field_type=kind)
+  return ml_collections.ConfigDict(fields)
+
+
 def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = ml_collections.ConfigDict(dict(name="", kwargs={}, dtype="float32", num_classes=0))
-  c.dataset = ml_collections.ConfigDict(dict(
-      name="", data_dir=ml_collections.FieldReference(None, field_type=str), preprocess="",
-      image_size=0, eval_resize=0, train_split="", eval_split="", shuffle_buffer=0))
+  c.dataset = dataset_config()
   c.batch_size = 128
   c.eval_batch_size = 0
   c.num_epochs = 1.0

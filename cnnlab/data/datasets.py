@@ -1,0 +1,169 @@
+"""The datasets catalogue: what each dataset is, as data, and where its prepared files live.
+
+Each ``DatasetInfo`` names the TFDS dataset behind a cnnlab name, its classes, stored image
+shape, splits with their example counts, default train/eval splits, the preprocessing family
+('mnist' | 'cifar' | 'imagenet'), the per-channel mean/std used to normalise inputs, and
+whether the split is small enough to hold decoded in host memory (``in_memory``).
+
+Mean/std constants (per channel, pixels scaled to [0, 1]):
+- MNIST 0.13066 / 0.30811 and Fashion-MNIST 0.28604 / 0.35302: computed by us over the 60,000
+  training images of the original files in ../shared/datasets (checked by
+  tests/test_data_prepare.py when those files are present).
+- CIFAR-10 (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435, 0.2616) and CIFAR-100
+  (0.5071, 0.4865, 0.4409) / (0.2673, 0.2564, 0.2762): the per-channel statistics of the
+  50,000 training images (Krizhevsky 2009 data), as commonly reproduced.
+- ImageNet (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225): torchvision's ImageNet training-set
+  statistics, which its pretrained weights expect; also used for Imagenette (a subset).
+
+Fail-fast: ``ensure_prepared`` checks, from local files only, that a dataset has been built in
+the TFDS data dir before anything asks TFDS to load it. TFDS alone would try to download and
+retry for minutes on a machine without network; we raise ``DatasetUnavailableError`` naming the
+offline prepare command instead. Under ``tfds.testing.mock_data`` (which replaces TFDS's
+``download_and_prepare`` with a no-op and serves random examples) the check is skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MNIST_PREPROCESS = ("standard", "lenet1998")
+CIFAR_PREPROCESS = ("standard", "per_pixel_mean")
+IMAGENET_PREPROCESS = ("inception", "vgg", "alexnet")
+
+
+class DatasetUnavailableError(RuntimeError):
+  """The dataset is not prepared in the data dir (and cnnlab never downloads on its own)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """One catalogue entry. ``splits`` maps split name -> number of examples in the full data."""
+  name: str
+  tfds_name: str
+  family: str                       # 'mnist' | 'cifar' | 'imagenet'
+  num_classes: int
+  image_shape: tuple                # stored shape; None for a variable dimension
+  splits: Mapping[str, int]
+  train_split: str
+  eval_split: str
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  in_memory: bool
+  preprocess_options: tuple[str, ...]
+
+  @property
+  def default_preprocess(self) -> str:
+    return self.preprocess_options[0]
+
+  @property
+  def channels(self) -> int:
+    return int(self.image_shape[-1])
+
+
+def _mnist_like(name, mean, std):
+  return DatasetInfo(name=name, tfds_name=name, family="mnist", num_classes=10,
+                     image_shape=(28, 28, 1), splits={"train": 60_000, "test": 10_000},
+                     train_split="train", eval_split="test", mean=(mean,), std=(std,),
+                     in_memory=True, preprocess_options=MNIST_PREPROCESS)
+
+
+def _cifar(name, classes, mean, std):
+  return DatasetInfo(name=name, tfds_name=name, family="cifar", num_classes=classes,
+                     image_shape=(32, 32, 3), splits={"train": 50_000, "test": 10_000},
+                     train_split="train", eval_split="test", mean=mean, std=std,
+                     in_memory=True, preprocess_options=CIFAR_PREPROCESS)
+
+
+def _imagenet(name, tfds_name, classes, train, validation):
+  return DatasetInfo(name=name, tfds_name=tfds_name, family="imagenet", num_classes=classes,
+                     image_shape=(None, None, 3),
+                     splits={"train": train, "validation": validation},
+                     train_split="train", eval_split="validation", mean=_IMAGENET_MEAN,
+                     std=_IMAGENET_STD, in_memory=False, preprocess_options=IMAGENET_PREPROCESS)
+
+
+CATALOGUE: dict[str, DatasetInfo] = {
+    info.name: info for info in (
+        _mnist_like("mnist", 0.13066, 0.30811),
+        _mnist_like("fashion_mnist", 0.28604, 0.35302),
+        _cifar("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        _cifar("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+        _imagenet("imagenet2012", "imagenet2012", 1000, 1_281_167, 50_000),
+        # Imagenette v2 (TFDS's default config): 10 easy ImageNet classes, full-size JPEGs.
+        _imagenet("imagenette", "imagenette/full-size-v2", 10, 9_469, 3_925),
+        # The same images with the shorter side resized to 320 px (faster to decode).
+        _imagenet("imagenette_320", "imagenette/320px-v2", 10, 9_469, 3_925),
+    )
+}
+
+
+def names() -> list[str]:
+  return list(CATALOGUE)
+
+
+def get(name: str) -> DatasetInfo:
+  """The catalogue entry for ``name``; ValueError listing the valid names otherwise."""
+  try:
+    return CATALOGUE[name]
+  except (KeyError, TypeError):
+    raise ValueError(f"unknown dataset {name!r}: valid datasets are "
+                     f"{', '.join(CATALOGUE)}") from None
+
+
+def check_split(info: DatasetInfo, split: str) -> str:
+  if split not in info.splits:
+    raise ValueError(f"unknown split {split!r} for dataset {info.name}: valid splits are "
+                     f"{', '.join(info.splits)}")
+  return split
+
+
+def check_preprocess(info: DatasetInfo, preprocess: str | None) -> str:
+  preprocess = preprocess or info.default_preprocess
+  if preprocess not in info.preprocess_options:
+    raise ValueError(f"unknown preprocess {preprocess!r} for dataset {info.name}: valid "
+                     f"options are {', '.join(info.preprocess_options)}")
+  return preprocess
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+  """An explicit data_dir wins; else $TFDS_DATA_DIR; else TFDS's default (~/tensorflow_datasets)."""
+  if data_dir:
+    return os.path.expanduser(str(data_dir))
+  from tensorflow_datasets.core import constants
+  return os.path.expanduser(constants.get_default_data_dir())
+
+
+def tfds_is_mocked() -> bool:
+  """True inside ``tfds.testing.mock_data``, which swaps out ``download_and_prepare``."""
+  import tensorflow_datasets as tfds
+  fn = tfds.core.DatasetBuilder.download_and_prepare
+  return not getattr(fn, "__module__", "").startswith("tensorflow_datasets.core")
+
+
+def prepare_command(name: str, data_dir: str | None = None) -> str:
+  cmd = f"python -m experiments.prepare_data --dataset={name} --source_dir=DIR"
+  return cmd + (f" --data_dir={data_dir}" if data_dir else "")
+
+
+def builder(info: DatasetInfo, data_dir: str | None, *, download: bool = False):
+  """TFDS builder for ``info`` in ``data_dir``, after the fail-fast check (local files only).
+
+  ``download=True`` lets TFDS fetch and build the dataset itself when it is missing (needs
+  network); by default a missing dataset raises ``DatasetUnavailableError`` at once.
+  """
+  import tensorflow_datasets as tfds
+  directory = resolve_data_dir(data_dir)
+  b = tfds.builder(info.tfds_name, data_dir=directory)
+  if tfds_is_mocked() or b.is_prepared():
+    return b
+  if download:
+    b.download_and_prepare()
+    return b
+  raise DatasetUnavailableError(
+      f"dataset {info.name!r} (TFDS {info.tfds_name}) is not prepared in {directory} and this "
+      f"machine cannot download it; build it from the original files with: "
+      f"{prepare_command(info.name, data_dir and directory)}")

@@ -1,0 +1,249 @@
+"""Residual networks: the ImageNet family (torchvision layout, v1.5) and the CIFAR family.
+
+He, Zhang, Ren, Sun 2016, "Deep residual learning for image recognition" (CVPR,
+arXiv:1512.03385).
+
+ImageNet models (``ResNet``; resnet18/34/50/101/152) follow torchvision exactly so its weights
+load unchanged:
+
+* stem: 7x7/2 conv 64, BN, ReLU, 3x3/2 max-pool (padding 1); four stages of 64/128/256/512
+  "planes"; global average pool; fc;
+* shortcuts are identities, with a 1x1 projection + BN where the shape changes (the paper's
+  option B);
+* "v1.5": a bottleneck block strides in its 3x3 conv, not in its first 1x1 conv as the paper
+  does. This costs a little speed and gains about half a point of top-1 (NVIDIA's ResNet-50
+  v1.5 notes); the parameter count is identical;
+* init: kaiming-normal (fan_out, ReLU gain) convs, BN scale 1 / bias 0, torch's default init for
+  the fc. ``zero_init_residual`` zero-initialises the last BN scale of every residual branch, so
+  each block starts as an identity (Goyal et al. 2017, "Accurate, large minibatch SGD", §5.1).
+
+Parameter names mirror torchvision's state_dict keys (``.`` -> ``/``; a block ``layerS.i``
+becomes ``layerS_i``; the ``downsample`` Sequential becomes two named layers):
+
+  conv1, bn1                                     <- conv1, bn1
+  layer{1..4}_{i}/conv1, bn1, conv2, bn2[, conv3, bn3]
+  layer{1..4}_{i}/downsample_conv, downsample_bn <- layerS.i.downsample.0, .downsample.1
+  fc                                             <- fc
+
+CIFAR models (``CifarResNet``; resnet20/32/44/56/110) follow §4.2 of the paper: a 3x3 conv with
+16 filters, three stages of n basic blocks at 16/32/64 filters on 32x32/16x16/8x8 maps, global
+average pool, a 10-way fc; depth 6n+2. Shortcuts are option A (identity; when the shape changes,
+subsample by 2 and zero-pad the new channels: no parameters), as the paper uses for CIFAR.
+``shortcut="B"`` swaps in 1x1 projections where the shape changes. Same names as above,
+``layer{1..3}_{i}``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnlab.models import ModelInfo, register
+from cnnlab.models import layers
+
+
+def _classifier(num_classes: int, fan_in: int, dtype: Any) -> nn.Dense:
+  """The final fc with torch.nn.Linear's default init, as torchvision leaves it."""
+  return layers.dense(num_classes, dtype=dtype, kernel_init=layers.torch_default_kernel,
+                      bias_init=layers.torch_default_bias(fan_in), name="fc")
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs (Figure 2 of the paper); ``stride`` on the first."""
+  planes: int
+  stride: int = 1
+  zero_init_residual: bool = False
+  dtype: Any = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(bn(name="bn1")(y))
+    y = layers.conv(self.planes, 3, 1, 1, dtype=self.dtype, name="conv2")(y)
+    y = bn(zero_scale=self.zero_init_residual, name="bn2")(y)
+    return nn.relu(y + _projection(x, y.shape[-1], self.stride, train, self.dtype))
+
+
+class Bottleneck(nn.Module):
+  """1x1 reduce, 3x3, 1x1 expand by 4 (Figure 5 right); v1.5: ``stride`` on the 3x3."""
+  planes: int
+  stride: int = 1
+  zero_init_residual: bool = False
+  dtype: Any = jnp.float32
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    y = layers.conv(self.planes, 1, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(bn(name="bn1")(y))
+    y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv2")(y)
+    y = nn.relu(bn(name="bn2")(y))
+    y = layers.conv(self.planes * self.expansion, 1, dtype=self.dtype, name="conv3")(y)
+    y = bn(zero_scale=self.zero_init_residual, name="bn3")(y)
+    return nn.relu(y + _projection(x, y.shape[-1], self.stride, train, self.dtype))
+
+
+def _projection(x, features: int, stride: int, train: bool, dtype: Any):
+  """Option B shortcut: identity, or a strided 1x1 conv + BN when the shape changes.
+
+  Called inside a block's compact ``__call__``, so the layers belong to that block.
+  """
+  if stride == 1 and x.shape[-1] == features:
+    return x
+  x = layers.conv(features, 1, stride, dtype=dtype, name="downsample_conv")(x)
+  return layers.batch_norm(train, dtype=dtype, name="downsample_bn")(x)
+
+
+class ResNet(nn.Module):
+  """ImageNet ResNet, torchvision layout (v1.5 bottlenecks). Names: see the module docstring.
+
+  Attributes:
+    stage_sizes: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+    block: ``BasicBlock`` or ``Bottleneck``.
+    num_classes: classifier outputs; 0 returns the pooled features (512 or 2048 wide).
+    zero_init_residual: zero-init the last BN scale in each residual branch.
+    dtype: compute dtype; parameters stay float32.
+  """
+  stage_sizes: Sequence[int]
+  block: Any
+  num_classes: int = 1000
+  zero_init_residual: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.num_classes < 0:
+      raise ValueError(f"num_classes={self.num_classes} is invalid; use 0 (features) or > 0")
+    x = layers.conv(64, 7, 2, 3, dtype=self.dtype, name="conv1")(x)
+    x = nn.relu(layers.batch_norm(train, dtype=self.dtype, name="bn1")(x))
+    x = layers.max_pool(x, 3, 2, padding=1)
+    for s, num_blocks in enumerate(self.stage_sizes):
+      for i in range(num_blocks):
+        stride = 2 if s > 0 and i == 0 else 1
+        x = self.block(64 * 2 ** s, stride, self.zero_init_residual, dtype=self.dtype,
+                       name=f"layer{s + 1}_{i}")(x, train)
+    x = layers.global_avg_pool(x)
+    if self.num_classes == 0:
+      return x
+    return _classifier(self.num_classes, x.shape[-1], self.dtype)(x)
+
+
+def _option_a(x, features: int, stride: int):
+  """Option A shortcut: subsample spatially by ``stride``, zero-pad the extra channels."""
+  if stride > 1:
+    x = x[:, ::stride, ::stride, :]
+  extra = features - x.shape[-1]
+  if extra > 0:
+    x = jnp.pad(x, [(0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)])
+  return x
+
+
+class CifarBasicBlock(nn.Module):
+  """The CIFAR basic block: two 3x3 convs, option A or B shortcut."""
+  planes: int
+  stride: int = 1
+  shortcut: str = "A"
+  zero_init_residual: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(bn(name="bn1")(y))
+    y = layers.conv(self.planes, 3, 1, 1, dtype=self.dtype, name="conv2")(y)
+    y = bn(zero_scale=self.zero_init_residual, name="bn2")(y)
+    if self.shortcut == "A":
+      shortcut = _option_a(x, self.planes, self.stride)
+    else:
+      shortcut = _projection(x, self.planes, self.stride, train, self.dtype)
+    return nn.relu(y + shortcut)
+
+
+class CifarResNet(nn.Module):
+  """CIFAR-10 ResNet of depth 6n+2 (§4.2 of the paper). Names: see the module docstring.
+
+  Attributes:
+    blocks_per_stage: n; the depth is 6n + 2 (n=3 gives ResNet-20).
+    num_classes: classifier outputs; 0 returns the pooled 64-d features.
+    shortcut: "A" (parameter-free, the paper's CIFAR choice) or "B" (1x1 projections).
+    zero_init_residual: zero-init the last BN scale in each residual branch.
+    dtype: compute dtype; parameters stay float32.
+  """
+  blocks_per_stage: int
+  num_classes: int = 10
+  shortcut: str = "A"
+  zero_init_residual: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.shortcut not in ("A", "B"):
+      raise ValueError(f"shortcut={self.shortcut!r} is invalid; use 'A' or 'B'")
+    if self.num_classes < 0:
+      raise ValueError(f"num_classes={self.num_classes} is invalid; use 0 (features) or > 0")
+    x = layers.conv(16, 3, 1, 1, dtype=self.dtype, name="conv1")(x)
+    x = nn.relu(layers.batch_norm(train, dtype=self.dtype, name="bn1")(x))
+    for s, planes in enumerate((16, 32, 64)):
+      for i in range(self.blocks_per_stage):
+        stride = 2 if s > 0 and i == 0 else 1
+        x = CifarBasicBlock(planes, stride, self.shortcut, self.zero_init_residual,
+                            dtype=self.dtype, name=f"layer{s + 1}_{i}")(x, train)
+    x = layers.global_avg_pool(x)
+    if self.num_classes == 0:
+      return x
+    return _classifier(self.num_classes, x.shape[-1], self.dtype)(x)
+
+
+# --- registry ---------------------------------------------------------------------------------
+_PAPER = ("He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition, CVPR "
+          "(arXiv:1512.03385)")
+
+# name -> (block, stage sizes, params at 1000 classes, paper result)
+_IMAGENET = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2), 11_689_512,
+                 "27.88% top-1 error, 10-crop, ImageNet val (Table 2; option A shortcuts)"),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), 21_797_672,
+                 "24.52% top-1 / 7.46% top-5 error, 10-crop (Table 3, ResNet-34 B); "
+                 "21.84 / 5.71 single-model multi-scale (Table 4)"),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), 25_557_032,
+                 "22.85% top-1 / 6.71% top-5 error, 10-crop (Table 3); "
+                 "20.74 / 5.25 single-model multi-scale (Table 4)"),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), 44_549_160,
+                  "21.75% top-1 / 6.05% top-5 error, 10-crop (Table 3); "
+                  "19.87 / 4.60 single-model multi-scale (Table 4)"),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), 60_192_808,
+                  "21.43% top-1 / 5.71% top-5 error, 10-crop (Table 3); "
+                  "19.38 / 4.49 single-model multi-scale (Table 4)"),
+}
+
+for _name, (_block, _stages, _count, _result) in _IMAGENET.items():
+  register(
+      ModelInfo(name=_name, family="resnet", num_params=_count, input_shape=(224, 224, 3),
+                num_classes=1000, paper=_PAPER, paper_result=_result, torchvision=_name,
+                notes=("v1.5 (stride in the bottleneck's 3x3)" if _block is Bottleneck else
+                       "basic blocks; option B shortcuts as torchvision")),
+      functools.partial(ResNet, stage_sizes=_stages, block=_block))
+
+# name -> (n, params with option A at 10 classes, Table 6 of the paper)
+_CIFAR = {
+    "resnet20": (3, 269_722, "8.75% test error on CIFAR-10, 0.27M params (Table 6)"),
+    "resnet32": (5, 464_154, "7.51% test error on CIFAR-10, 0.46M params (Table 6)"),
+    "resnet44": (7, 658_586, "7.17% test error on CIFAR-10, 0.66M params (Table 6)"),
+    "resnet56": (9, 853_018, "6.97% test error on CIFAR-10, 0.85M params (Table 6)"),
+    "resnet110": (18, 1_727_962, ("6.43% test error on CIFAR-10, best of 5 runs; "
+                                  "6.61 +- 0.16 mean +- std, 1.7M params (Table 6)")),
+}
+
+for _name, (_n, _count, _result) in _CIFAR.items():
+  register(
+      ModelInfo(name=_name, family="resnet_cifar", num_params=_count, input_shape=(32, 32, 3),
+                num_classes=10, paper=_PAPER, paper_result=_result, torchvision=None,
+                notes=(f"depth {6 * _n + 2}, option A shortcuts (parameter free), §4.2; "
+                       "shortcut='B' adds 2,752 parameters (1x1 projections + BN)")),
+      functools.partial(CifarResNet, blocks_per_stage=_n))

@@ -1,0 +1,237 @@
+"""Makes the torchvision parity fixtures in tests/fixtures/torchvision/ (needs torch+torchvision).
+
+    /work/torchvenv/bin/python tests/make_torchvision_fixtures.py            # every case
+    /work/torchvenv/bin/python tests/make_torchvision_fixtures.py resnet50_224 alexnet_224
+
+No weights are stored. For each case this script
+
+1. builds the torchvision model (``weights=None``) and lists its state_dict keys and shapes;
+2. fills every tensor from ``synthetic_state_dict`` below: numpy only, a pure function of
+   (seed, key, shape), so the test regenerates the very same weights without torch;
+3. loads them with ``load_state_dict(strict=True)`` and runs the model in eval mode on inputs
+   from ``synthetic_inputs`` (seeded numpy, NCHW);
+4. writes ``<case>.npz`` holding only the seeds, the key/shape list, a checksum of the weights
+   and torchvision's logits (float32).
+
+The test (tests/test_interop_torchvision.py) rebuilds weights and inputs from the fixture,
+converts with ``cnnlab.interop.torchvision.convert`` and compares cnnlab's eval-mode logits with
+the stored ones. Only numpy is imported at module level, so the test can import the generators
+from here; torch and torchvision are imported inside ``main``.
+
+Weight scales keep activations and logits O(1), so the 1e-4 absolute tolerance is tight:
+conv kernels He-uniform (std sqrt(2 / fan_in)), Linear weights std sqrt(1 / fan_in), biases
+U(-0.1, 0.1); BatchNorm is far from the identity: scale U(0.5, 1.5), running_mean U(-0.5, 0.5),
+running_var U(0.5, 2.0). Random running statistics do not normalise, so in a ResNet each block
+would multiply the residual stream's variance by about 3 (3^50 in ResNet-152); the last
+BatchNorm of every residual branch (``layerS.i.bn2`` of a basic block, ``bn3`` of a bottleneck)
+therefore gets scale U(0.1, 0.2), which keeps the stream O(1) while every branch still moves
+the logits by far more than the tolerance. Every draw is a float32 uniform (``Generator.random``), a plain
+transform of PCG64's bits, cheaper than normals and stable across numpy versions.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import zlib
+
+import numpy as np
+
+FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
+                           "torchvision")
+WEIGHT_SEED = 20240601
+INPUT_SEED = 7
+BATCH = 2
+
+# case name -> (torchvision builder, square input size). Small inputs keep the test fast on two
+# cores; AlexNet and ResNet-50 also run at the documented 224. VGG at 64 (and AlexNet at 96)
+# leaves 2x2 maps before the adaptive 7x7 (6x6) pool: the non-divisible adaptive-pool path.
+# ResNet-18 at 97 exercises odd sizes through the stride-2 convs and the max-pool.
+CASES = {
+    "alexnet_224": ("alexnet", 224),
+    "alexnet_96": ("alexnet", 96),
+    "vgg11_64": ("vgg11", 64),
+    "vgg13_64": ("vgg13", 64),
+    "vgg16_64": ("vgg16", 64),
+    "vgg19_64": ("vgg19", 64),
+    "vgg11_bn_64": ("vgg11_bn", 64),
+    "vgg13_bn_64": ("vgg13_bn", 64),
+    "vgg16_bn_64": ("vgg16_bn", 64),
+    "vgg19_bn_64": ("vgg19_bn", 64),
+    "googlenet_224": ("googlenet", 224),
+    "googlenet_99": ("googlenet", 99),
+    "resnet18_97": ("resnet18", 97),
+    "resnet34_64": ("resnet34", 64),
+    "resnet50_224": ("resnet50", 224),
+    "resnet101_64": ("resnet101", 64),
+    "resnet152_64": ("resnet152", 64),
+}
+
+
+def _uniform(rng: np.random.Generator, shape, low: float, high: float) -> np.ndarray:
+  x = rng.random(shape, dtype=np.float32)
+  x *= np.float32(high - low)
+  x += np.float32(low)
+  return x
+
+
+def synthetic_tensor(seed: int, key: str, shape: tuple[int, ...],
+                     branch_end: bool = False) -> np.ndarray:
+  """The tensor stored under ``key``: a pure function of (seed, key, shape, branch_end).
+
+  ``branch_end`` marks the scale of the BatchNorm that closes a residual branch.
+  """
+  shape = tuple(int(s) for s in shape)
+  leaf = key.rsplit(".", 1)[-1]
+  if leaf == "num_batches_tracked":
+    return np.zeros(shape, np.int64)
+  rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+  if leaf == "weight" and len(shape) >= 2:  # conv (O, I, kh, kw) or Linear (O, I)
+    fan_in = math.prod(shape[1:])
+    gain = 2.0 if len(shape) == 4 else 1.0
+    bound = math.sqrt(3.0 * gain / fan_in)   # uniform with std sqrt(gain / fan_in)
+    return _uniform(rng, shape, -bound, bound)
+  if leaf == "weight":                       # BatchNorm scale
+    return _uniform(rng, shape, 0.1, 0.2) if branch_end else _uniform(rng, shape, 0.5, 1.5)
+  if leaf == "bias":
+    return _uniform(rng, shape, -0.1, 0.1)
+  if leaf == "running_mean":
+    return _uniform(rng, shape, -0.5, 0.5)
+  if leaf == "running_var":
+    return _uniform(rng, shape, 0.5, 2.0)
+  raise ValueError(f"no synthetic rule for state_dict key {key!r}")
+
+
+_BLOCK_BN = re.compile(r"^(layer\d+\.\d+)\.bn(\d)\.weight$")
+
+
+def residual_branch_ends(keys) -> set[str]:
+  """Keys of the BatchNorm scales that close a ResNet residual branch."""
+  keys = set(keys)
+  ends = set()
+  for k in keys:
+    m = _BLOCK_BN.match(k)
+    if m:
+      last = 3 if f"{m.group(1)}.conv3.weight" in keys else 2
+      if int(m.group(2)) == last:
+        ends.add(k)
+  return ends
+
+
+def synthetic_state_dict(seed: int, keys, shapes) -> dict[str, np.ndarray]:
+  keys = list(keys)
+  ends = residual_branch_ends(keys)
+  return {k: synthetic_tensor(seed, k, s, k in ends) for k, s in zip(keys, shapes)}
+
+
+def synthetic_inputs(seed: int, shape) -> np.ndarray:
+  """NCHW float32 inputs, U(-sqrt 3, sqrt 3) (zero mean, unit variance)."""
+  rng = np.random.default_rng(seed)
+  return _uniform(rng, tuple(int(s) for s in shape), -math.sqrt(3.0), math.sqrt(3.0))
+
+
+def checksum(state_dict: dict[str, np.ndarray]) -> float:
+  """Sum of |w| over the first and last 64 entries of every float tensor, in float64.
+
+  Cheap (VGG has 138M weights) and enough to detect a generator that drifted.
+  """
+  total = 0.0
+  for v in state_dict.values():
+    if v.dtype.kind == "f":
+      flat = v.reshape(-1)
+      total += float(np.abs(flat[:64], dtype=np.float64).sum())
+      total += float(np.abs(flat[-64:], dtype=np.float64).sum())
+  return total
+
+
+def pack_shapes(shapes) -> tuple[np.ndarray, np.ndarray]:
+  """(ndims, flat dims): a ragged list of shapes as two int arrays."""
+  ndims = np.asarray([len(s) for s in shapes], np.int32)
+  flat = np.asarray([d for s in shapes for d in s], np.int64)
+  return ndims, flat
+
+
+def unpack_shapes(ndims: np.ndarray, flat: np.ndarray) -> list[tuple[int, ...]]:
+  out, i = [], 0
+  for n in ndims.tolist():
+    out.append(tuple(flat[i:i + n].tolist()))
+    i += n
+  return out
+
+
+def load_fixture(path: str) -> dict:
+  """Reads a fixture written by ``main`` into plain Python / numpy values."""
+  with np.load(path, allow_pickle=False) as z:
+    return {
+        "model": str(z["model"]),
+        "weight_seed": int(z["weight_seed"]),
+        "input_seed": int(z["input_seed"]),
+        "input_shape": tuple(z["input_shape"].tolist()),
+        "keys": [str(k) for k in z["keys"]],
+        "shapes": unpack_shapes(z["ndims"], z["dims"]),
+        "checksum": float(z["checksum"]),
+        "logits": z["logits"],
+        "versions": str(z["versions"]),
+    }
+
+
+def _build(torchvision, name: str):
+  builder = getattr(torchvision.models, name)
+  if name == "googlenet":  # keep the aux heads so their weights are part of the fixture too
+    return builder(weights=None, aux_logits=True, init_weights=False)
+  return builder(weights=None)
+
+
+def make_case(case: str, torch, torchvision) -> dict:
+  name, size = CASES[case]
+  model = _build(torchvision, name)
+  reference = model.state_dict()
+  keys = list(reference)
+  shapes = [tuple(v.shape) for v in reference.values()]
+  weights = synthetic_state_dict(WEIGHT_SEED, keys, shapes)
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+  model.eval()
+  input_shape = (BATCH, 3, size, size)
+  x = torch.from_numpy(synthetic_inputs(INPUT_SEED, input_shape))
+  with torch.no_grad():
+    logits = model(x).numpy().astype(np.float32)
+  ndims, dims = pack_shapes(shapes)
+  path = os.path.join(FIXTURE_DIR, f"{case}.npz")
+  np.savez_compressed(
+      path, model=np.asarray(name), weight_seed=np.asarray(WEIGHT_SEED),
+      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(input_shape),
+      keys=np.asarray(keys), ndims=ndims, dims=dims, checksum=np.asarray(checksum(weights)),
+      logits=logits,
+      versions=np.asarray(f"torch {torch.__version__}, torchvision {torchvision.__version__}"))
+  return {"path": path, "logits_std": float(logits.std()),
+          "logits_absmax": float(np.abs(logits).max()), "bytes": os.path.getsize(path)}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(CASES)}")
+  args = parser.parse_args(argv)
+  unknown = [c for c in args.cases if c not in CASES]
+  if unknown:
+    parser.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
+  try:
+    import torch
+    import torchvision
+  except ImportError as e:
+    print(f"error: this script needs torch and torchvision ({e}); see the docstring",
+          file=sys.stderr)
+    return 2
+  torch.manual_seed(0)  # unused by the synthetic weights; keeps any torch-side default fixed
+  torch.set_num_threads(max(1, os.cpu_count() or 1))
+  os.makedirs(FIXTURE_DIR, exist_ok=True)
+  for case in args.cases or list(CASES):
+    r = make_case(case, torch, torchvision)
+    print(f"{case:16s} logits std {r['logits_std']:.3f} max|.| {r['logits_absmax']:.3f} "
+          f"-> {os.path.relpath(r['path'])} ({r['bytes']} bytes)", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
