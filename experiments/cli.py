@@ -10,6 +10,29 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
+# TensorFlow (it only feeds the input pipeline) prints C++ start-up lines on stderr that no
+# setting silences in 2.21; entry points import it with stderr muted, so a usage error stays
+# one line. Anything Python raises during the import is still shown.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _import_tensorflow_quietly() -> None:
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as null:
+      os.dup2(null.fileno(), 2)
+      try:
+        import tensorflow  # noqa: F401
+        import jax  # noqa: F401  (jaxlib logs the same way on first use)
+        jax.devices()
+      finally:
+        os.dup2(saved, 2)
+  finally:
+    os.close(saved)
+
+
+_import_tensorflow_quietly()
+
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: a checkpoint was written; run the same command again
@@ -80,7 +103,6 @@ def _quiet_logs() -> None:
   if not FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)
   absl_logging.get_absl_handler().addFilter(_DropNoise())
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def run(main) -> None:

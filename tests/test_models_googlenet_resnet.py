@@ -46,7 +46,7 @@ def _without_aux(params):
 def _init(model, shape, seed=0):
   """A real ``init`` (only where initial values matter: it is slow for big models on CPU)."""
   rngs = {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}
-  return jax.jit(lambda: model.init(rngs, jnp.zeros(shape), train=False))()
+  return model.init(rngs, jnp.zeros(shape), train=False)
 
 
 def _random_variables(model, shape, seed=0):
@@ -188,13 +188,27 @@ def test_resnet20_forward_and_option_a_shortcut():
   assert not np.any(y[..., :2]) and not np.any(y[..., 4:])
 
 
-# The ImageNet block paths (as in resnet18/34 and resnet50/101/152) with one block per stage
-# and few classes, to keep the real init cheap; resnet20 as registered.
+@pytest.mark.parametrize("block,last_bn", [(resnet.BasicBlock, "bn2"),
+                                           (resnet.Bottleneck, "bn3"),
+                                           (resnet.CifarBasicBlock, "bn2")])
+def test_zero_init_residual_blocks(block, last_bn):
+  kw = {"shortcut": "B"} if block is resnet.CifarBasicBlock else {}
+  x = jnp.ones((1, 8, 8, 4))
+  for zero in (True, False):
+    params = block(8, 2, zero_init_residual=zero, **kw).init(jax.random.key(0), x)["params"]
+    assert "downsample_bn" in params
+    np.testing.assert_array_equal(params[last_bn]["scale"], 0.0 if zero else 1.0)
+    for name in params:
+      if name != last_bn and (name.startswith("bn") or name.endswith("_bn")):
+        np.testing.assert_array_equal(params[name]["scale"], 1.0)
+
+
+# The flag reaches every block: ResNet with one bottleneck per stage (cheap to init) and
+# resnet20 as registered.
 @pytest.mark.parametrize("model,last_bn", [
-    (resnet.ResNet((1, 1, 1, 1), resnet.BasicBlock, num_classes=10), "bn2"),
     (resnet.ResNet((1, 1, 1, 1), resnet.Bottleneck, num_classes=10), "bn3"),
     (models.create("resnet20"), "bn2")])
-def test_zero_init_residual(model, last_bn):
+def test_zero_init_residual_models(model, last_bn):
   params = _init(model.clone(zero_init_residual=True), (1, 32, 32, 3))["params"]
   blocks = [k for k in params if k.startswith("layer")]
   assert len(blocks) in (4, 9)
@@ -202,9 +216,6 @@ def test_zero_init_residual(model, last_bn):
     assert not np.any(params[k][last_bn]["scale"]), k
     np.testing.assert_array_equal(params[k]["bn1"]["scale"], 1.0)
   np.testing.assert_array_equal(params["bn1"]["scale"], 1.0)
-  if isinstance(model, resnet.CifarResNet):  # the default keeps every scale at one
-    default = _init(model, (1, 32, 32, 3))["params"]
-    np.testing.assert_array_equal(default[blocks[0]][last_bn]["scale"], 1.0)
 
 
 def test_googlenet_aux_outputs_only_in_train_and_transform_input():

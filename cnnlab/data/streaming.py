@@ -25,7 +25,9 @@ Eval: the host range in stored order, decoded and centre-cropped, padded with ze
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import threading
 from typing import Callable, Iterator
 
 import numpy as np
@@ -56,7 +58,7 @@ def _key(*ints: int) -> int:
 
 
 def _read(builder, split: str, ranges: list[tuple[int, int]]):
-  """Records of ``split`` in the given absolute ranges, image still JPEG-encoded."""
+  """Records of ``split`` in the given absolute ranges (dicts), image still JPEG-encoded."""
   import tensorflow as tf
   import tensorflow_datasets as tfds
   ri = None
@@ -65,10 +67,9 @@ def _read(builder, split: str, ranges: list[tuple[int, int]]):
     ri = r if ri is None else ri + r
   options = tf.data.Options()
   options.deterministic = True
-  ds = builder.as_dataset(split=ri, shuffle_files=False,
-                          decoders={"image": tfds.decode.SkipDecoding()},
-                          read_config=tfds.ReadConfig(options=options, try_autocache=False))
-  return ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)))
+  return builder.as_dataset(split=ri, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(options=options, try_autocache=False))
 
 
 def epoch_plan(n: int, block: int, seed: int, epoch: int):
@@ -90,10 +91,10 @@ def epoch_plan(n: int, block: int, seed: int, epoch: int):
 def _shuffled_block(builder, split, ranges, block_seed, drop, block):
   import tensorflow as tf
 
-  def permute(images, labels):
+  def permute(ex):
     perm = tf.random.experimental.stateless_shuffle(
-        tf.range(tf.shape(labels)[0]), seed=tf.constant([block_seed, 0], tf.int64))
-    return tf.gather(images, perm)[drop:], tf.gather(labels, perm)[drop:]
+        tf.range(tf.shape(ex["label"])[0]), seed=tf.constant([block_seed, 0], tf.int64))[drop:]
+    return tf.gather(ex["image"], perm), tf.cast(tf.gather(ex["label"], perm), tf.int32)
 
   return _read(builder, split, ranges).batch(block).map(permute)
 
@@ -111,9 +112,9 @@ def train_batches(builder, split: str, example_fn: Callable, *, lo: int, hi: int
   if spe < 1:
     raise ValueError(f"host batch size {host_batch} is larger than this host's share of "
                      f"{split!r} ({n} examples)")
-  epoch, offset = divmod(start_step, spe)
-  offset *= host_batch
-  while True:
+  first_epoch, first_offset = divmod(start_step, spe)
+
+  def build(epoch: int, offset: int):
     blocks, seen = [], 0
     for ranges, block_seed, size in epoch_plan(n, block, seed, epoch):
       if seen + size <= offset:       # wholly before the restart point: never read
@@ -129,13 +130,42 @@ def train_batches(builder, split: str, example_fn: Callable, *, lo: int, hi: int
 
     def augment(q, item):
       image, label = item
-      return example_fn(image, label, tf.stack([tf.constant(aug_key, tf.int64), q]))
+      x, y = example_fn(image, label, tf.stack([tf.constant(aug_key, tf.int64), q]))
+      return {"image": x, "label": y}
 
     ds = ds.map(augment, num_parallel_calls=parallel, deterministic=True)
-    ds = ds.map(lambda x, y: {"image": x, "label": y})
-    ds = ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+  # The next epoch's pipeline (one TFDS reader per block: ~0.1 s each) is built in a side
+  # thread while this one is consumed.
+  upcoming = _in_thread(build, first_epoch, first_offset * host_batch)
+  for epoch in itertools.count(first_epoch):
+    ds = upcoming()
+    upcoming = _in_thread(build, epoch + 1, 0)
     yield from ds.as_numpy_iterator()
-    epoch, offset = epoch + 1, 0
+
+
+def _in_thread(fn, *args) -> Callable:
+  """Starts fn(*args) in a thread; the returned function waits for its result."""
+  out: dict = {}
+
+  def run():
+    try:
+      out["value"] = fn(*args)
+    except BaseException as e:  # re-raised in the caller
+      out["error"] = e
+
+  # Not a daemon: at interpreter exit Python waits for a build in flight (seconds) instead
+  # of tearing TF down under it.
+  thread = threading.Thread(target=run, daemon=False, name="cnnlab-epoch")
+  thread.start()
+
+  def result():
+    thread.join()
+    if "error" in out:
+      raise out["error"]
+    return out["value"]
+  return result
 
 
 def eval_batches(builder, split: str, example_fn: Callable, *, n: int, lo: int, hi: int,
@@ -149,8 +179,9 @@ def eval_batches(builder, split: str, example_fn: Callable, *, n: int, lo: int, 
   if hi > lo:
     ds = _read(builder, split, [(lo, hi)])
 
-    def prep(image, label):
-      return {"image": example_fn(image), "label": label, "mask": tf.constant(True)}
+    def prep(ex):
+      return {"image": example_fn(ex["image"]), "label": tf.cast(ex["label"], tf.int32),
+              "mask": tf.constant(True)}
 
     ds = ds.map(prep, num_parallel_calls=parallel, deterministic=True).concatenate(pad)
   else:

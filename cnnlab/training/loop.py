@@ -14,6 +14,7 @@ Guarantees (tested in tests/test_resilience.py and tests/test_engine.py):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -138,6 +139,17 @@ class Run:
     return result
 
 
+def params_fingerprint(params) -> str:
+  """SHA-256 of every parameter's bytes (this process's replica): equal fingerprints mean
+  bit-identical parameters, across restarts, device counts and processes."""
+  digest = hashlib.sha256()
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  for path, leaf in flat:
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
+  return digest.hexdigest()
+
+
 def _write_config(config, workdir: str) -> None:
   if jax.process_index() != 0:
     return
@@ -237,7 +249,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         raise Preempted(step)
   ckpt.close()
   writer.flush()
-  final = {**last_eval, "step": step, "wall_time_sec": time.time() - t_start}
+  final = {**last_eval, "step": step, "wall_time_sec": time.time() - t_start,
+           "params_fingerprint": params_fingerprint(state.params)}
   if is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(final, f, indent=2)

@@ -1,0 +1,489 @@
+r"""The reproduction report: ``docs/RESULTS.md`` and its figures, from the runs' own files.
+
+    python -m experiments.report --runs=runs --out=docs/RESULTS.md --figures=docs/figures
+
+``--runs`` holds run groups, ``<runs>/<group>/<seed dir>/`` (``experiments/reproduce.py``
+makes them; a group directory that is itself a workdir counts as a group of one). From each
+workdir it reads ``config.json``, ``metrics.jsonl``, ``final_metrics.json``, ``run_info.json``
+(command, hardware, attempt times; optional) and ``eval_<split>.json`` (optional). It writes one
+table row per group — model, dataset, our metric as mean ± sample standard deviation over the
+finished seeds, the paper's metric and its source, epochs, mean wall time, time to a target
+accuracy where the recipe defines one, hardware and the exact command — then a section per
+group (per-seed numbers, curves of loss and accuracy against steps and wall time with the seeds
+overlaid, a confusion matrix when ``eval_<split>.json`` exists). Every recipe in ``RECIPES``
+without runs is listed with its paper target, the command and a time estimate as "not yet run".
+
+Our metric is the final evaluation of each run (``final_metrics.json``: the last step, every
+example of the eval split), never a best-of checkpoint. Wall time and time-to-accuracy count
+from the start of the training process (``run_info.json``), so start-up, data loading and
+compilation are included; without ``run_info.json`` they fall back to the training loop's own
+time and are marked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import json
+import math
+import os
+from typing import Any
+
+from absl import flags
+
+from experiments import cli
+
+if "runs" not in flags.FLAGS:  # shared by experiments/report.py and experiments/reproduce.py
+  flags.DEFINE_string("runs", "runs", "Root directory of run groups: <runs>/<group>/<seed>/.")
+_OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "Markdown file to write.")
+_FIGURES = flags.DEFINE_string("figures", "docs/figures", "Directory for the PNG figures.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """What a recipe is expected to give. A config module's ``EXPECTED`` dict overrides these."""
+  name: str                   # module in experiments/configs
+  model: str
+  dataset: str
+  metrics: tuple              # shown, in order: 'accuracy' | 'error' | 'top5_accuracy' | 'top5_error'
+  paper: str                  # the paper's (or our target's) number, as text
+  source: str
+  time_estimate: str
+  target: tuple | None = None   # (metric, '>=' | '<=', fraction): the check shown as ✓ / ✗
+  time_to_accuracy: float | None = None   # report the time to first reach this eval accuracy
+  seeds: int = 3
+
+
+# One entry per recipe; the numbers and sources are those in each config's docstring.
+RECIPES = (
+    # experiments/configs/lenet5_1998_mnist.py (target: issue 5)
+    Recipe("lenet5_1998_mnist", "lenet5_1998", "mnist", ("error",),
+           "≤ 0.95 % test error (no distortions)",
+           "LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86(11), §III-C, Fig. 9",
+           "minutes on a 2-core CPU", target=("error", "<=", 0.0095)),
+    # experiments/configs/lenet5_mnist.py
+    Recipe("lenet5_mnist", "lenet5", "mnist", ("accuracy",),
+           "≥ 99.0 % test accuracy (our baseline; flax's MNIST example: 99.17 % after 10 epochs)",
+           "own target", "~2-3 min on a 2-core CPU", target=("accuracy", ">=", 0.99),
+           time_to_accuracy=0.99),
+    # experiments/configs/lenet5_fashion_mnist.py
+    Recipe("lenet5_fashion_mnist", "lenet5", "fashion_mnist", ("accuracy",),
+           "none (recorded); small CNNs reach ~89-91 %",
+           "Xiao, Rasul & Vollgraf 2017, arXiv:1708.07747 (context only)",
+           "~2-3 min on a 2-core CPU"),
+    # experiments/configs/resnet20_cifar10.py (PAPER_TEST_ERROR[20])
+    Recipe("resnet20_cifar10", "resnet20", "cifar10", ("error",), "8.75 % test error",
+           "He, Zhang, Ren & Sun 2016, Table 6", "~1.5 h on one modern GPU"),
+    # experiments/configs/alexnet_imagenet.py
+    Recipe("alexnet_imagenet", "alexnet", "imagenet2012", ("error", "top5_error"),
+           "40.7 % / 18.2 % top-1 / top-5 error (one CNN); torchvision weights: "
+           "43.48 % / 20.93 %", "Krizhevsky, Sutskever & Hinton 2012, Table 2; torchvision "
+           "model card", "a few hours on one H100 (estimate)", seeds=1),
+    # experiments/configs/vgg16_imagenet.py
+    Recipe("vgg16_imagenet", "vgg16", "imagenet2012", ("error", "top5_error"),
+           "25.6 % / 8.1 % top-1 / top-5 error (single scale, Q=384); torchvision weights at "
+           "224 crop: 28.41 % / 9.62 %", "Simonyan & Zisserman 2015, Table 3; torchvision "
+           "model card", "~1.5 days on one H100 in bf16 (estimate)", seeds=1),
+    # experiments/configs/googlenet_imagenet.py
+    Recipe("googlenet_imagenet", "googlenet", "imagenet2012", ("error", "top5_error"),
+           "10.07 % top-5 error (one model, one crop); torchvision weights: 30.22 % / 10.47 %",
+           "Szegedy et al. 2015, Table 3; torchvision model card",
+           "about 2 days on one H100 (estimate)", seeds=1),
+    # experiments/configs/resnet50_imagenet.py (TORCHVISION_ACC[50], RESNET_PAPER_ERROR[50])
+    Recipe("resnet50_imagenet", "resnet50", "imagenet2012", ("error", "top5_error"),
+           "23.87 % / 7.14 % top-1 / top-5 error, one crop (torchvision V1 weights); paper, "
+           "10 crops: 22.85 % / 6.71 %", "torchvision model card; He et al. 2016, Table 3",
+           "~10.7 h on one H100 in bf16 (estimate)", seeds=1),
+)
+
+METRIC_LABELS = {"accuracy": "accuracy", "error": "error", "top5_accuracy": "top-5 accuracy",
+                 "top5_error": "top-5 error"}
+
+
+def recipe(name: str) -> Recipe | None:
+  """The table entry, updated from ``experiments.configs.<name>.EXPECTED`` when it exists."""
+  base = next((r for r in RECIPES if r.name == name), None)
+  try:
+    module = importlib.import_module(f"experiments.configs.{name}")
+  except ImportError:
+    return base
+  expected = getattr(module, "EXPECTED", None)
+  if not isinstance(expected, dict):
+    return base
+  fields = {f.name for f in dataclasses.fields(Recipe)}
+  known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in expected.items()
+           if k in fields}
+  if base is None:
+    missing = {"model", "dataset", "metrics", "paper", "source", "time_estimate"} - set(known)
+    if missing:
+      return None
+    return Recipe(name=name, **known)
+  return dataclasses.replace(base, **known)
+
+
+def metric_value(final: dict, metric: str) -> float | None:
+  acc = final.get("eval_top5" if metric.startswith("top5") else "eval_accuracy")
+  if acc is None:
+    return None
+  return float(acc) if metric.endswith("accuracy") else 1.0 - float(acc)
+
+
+# --- reading workdirs ----------------------------------------------------------------------------
+def _load_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+def _is_workdir(path: str) -> bool:
+  return any(os.path.exists(os.path.join(path, f))
+             for f in ("config.json", "metrics.jsonl", "run_info.json"))
+
+
+@dataclasses.dataclass
+class RunRecord:
+  name: str
+  path: str
+  config: dict
+  rows: list
+  final: dict | None
+  info: dict
+  evals: dict
+
+  @property
+  def finished(self) -> bool:
+    return self.final is not None and "eval_accuracy" in self.final
+
+  def elapsed(self, t: float) -> float:
+    """Seconds of run time at Unix time ``t``: from the first attempt's start, minus the gaps
+    between attempts (a resumed run). Without run_info: from the first logged row."""
+    attempts = sorted(self.info.get("attempts", []), key=lambda a: a["start_time"])
+    if not attempts:
+      return t - min(float(r["time"]) for r in self.rows)
+    done = 0.0
+    for a in attempts:
+      end = a.get("end_time", math.inf)
+      if t <= end:
+        return done + max(0.0, t - a["start_time"])
+      done += end - a["start_time"]
+    return done
+
+  @property
+  def timed_from_start(self) -> bool:
+    return bool(self.info.get("attempts"))
+
+  def wall_time(self) -> tuple[float | None, bool]:
+    """(seconds, from process start?): run_info's total, else the loop's own time."""
+    if self.info.get("wall_time_sec") is not None:
+      return float(self.info["wall_time_sec"]), True
+    if self.final and self.final.get("wall_time_sec") is not None:
+      return float(self.final["wall_time_sec"]), False
+    return None, False
+
+  def epochs(self) -> float | None:
+    step = (self.final or {}).get("step")
+    if step is None:
+      step = max((int(r["step"]) for r in self.rows), default=None)
+    cfg = self.config
+    try:
+      from cnnlab.data import datasets
+      ds = cfg["dataset"]
+      info = datasets.get(ds["name"])
+      split = ds.get("train_split") or info.train_split
+      per_epoch = max(1, info.splits[split] // int(cfg["batch_size"]))
+      return step / per_epoch if step is not None else None
+    except (KeyError, TypeError, ValueError):
+      return cfg.get("num_epochs")
+
+  def time_to_accuracy(self, threshold: float) -> tuple[float, int] | None:
+    """(elapsed seconds, step) of the first evaluation reaching ``threshold``."""
+    for r in sorted((r for r in self.rows if "eval_accuracy" in r), key=lambda r: r["time"]):
+      if r["eval_accuracy"] >= threshold:
+        return self.elapsed(float(r["time"])), int(r["step"])
+    return None
+
+
+def read_run(path: str) -> RunRecord:
+  from cnnlab.metrics import read_jsonl
+  evals = {}
+  for f in sorted(os.listdir(path)):
+    if f.startswith("eval_") and f.endswith(".json"):
+      data = _load_json(os.path.join(path, f))
+      if isinstance(data, dict):
+        evals[f[5:-5]] = data
+  return RunRecord(name=os.path.basename(path.rstrip("/")), path=path,
+                   config=_load_json(os.path.join(path, "config.json")) or {},
+                   rows=[r for r in read_jsonl(path) if "step" in r and "time" in r],
+                   final=_load_json(os.path.join(path, "final_metrics.json")),
+                   info=_load_json(os.path.join(path, "run_info.json")) or {}, evals=evals)
+
+
+def find_groups(runs_dir: str) -> dict[str, list[RunRecord]]:
+  """``group name -> runs`` (sorted by name), skipping hidden directories (.jax_cache)."""
+  groups = {}
+  for g in sorted(os.listdir(runs_dir)):
+    gpath = os.path.join(runs_dir, g)
+    if g.startswith(".") or not os.path.isdir(gpath):
+      continue
+    if _is_workdir(gpath):
+      groups[g] = [read_run(gpath)]
+      continue
+    seeds = [os.path.join(gpath, s) for s in sorted(os.listdir(gpath)) if not s.startswith(".")]
+    runs = [read_run(s) for s in seeds if os.path.isdir(s) and _is_workdir(s)]
+    if runs:
+      groups[g] = runs
+  return groups
+
+
+def group_recipe(group: str, runs: list[RunRecord]) -> Recipe | None:
+  """run_info's recipe (with a config argument only if the model is the recipe's default),
+  else the group's name, else the unique recipe with the runs' model and dataset."""
+  info = runs[0].info
+  cfg = runs[0].config
+  model = cfg.get("model", {}).get("name")
+  if info.get("recipe"):
+    rec = recipe(info["recipe"])
+    return rec if rec and (not info.get("config_arg") or rec.model == model) else None
+  if any(r.name == group for r in RECIPES):
+    return recipe(group)
+  dataset = cfg.get("dataset", {}).get("name")
+  matches = [r for r in RECIPES if (r.model, r.dataset) == (model, dataset)]
+  return recipe(matches[0].name) if len(matches) == 1 else None
+
+
+# --- numbers and formatting ----------------------------------------------------------------------
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+  """Mean and sample standard deviation (n - 1 in the denominator; None for one value)."""
+  n = len(values)
+  mean = sum(values) / n
+  if n < 2:
+    return mean, None
+  return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def fmt_pct(values: list[float]) -> str:
+  mean, std = mean_std(values)
+  return f"{100 * mean:.2f} %" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f} %"
+
+
+def fmt_duration(sec: float | None) -> str:
+  if sec is None or not math.isfinite(sec):
+    return "—"
+  if sec < 120:
+    return f"{sec:.0f} s"
+  if sec < 7200:
+    return f"{sec / 60:.1f} min"
+  return f"{sec / 3600:.1f} h"
+
+
+def _cell(text: Any) -> str:
+  return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+  return f"`{text}`" if text and text != "—" else "—"
+
+
+def _split_label(runs: list[RunRecord]) -> str:
+  ds = runs[0].config.get("dataset", {})
+  split = ds.get("eval_split")
+  if not split:
+    try:
+      from cnnlab.data import datasets
+      split = datasets.get(ds.get("name")).eval_split
+    except ValueError:
+      split = "eval"
+  return {"validation": "val"}.get(split, split)
+
+
+def hardware_text(info: dict) -> str:
+  hw = info.get("hardware") or {}
+  if not hw:
+    return "—"
+  cores = hw.get("usable_cpus") or hw.get("cpu_count")
+  text = f"{hw.get('cpu', '?')} ({cores} cores)"
+  gpus = hw.get("gpus") or []
+  if gpus:
+    names = sorted(set(gpus))
+    text = ", ".join(f"{gpus.count(n)}× {n}" for n in names) + "; " + text
+  return text
+
+
+def _ours(rec: Recipe | None, runs: list[RunRecord], done: list[RunRecord]) -> str:
+  if not done:
+    return "no finished run"
+  metrics = rec.metrics if rec else ("accuracy",)
+  split = _split_label(runs)
+  parts = []
+  for m in metrics:
+    values = [metric_value(r.final, m) for r in done]
+    values = [v for v in values if v is not None]
+    if values:
+      parts.append(f"{fmt_pct(values)} {split} {METRIC_LABELS[m]}")
+  text = "; ".join(parts) + f" (n={len(done)})"
+  if rec and rec.target:
+    metric, op, bound = rec.target
+    mean = mean_std([metric_value(r.final, metric) for r in done])[0]
+    ok = mean >= bound if op == ">=" else mean <= bound
+    text += " ✓" if ok else " ✗"
+  if len(done) < len(runs):
+    text += f"; {len(runs) - len(done)} unfinished"
+  return text
+
+
+# --- the report ----------------------------------------------------------------------------------
+HEADER = ("| recipe | model | dataset | ours (mean ± std over seeds) | paper / target | source "
+          "| epochs | wall time (mean) | time to target | hardware | command |")
+
+
+def group_row(group: str, runs: list[RunRecord], rec: Recipe | None) -> tuple[str, list[str]]:
+  """The table row of a group, and its footnote marks' explanations."""
+  notes = []
+  done = [r for r in runs if r.finished]
+  cfg = runs[0].config
+  epochs = [e for e in (r.epochs() for r in done) if e is not None]
+  walls = [r.wall_time() for r in done]
+  wall_s = [w for w, _ in walls if w is not None]
+  wall = fmt_duration(sum(wall_s) / len(wall_s)) if wall_s else "—"
+  if walls and not all(full for _, full in walls):
+    wall += " ‡"
+    notes.append("‡ training loop only (no run_info.json): start-up and compilation excluded.")
+  ttt = "—"
+  if rec and rec.time_to_accuracy:
+    hits = [r.time_to_accuracy(rec.time_to_accuracy) for r in done]
+    reached = [h[0] for h in hits if h is not None]
+    ttt = f"{100 * rec.time_to_accuracy:g} %: "
+    ttt += (fmt_duration(sum(reached) / len(reached)) if reached else "not reached")
+    if reached and len(reached) < len(hits):
+      ttt += f" ({len(reached)}/{len(hits)} seeds)"
+    if not all(r.timed_from_start for r in done):
+      ttt += " *"
+      notes.append("* measured from the first logged step (no run_info.json): start-up and "
+                   "compilation excluded.")
+  hardware = "; ".join(sorted({hardware_text(r.info) for r in runs} - {"—"})) or "—"
+  info = runs[0].info
+  command = info.get("group_command") or info.get("command") or "—"
+  cells = [group if rec is None or rec.name == group else f"{group} ({rec.name})",
+           cfg.get("model", {}).get("name", "?"), cfg.get("dataset", {}).get("name", "?"),
+           _ours(rec, runs, done), rec.paper if rec else "—", rec.source if rec else "—",
+           f"{sum(epochs) / len(epochs):g}" if epochs else "—", wall, ttt, hardware,
+           _code(command)]
+  return "| " + " | ".join(_cell(c) for c in cells) + " |", notes
+
+
+def pending_row(rec: Recipe) -> str:
+  command = f"python -m experiments.reproduce --recipe={rec.name} --seeds={rec.seeds}"
+  cells = [rec.name, rec.model, rec.dataset, "**not yet run**", rec.paper, rec.source, "—",
+           f"estimate: {rec.time_estimate}", "—", "—", _code(command)]
+  return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _figures(group: str, runs: list[RunRecord], fig_dir: str) -> dict[str, str]:
+  from cnnlab import viz
+  out = {}
+  curves = {}
+  for r in runs:
+    if r.rows:
+      curves[r.name] = [{**row, "elapsed_sec": r.elapsed(float(row["time"]))} for row in r.rows]
+  if curves:
+    out["curves"] = viz.plot_curves(curves, os.path.join(fig_dir, f"{group}_curves.png"),
+                                    title=f"{group}: loss and accuracy, seeds overlaid")
+  for r in runs:
+    for split, ev in sorted(r.evals.items()):
+      if "confusion_matrix" in ev:
+        names = viz.CLASS_NAMES.get(r.config.get("dataset", {}).get("name"))
+        n = len(ev["confusion_matrix"])
+        out["confusion"] = viz.plot_confusion(
+            ev["confusion_matrix"], os.path.join(fig_dir, f"{group}_confusion.png"),
+            class_names=names if names and len(names) == n else None,
+            title=f"{group}/{r.name}, {split} split (accuracy {100 * ev['eval_accuracy']:.2f} %)")
+        return out
+  return out
+
+
+def group_section(group: str, runs: list[RunRecord], rec: Recipe | None,
+                  figures: dict[str, str], out_dir: str) -> list[str]:
+  lines = [f"### {group}", ""]
+  if rec:
+    lines += [f"Recipe `experiments/configs/{rec.name}.py`; paper / target: {rec.paper} "
+              f"({rec.source}).", ""]
+  lines += ["| run | steps | epochs | eval accuracy | eval loss | examples | wall time | "
+            "time to target | command |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in runs:
+    f = r.final or {}
+    acc = f"{100 * f['eval_accuracy']:.2f} %" if "eval_accuracy" in f else "unfinished"
+    loss = f"{f['eval_loss']:.4f}" if "eval_loss" in f else "—"
+    count = f"{int(f['eval_count'])}" if "eval_count" in f else "—"
+    epochs = r.epochs()
+    hit = r.time_to_accuracy(rec.time_to_accuracy) if rec and rec.time_to_accuracy else None
+    ttt = f"{fmt_duration(hit[0])} (step {hit[1]})" if hit else "—"
+    cells = [r.name, f.get("step", "—"), f"{epochs:.2f}" if epochs is not None else "—", acc,
+             loss, count, fmt_duration(r.wall_time()[0]), ttt,
+             _code(r.info.get("command", "—"))]
+    lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+  attempts = {r.name: len(r.info.get("attempts", [])) for r in runs}
+  resumed = [n for n, k in attempts.items() if k > 1]
+  if resumed:
+    lines += ["", f"Resumed after an interruption: {', '.join(resumed)} (gaps between "
+              "attempts are not counted in the times)."]
+  sw = runs[0].info.get("software")
+  if sw:
+    lines += ["", "Software: " + ", ".join(f"{k} {v}" for k, v in sw.items()) + "."]
+  for kind in ("curves", "confusion"):
+    if kind in figures:
+      rel = os.path.relpath(figures[kind], out_dir)
+      lines += ["", f"![{group} {kind}]({rel})"]
+  return lines + [""]
+
+
+def build_report(runs_dir: str, out_path: str, fig_dir: str) -> str:
+  """Writes the Markdown report and its figures; returns the Markdown text."""
+  groups = find_groups(runs_dir) if os.path.isdir(runs_dir) else {}
+  out_dir = os.path.dirname(os.path.abspath(out_path))
+  matched = {g: group_recipe(g, runs) for g, runs in groups.items()}
+  rows, notes, sections = [], [], []
+  order = [r.name for r in RECIPES]
+  ranked = sorted(groups, key=lambda g: (order.index(matched[g].name) if matched[g] and
+                                         matched[g].name in order else len(order), g))
+  for g in ranked:
+    row, row_notes = group_row(g, groups[g], matched[g])
+    rows.append(row)
+    notes += [n for n in row_notes if n not in notes]
+    sections += group_section(g, groups[g], matched[g], _figures(g, groups[g], fig_dir), out_dir)
+  ran = {rec.name for rec in matched.values() if rec}
+  rows += [pending_row(recipe(r.name) or r) for r in RECIPES if r.name not in ran]
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  text = "\n".join([
+      "# Reproduction results", "",
+      f"Generated by `python -m experiments.report --runs={runs_dir}` on {now} from the "
+      "files the runs wrote; do not edit by hand.", "",
+      "- **ours**: the final evaluation of each run (last step, every example of the eval "
+      "split), mean ± sample standard deviation (n − 1) over the finished seeds, n = seeds; "
+      "✓ / ✗: the mean meets / misses the target.",
+      "- **wall time**: whole training process, start-up, data loading and compilation "
+      "included. **time to target**: from the process start to the first evaluation at or "
+      "above the target accuracy (mean over the seeds that reach it).",
+      "- **not yet run**: no data for it on the machines these results come from; the command "
+      "runs it, the time is an estimate from the recipe.", "",
+      HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *rows, "", *notes,
+      *([""] if notes else []), "## Runs", "", *sections])
+  os.makedirs(out_dir, exist_ok=True)
+  with open(out_path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(out_path + ".tmp", out_path)
+  return text
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.usage_error(f"unexpected arguments {argv[1:]!r}")
+  if not os.path.isdir(flags.FLAGS.runs):
+    cli.usage_error(f"--runs={flags.FLAGS.runs!r} is not a directory")
+  build_report(flags.FLAGS.runs, _OUT.value, _FIGURES.value)
+  print(f"wrote {_OUT.value} and figures in {_FIGURES.value}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

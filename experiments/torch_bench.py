@@ -1,0 +1,243 @@
+"""The PyTorch side of ``experiments/benchmark.py --compare=torch``: a worker process.
+
+It imports only torch / torchvision (an optional extra, never a cnnlab dependency:
+``pip install torch==2.14.1 torchvision==0.29.1``) and is driven over stdin/stdout, one JSON
+object per line, so that benchmark.py can interleave its rounds with the JAX rounds:
+
+  {"cmd": "setup", "model": "resnet18", "batch_size": 16, "image_size": 224, "channels": 3,
+   "num_classes": 1000, "threads": 2, "dtype": "float32", "channels_last": "auto",
+   "aux_loss_weight": 0.3, "weight_decay": 1e-4}
+      -> {"ok": true, "channels_last": bool, "params": int, "torch": version, ...}
+  {"cmd": "train", "steps": n}  -> {"ok": true, "seconds": s, "images": n * batch}
+  {"cmd": "eval", "steps": n}   -> {"ok": true, "seconds": s, "images": n * batch}
+  {"cmd": "quit"}
+Errors come back as {"ok": false, "error": "..."}; nothing else is written to stdout.
+
+The train step is what a PyTorch user writes: eager mode, ``optimizer.zero_grad(set_to_none=
+True)``, forward, cross-entropy (plus weighted auxiliary losses for GoogLeNet), backward,
+``torch.optim.SGD(momentum=0.9, weight_decay=...)``, and the batch accuracy as a metric; one
+host sync per round. Architectures: torchvision's builders where they exist; LeNet-5 (the
+modern variant of cnnlab's ``lenet5``) and the CIFAR ResNets of He et al. 2016 §4.2 (option A
+shortcuts) are defined here, layer for layer as cnnlab has them.
+
+Run standalone for a quick look:  python experiments/torch_bench.py resnet18 16 224 [steps]
+"""
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# --- architectures torchvision does not have ---------------------------------------------------
+class LeNet5(nn.Module):
+  """conv 6@5x5 pad 2, ReLU, max-pool 2; conv 16@5x5, ReLU, max-pool 2; fc 120-84-classes."""
+
+  def __init__(self, num_classes=10, in_channels=1):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
+    self.conv2 = nn.Conv2d(6, 16, 5)
+    self.fc1 = nn.Linear(16 * 5 * 5, 120)
+    self.fc2 = nn.Linear(120, 84)
+    self.fc3 = nn.Linear(84, num_classes)
+
+  def forward(self, x):
+    x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+    x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+    x = torch.flatten(x, 1)
+    x = F.relu(self.fc1(x))
+    x = F.relu(self.fc2(x))
+    return self.fc3(x)
+
+
+class _CifarBlock(nn.Module):
+  def __init__(self, cin, planes, stride):
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.stride, self.extra = stride, planes - cin
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    s = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+    if self.extra > 0:   # option A: zero-pad the new channels
+      s = F.pad(s, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+    return F.relu(y + s)
+
+
+class CifarResNet(nn.Module):
+  """Depth 6n+2: 3x3 conv 16, three stages of n blocks at 16/32/64, global pool, fc."""
+
+  def __init__(self, n, num_classes=10):
+    super().__init__()
+    self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(16)
+    blocks, cin = [], 16
+    for s, planes in enumerate((16, 32, 64)):
+      for i in range(n):
+        blocks.append(_CifarBlock(cin, planes, 2 if s > 0 and i == 0 else 1))
+        cin = planes
+    self.blocks = nn.Sequential(*blocks)
+    self.fc = nn.Linear(64, num_classes)
+    for m in self.modules():
+      if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+  def forward(self, x):
+    x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+_CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+
+
+def build(name, num_classes, channels):
+  """The torch model for a cnnlab registry name; ValueError if there is no equivalent."""
+  if name == "lenet5":
+    return LeNet5(num_classes, channels)
+  if name in _CIFAR_DEPTHS and channels == 3:
+    return CifarResNet(_CIFAR_DEPTHS[name], num_classes)
+  import torchvision
+  builder = getattr(torchvision.models, name, None)
+  if builder is None or not callable(builder):
+    raise ValueError(f"no PyTorch equivalent of {name!r}")
+  kw = {"num_classes": num_classes}
+  if name == "googlenet":
+    kw.update(aux_logits=True, init_weights=True)
+  return builder(**kw)
+
+
+# --- the worker ---------------------------------------------------------------------------------
+class Bench:
+  def __init__(self, cmd):
+    threads = int(cmd.get("threads") or 0)
+    if threads > 0:
+      torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    self.batch = int(cmd["batch_size"])
+    size, channels = int(cmd["image_size"]), int(cmd.get("channels", 3))
+    num_classes = int(cmd.get("num_classes", 1000))
+    self.aux_weight = float(cmd.get("aux_loss_weight", 0.3))
+    self.bf16 = cmd.get("dtype", "float32") == "bfloat16"
+    self.model = build(cmd["model"], num_classes, channels)
+    self.opt = torch.optim.SGD(self.model.parameters(), lr=float(cmd.get("learning_rate", 0.01)),
+                               momentum=0.9, weight_decay=float(cmd.get("weight_decay", 1e-4)))
+    g = torch.Generator().manual_seed(1)
+    self.x = torch.randn(self.batch, channels, size, size, generator=g)
+    self.y = torch.randint(0, num_classes, (self.batch,), generator=g)
+    mode = cmd.get("channels_last", "auto")
+    if mode == "auto":
+      self.channels_last = self._pick_layout()
+    else:
+      self.channels_last = mode in (True, "on", "true", "1")
+    self._set_layout(self.channels_last)
+    self.info = {"channels_last": self.channels_last, "threads": torch.get_num_threads(),
+                 "params": sum(p.numel() for p in self.model.parameters()),
+                 "torch": torch.__version__,
+                 "mkldnn": bool(torch.backends.mkldnn.is_available())}
+
+  def _set_layout(self, channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    self.model = self.model.to(memory_format=fmt)
+    self.xl = self.x.contiguous(memory_format=fmt)
+
+  def _pick_layout(self):
+    """channels_last only where it is faster for this model here (best of 3 steps each)."""
+    best = {}
+    for cl in (False, True):
+      self._set_layout(cl)
+      self.train(1)
+      best[cl] = min(self.train(1)["seconds"] for _ in range(3))
+    return best[True] < best[False]
+
+  def _autocast(self):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+  def train(self, steps):
+    self.model.train()
+    acc = torch.zeros(())
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      self.opt.zero_grad(set_to_none=True)
+      with self._autocast():
+        out = self.model(self.xl)
+        if isinstance(out, tuple):          # GoogLeNetOutputs(logits, aux2, aux1)
+          logits = out[0]
+          loss = F.cross_entropy(logits.float(), self.y)
+          for aux in out[1:]:
+            if aux is not None:
+              loss = loss + self.aux_weight * F.cross_entropy(aux.float(), self.y)
+        else:
+          logits = out
+          loss = F.cross_entropy(logits.float(), self.y)
+      loss.backward()
+      self.opt.step()
+      acc = acc + (logits.detach().argmax(-1) == self.y).float().mean()
+    float(acc)                               # one host sync per round
+    return {"seconds": time.perf_counter() - t0, "images": steps * self.batch}
+
+  @torch.no_grad()
+  def eval(self, steps):
+    self.model.eval()
+    correct = torch.zeros(())
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      with self._autocast():
+        logits = self.model(self.xl)
+      correct = correct + (logits.argmax(-1) == self.y).sum()
+    float(correct)
+    return {"seconds": time.perf_counter() - t0, "images": steps * self.batch}
+
+
+def serve(stdin=sys.stdin, stdout=sys.stdout):
+  bench = None
+  for line in stdin:
+    line = line.strip()
+    if not line:
+      continue
+    try:
+      cmd = json.loads(line)
+      kind = cmd.get("cmd")
+      if kind == "quit":
+        break
+      if kind == "setup":
+        bench = Bench(cmd)
+        reply = bench.info
+      elif kind in ("train", "eval"):
+        if bench is None:
+          raise ValueError("send 'setup' before 'train' / 'eval'")
+        reply = getattr(bench, kind)(int(cmd.get("steps", 1)))
+      else:
+        raise ValueError(f"unknown cmd {kind!r}; valid: setup, train, eval, quit")
+      reply = {"ok": True, **reply}
+    except Exception as e:  # reported to the driver, which decides what to do
+      reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    stdout.write(json.dumps(reply) + "\n")
+    stdout.flush()
+
+
+def main(argv):
+  if len(argv) > 1 and argv[1] != "--serve":
+    name, batch, size = argv[1], int(argv[2]), int(argv[3])
+    steps = int(argv[4]) if len(argv) > 4 else 10
+    channels = 1 if name.startswith("lenet") else 3
+    classes = 10 if name.startswith("lenet") or name in _CIFAR_DEPTHS else 1000
+    b = Bench({"model": name, "batch_size": batch, "image_size": size, "channels": channels,
+               "num_classes": classes})
+    b.train(2)
+    r = b.train(steps)
+    print(json.dumps({**b.info, "train_img_s": r["images"] / r["seconds"]}))
+    return
+  # Keep stdout for the protocol: anything torch prints goes to stderr.
+  out = sys.stdout
+  sys.stdout = sys.stderr
+  serve(sys.stdin, out)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

@@ -1,0 +1,211 @@
+"""experiments/report.py on small synthetic workdirs whose numbers are known, and the
+run_info.json that experiments/reproduce.py records (no training here)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+T0 = 1_700_000_000.0
+PER_EPOCH = 60_000 // 128          # steps per epoch of MNIST at batch 128
+FINAL_ACC = (0.99, 0.991, 0.992)   # -> 99.10 ± 0.10 % (sample std)
+REACHED_AT = (50.0, 60.0, 70.0)    # seconds after the start: mean time to 99 % is 60 s
+HARDWARE = {"cpu": "Test CPU 9000", "cpu_count": 4, "usable_cpus": 2, "memory_gb": 8.0,
+            "gpus": [], "hostname": "testhost"}
+
+
+def _write(path, name, data):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, name), "w") as f:
+    if name.endswith(".jsonl"):
+      f.writelines(json.dumps(r) + "\n" for r in data)
+    else:
+      json.dump(data, f)
+
+
+def _config(model, dataset, seed):
+  return {"model": {"name": model, "kwargs": {}}, "dataset": {"name": dataset},
+          "batch_size": 128, "num_epochs": 2.0, "seed": seed}
+
+
+def _rows(start, final_acc, reached_at):
+  """Train rows every 100 steps; evals after epoch 1 (98.5 %) and epoch 2 (final_acc, logged
+  ``reached_at`` seconds after ``start``)."""
+  rows = []
+  for step in range(100, 2 * PER_EPOCH + 1, 100):
+    rows.append({"step": step, "time": start + 10 + step * (reached_at - 15) / (2 * PER_EPOCH),
+                 "train_loss": 1.0 / step, "train_accuracy": 1 - 1.0 / step})
+  rows.append({"step": PER_EPOCH, "time": start + 30, "eval_loss": 0.06,
+               "eval_accuracy": 0.985})
+  rows.append({"step": 2 * PER_EPOCH, "time": start + reached_at, "eval_loss": 0.03,
+               "eval_accuracy": final_acc, "eval_count": 10_000.0})
+  return rows
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("runs")
+  for seed, (acc, reached) in enumerate(zip(FINAL_ACC, REACHED_AT)):
+    wd = os.path.join(root, "lenet5_mnist", f"seed{seed}")
+    start = T0 + 1000 * seed
+    _write(wd, "config.json", _config("lenet5", "mnist", seed))
+    _write(wd, "metrics.jsonl", _rows(start, acc, reached))
+    _write(wd, "final_metrics.json", {"eval_accuracy": acc, "eval_loss": 0.03,
+                                      "eval_count": 10_000.0, "step": 2 * PER_EPOCH,
+                                      "wall_time_sec": 55.0})
+    _write(wd, "run_info.json", {
+        "recipe": "lenet5_mnist", "config_arg": None, "group": "lenet5_mnist", "seed": seed,
+        "command": f"python -m experiments.train --config=experiments/configs/lenet5_mnist.py "
+                   f"--workdir=runs/lenet5_mnist/seed{seed} --config.seed={seed}",
+        "group_command": "python -m experiments.reproduce --recipe=lenet5_mnist --seeds=3",
+        "hardware": HARDWARE, "software": {"python": "3.11", "jax": "0.10.2"},
+        "attempts": [{"start_time": start, "end_time": start + 80, "wall_time_sec": 80.0,
+                      "exit_code": 0}],
+        "start_time": start, "wall_time_sec": 80.0, "exit_code": 0})
+  cm = (np.eye(10) * 990 + 1).astype(int).tolist()
+  _write(os.path.join(root, "lenet5_mnist", "seed0"), "eval_test.json",
+         {"eval_accuracy": 0.99, "confusion_matrix": cm, "per_class_accuracy": [0.99] * 10})
+  # A seed that has not finished: counted as unfinished, not in the mean.
+  wd = os.path.join(root, "lenet5_mnist", "seed3")
+  _write(wd, "config.json", _config("lenet5", "mnist", 3))
+  _write(wd, "metrics.jsonl", _rows(T0 + 5000, 0.5, 40.0)[:3])
+  # A workdir trained by hand (no run_info.json): one run, matched by model and dataset.
+  wd = os.path.join(root, "fmnist_by_hand")
+  _write(wd, "config.json", _config("lenet5", "fashion_mnist", 0))
+  _write(wd, "metrics.jsonl", _rows(T0, 0.905, 60.0))
+  _write(wd, "final_metrics.json", {"eval_accuracy": 0.905, "eval_loss": 0.3, "step": 936,
+                                    "eval_count": 10_000.0, "wall_time_sec": 42.0})
+  os.makedirs(os.path.join(root, ".jax_cache", "xyz"))   # ignored
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def report(runs_dir, tmp_path_factory):
+  from experiments import report as report_lib
+  out = tmp_path_factory.mktemp("docs")
+  text = report_lib.build_report(runs_dir, str(out / "RESULTS.md"), str(out / "figures"))
+  assert (out / "RESULTS.md").read_text() == text
+  return text, out
+
+
+def _row(text, first_cell):
+  rows = [l for l in text.splitlines() if l.startswith(f"| {first_cell} ")]
+  assert len(rows) == 1, (first_cell, rows)
+  return [c.strip() for c in re.split(r"(?<!\\)\|", rows[0])[1:-1]]
+
+
+def test_table_has_mean_std_from_the_files(report):
+  text, _ = report
+  cells = _row(text, "lenet5_mnist")
+  assert cells[1:3] == ["lenet5", "mnist"]
+  assert "99.10 ± 0.10 % test accuracy (n=3) ✓; 1 unfinished" == cells[3]
+  assert cells[4].startswith("≥ 99.0 %")
+  assert cells[6] == "2"                      # 936 steps at 468 steps per epoch
+  assert cells[7] == "80 s"                   # run_info wall time (process), not the loop's 55
+  assert cells[8] == "99 %: 60 s"             # mean of 50, 60, 70 s from the process start
+  assert cells[9] == "Test CPU 9000 (2 cores)"
+  assert cells[10] == "`python -m experiments.reproduce --recipe=lenet5_mnist --seeds=3`"
+  # Per-seed section: each seed's own command and numbers.
+  assert "--workdir=runs/lenet5_mnist/seed1 --config.seed=1" in text
+  assert "| seed2 | 936 | 2.00 | 99.20 % | 0.0300 | 10000 | 80 s | 70 s (step 936) |" in text
+  assert "| seed3 | — | " in text and "unfinished" in text
+
+
+def test_run_without_run_info_falls_back_and_says_so(report):
+  text, _ = report
+  cells = _row(text, "fmnist_by_hand (lenet5_fashion_mnist)")
+  assert cells[3] == "90.50 % test accuracy (n=1)"
+  assert cells[7] == "42 s ‡" and cells[9] == "—" and cells[10] == "—"
+  assert "‡ training loop only" in text
+  assert ".jax_cache" not in text
+
+
+def test_recipes_without_runs_are_listed_as_not_yet_run(report):
+  text, _ = report
+  for name in ("lenet5_1998_mnist", "resnet20_cifar10", "alexnet_imagenet", "vgg16_imagenet",
+               "googlenet_imagenet", "resnet50_imagenet"):
+    cells = _row(text, name)
+    assert cells[3] == "**not yet run**", name
+    assert f"python -m experiments.reproduce --recipe={name} " in cells[10]
+    assert cells[7].startswith("estimate: ") and cells[4] != "—"
+  assert "8.75 % test error" in _row(text, "resnet20_cifar10")[4]
+  # lenet5_fashion_mnist has a run (fmnist_by_hand), so it is not listed as pending.
+  assert not [l for l in text.splitlines() if l.startswith("| lenet5_fashion_mnist |")]
+
+
+def _png_size(path):
+  with open(path, "rb") as f:
+    head = f.read(24)
+  assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+  return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_figures_are_valid_pngs_linked_from_the_report(report):
+  import matplotlib.image
+  text, out = report
+  links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+  assert sorted(os.path.basename(l) for l in links) == [
+      "fmnist_by_hand_curves.png", "lenet5_mnist_confusion.png", "lenet5_mnist_curves.png"]
+  for link in links:
+    path = out / link
+    assert path.stat().st_size > 1000
+    assert _png_size(path) in ((1200, 800), (700, 700))
+    image = matplotlib.image.imread(str(path))
+    assert image.ndim == 3 and image.std() > 0   # decodes, and is not blank
+
+
+def test_mean_std_and_formatting():
+  from experiments import report as report_lib
+  assert report_lib.fmt_pct([0.99, 0.991, 0.992]) == "99.10 ± 0.10 %"
+  assert report_lib.fmt_pct([0.5]) == "50.00 %"
+  assert report_lib.fmt_duration(59.6) == "60 s"
+  assert report_lib.fmt_duration(600) == "10.0 min"
+  assert report_lib.fmt_duration(3 * 3600) == "3.0 h"
+
+
+def test_time_to_accuracy_skips_gaps_between_attempts():
+  from experiments import report as report_lib
+  run = report_lib.RunRecord(
+      name="s", path="", config={}, final=None, evals={},
+      rows=[{"step": 1, "time": 105.0, "eval_accuracy": 0.5},
+            {"step": 2, "time": 230.0, "eval_accuracy": 0.995}],
+      info={"attempts": [{"start_time": 100.0, "end_time": 150.0},
+                         {"start_time": 200.0, "end_time": 260.0}]})
+  assert run.time_to_accuracy(0.99) == (80.0, 2)     # 50 s of attempt 1 + 30 s of attempt 2
+  assert run.time_to_accuracy(0.999) is None
+
+
+def test_reproduce_records_the_command_hardware_and_attempts(tmp_path):
+  from experiments import reproduce
+  argv = reproduce.train_argv("lenet5_mnist", None, "runs/g/seed1", 1, ["num_epochs=1"])
+  assert argv[-2:] == ["--config.seed=1", "--config.num_epochs=1"]
+  command = reproduce.shell_command(argv, env={"CNNLAB_RAW_DATA_DIR": "../shared/datasets"})
+  assert command.startswith("CNNLAB_RAW_DATA_DIR=../shared/datasets python -m experiments.train")
+  with pytest.raises(ValueError, match="valid: .*lenet5_mnist"):
+    reproduce.parse_recipe("no_such_recipe")
+  assert reproduce.parse_recipe("resnet20_cifar10:56") == ("resnet20_cifar10", "56")
+  wd = str(tmp_path / "seed0")
+  for code in (3, 0):   # a failed attempt, then a successful one
+    got = reproduce.run_seed(["-c", f"print('hello'); raise SystemExit({code})"], wd,
+                             {"seed": 0, "command": "x", "hardware": reproduce.hardware()},
+                             echo=False)
+    assert got == code
+  info = json.load(open(os.path.join(wd, "run_info.json")))
+  assert [a["exit_code"] for a in info["attempts"]] == [3, 0]
+  assert info["start_time"] == info["attempts"][0]["start_time"]
+  assert info["wall_time_sec"] == pytest.approx(sum(a["wall_time_sec"]
+                                                    for a in info["attempts"]))
+  assert info["hardware"]["cpu"] and info["hardware"]["usable_cpus"] >= 1
+  assert open(os.path.join(wd, "train.log")).read() == "hello\nhello\n"
+
+
+def test_report_cli_usage_error(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "experiments.report",
+                         f"--runs={tmp_path / 'missing'}"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 2 and "is not a directory" in proc.stderr
