@@ -28,6 +28,10 @@ class CheckpointMismatchError(ValueError):
   """The workdir's checkpoint was written for a different model / parameter tree."""
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (disk full, unwritable directory, ...)."""
+
+
 class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3, best_metric: str | None = None,
@@ -66,19 +70,42 @@ class Checkpointer:
       metrics = None
     if step in self._manager.all_steps():
       return False
-    saved = self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
-                               force=True)
+    try:
+      saved = self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+                                 force=True)
+    except Exception as e:
+      raise self._write_error(step, e) from e
     if wait:
       self.wait()
     return saved
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.check_for_errors()
+    """Blocks until pending async writes are done; raises CheckpointWriteError if one failed."""
+    try:
+      self._manager.wait_until_finished()
+      self._manager.check_for_errors()
+    except Exception as e:
+      raise self._write_error(None, e) from e
 
-  def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+  def close(self, raise_errors: bool = True) -> None:
+    """Waits for pending writes and releases the manager; with ``raise_errors=False`` (used
+    while another error is already on its way up) a failed write is not raised again."""
+    try:
+      self.wait()
+      self._manager.close()
+    except Exception:
+      if raise_errors:
+        raise
+
+  def _write_error(self, step, e: Exception) -> CheckpointWriteError:
+    self._manager.reload()
+    good = self.latest_step()
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return CheckpointWriteError(
+        f"could not write a checkpoint to {self.directory}"
+        f"{'' if step is None else f' (found while saving step {step})'}: "
+        f"{type(e).__name__}: {reason[:200]}; the last complete checkpoint (step {good}) is "
+        "intact")
 
   # --- restore ------------------------------------------------------------------------------
   def check_compatible(self, step: int, abstract_state: Any) -> None:

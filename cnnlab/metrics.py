@@ -33,8 +33,11 @@ class MetricWriter:
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in scalars.items()}
-    self._tb.write_scalars(int(step), clean)
-    self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
+    try:
+      self._tb.write_scalars(int(step), clean)
+      self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
+    except OSError as e:  # disk full, unwritable: say where
+      raise OSError(e.errno, f"cannot write metrics to {self._jsonl.name}: {e.strerror}") from e
 
   def write_text(self, step: int, texts: Mapping[str, str]) -> None:
     if self.enabled:
@@ -93,3 +96,21 @@ class Progress:
 
 def parameter_table(params) -> str:
   return parameter_overview.get_parameter_overview(params, include_stats=False)
+
+
+def parameter_summary(name: str, params, workdir: str | None = None,
+                      max_rows: int = 40) -> str:
+  """One line of totals, then clu's per-array table when it is short; the full table is
+  always written to ``<workdir>/parameters.txt``."""
+  leaves = jax.tree.leaves(params)
+  count = sum(int(np.prod(x.shape)) for x in leaves)
+  size = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves)
+  table = parameter_table(params)
+  head = f"model {name}: {count:,} parameters in {len(leaves)} arrays ({size / 2**20:.1f} MiB)"
+  if workdir and jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "parameters.txt"), "w") as f:
+      f.write(head + "\n" + table + "\n")
+  if len(table.splitlines()) <= max_rows:
+    return head + "\n" + table
+  return head + f" (table: {os.path.join(workdir, 'parameters.txt') if workdir else 'omitted'})"

@@ -13,7 +13,7 @@ Two halves:
   (``metrics.jsonl`` rows of one or several runs overlaid), ``plot_confusion``.
 
 Drawing uses matplotlib's object API on a ``Figure`` with the Agg canvas: no pyplot, no GUI,
-no global backend switch, safe in threads and on headless machines. Figure sizes are fixed by
+no global backend switch; works on headless machines. Figure sizes are fixed by
 the arguments (no tight bounding box), so a PNG's pixel size is known in advance: grids of
 ``rows x cols`` cells are ``cols * cell_inches`` wide and ``rows * cell_inches + HEADER_INCHES``
 high, times ``dpi``; ``grid_shape`` gives rows and cols.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import textwrap
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -49,12 +50,13 @@ class LayerOutput:
   output: Any      # the array it returned (numpy), batch first
 
 
-def trace_layers(model, variables, images, *, train: bool = False) -> list[LayerOutput]:
-  """Every submodule's ``__call__`` output for ``images`` (NHWC batch), in call order.
+def trace_layers(model, variables, images) -> list[LayerOutput]:
+  """Every submodule's ``__call__`` output for ``images`` (NHWC batch), in call order, in
+  inference mode (``train=False``: BatchNorm running statistics, no dropout).
 
   A module called more than once appears once per call (later calls get a ``#2``, ``#3``
   suffix). The top-level module and non-array outputs (e.g. GoogLeNet's named tuple) are left
-  out. ``train=True`` would update BatchNorm statistics and draw dropout; leave it False.
+  out.
   """
   import flax.linen as nn
   import jax
@@ -74,7 +76,7 @@ def trace_layers(model, variables, images, *, train: bool = False) -> list[Layer
     return out
 
   with nn.intercept_methods(interceptor):
-    model.apply(variables, images, train=train)
+    model.apply(variables, images, train=False)
   return [dataclasses.replace(r, output=np.asarray(jax.device_get(r.output))) for r in records]
 
 
@@ -175,9 +177,13 @@ def _image_grid(panels: Sequence[tuple[np.ndarray, str]], path: str, *, title: s
     ax.set_yticks([])
     if label:
       ax.set_title(label, fontsize=7, pad=2)
-  if title:
-    fig.suptitle(title, fontsize=10, y=1.0 - 0.12 * HEADER_INCHES /
-                 (rows * cell_inches + HEADER_INCHES))
+  if title:  # at most two lines of 8 pt (~16 characters per inch) fit the header
+    width = max(10, int(cols * cell_inches * 16))
+    text = "\n".join(textwrap.wrap(title, width)[:2])
+    if len(textwrap.wrap(title, width)) > 2:
+      text = text[:-1] + "…"
+    fig.suptitle(text, fontsize=8, y=1.0 - 0.08 * HEADER_INCHES /
+                 (rows * cell_inches + HEADER_INCHES), va="top")
   return _save(fig, path)
 
 
@@ -239,19 +245,43 @@ def series(rows: Sequence[Mapping[str, float]], key: str, *,
   return steps, times, values
 
 
+def run_clock(rows: Sequence[Mapping[str, float]], attempts: Sequence[Mapping] | None = None):
+  """A function from Unix time to seconds of run time. With ``attempts`` (run_info.json's
+  ``[{start_time, end_time}, ...]``) the clock starts at the first attempt's start and skips
+  the gaps between attempts (a resumed run); without, it starts at the first logged row."""
+  spans = sorted(((float(a["start_time"]), float(a.get("end_time", math.inf)))
+                  for a in (attempts or [])), key=lambda s: s[0])
+  if not spans:
+    t0 = min((float(r["time"]) for r in rows if "time" in r), default=0.0)
+    return lambda t: float(t) - t0
+
+  def clock(t):
+    done = 0.0
+    for start, end in spans:
+      if t <= end:
+        return done + max(0.0, float(t) - start)
+      done += end - start
+    return done
+  return clock
+
+
 def plot_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str, *,
                 title: str | None = None, time_key: str = "elapsed_sec",
+                target: float | None = None,
                 width: float = 12.0, height: float = 8.0, dpi: int = 100) -> str:
-  """Loss (top) and accuracy (bottom) against steps (left) and wall time (right), for one or
-  more runs (``label -> metrics.jsonl rows``) overlaid, one colour per run: training solid,
-  evaluation dashed with markers.
+  """Loss (top, log scale) and accuracy (bottom) against steps (left) and wall time (right),
+  for one or more runs (``label -> metrics.jsonl rows``) overlaid, one colour per run:
+  training solid, evaluation dashed with markers. The accuracy axis zooms in on where the runs
+  end up (every eval accuracy and the training accuracy of the second half of the steps), so
+  the early climb may leave the frame; ``target`` draws a dotted line at that accuracy.
 
-  Wall time is ``row[time_key]`` (seconds since the run started, e.g. set by the report from
-  run_info.json); rows without it fall back to ``time`` minus the run's first logged time.
+  Wall time is ``row[time_key]`` (seconds since the run started, e.g. from ``run_clock``);
+  rows without it fall back to ``time`` minus the run's first logged time.
   """
   fig = _new_figure(width, height, dpi)
   axes = fig.subplots(2, 2)
   colours = [f"C{i}" for i in range(10)]
+  focus: list[float] = []   # the accuracies the bottom row zooms in on
   for i, (label, rows) in enumerate(runs.items()):
     rows = list(rows)
     if rows and not all(time_key in r for r in rows):
@@ -265,6 +295,10 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str, *,
         steps, times, values = series(rows, key, time_key=time_key)
         if not len(steps):
           continue
+        if key == "eval_accuracy":
+          focus.extend(values)
+        elif key == "train_accuracy":
+          focus.extend(values[steps >= steps[-1] / 2])
         name = f"{label} {'train' if key == train_key else 'eval'}"
         axes[row_i, 0].plot(steps, values, color=colour, label=name, **style)
         axes[row_i, 1].plot(times, values, color=colour, label=name, **style)
@@ -274,9 +308,18 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str, *,
       ax.set_xlabel(xlabel)
       ax.set_ylabel(quantity)
       ax.grid(True, alpha=0.3)
-      if quantity == "loss" and ax.lines and all(
-          np.all(np.asarray(line.get_ydata(), float) > 0) for line in ax.lines):
+      if not ax.lines:
+        continue
+      if col_i == 1:  # wall time from the start: the start-up and compilation time shows
+        ax.set_xlim(left=0.0)
+      if quantity == "loss" and all(np.all(np.asarray(line.get_ydata(), float) > 0)
+                                    for line in ax.lines):
         ax.set_yscale("log")
+      if quantity == "accuracy" and focus:
+        lo = min(focus)
+        ax.set_ylim(max(0.0, lo - 0.3 * (1 - lo)), min(1.0, max(focus) + 0.3 * (1 - lo)))
+      if quantity == "accuracy" and target is not None:
+        ax.axhline(target, color="0.3", ls=":", lw=1.0)
   if axes[0, 0].lines:
     axes[0, 0].legend(fontsize=7, loc="upper right")
   if title:

@@ -31,10 +31,9 @@ def _import_tensorflow_quietly() -> None:
     os.close(saved)
 
 
-_import_tensorflow_quietly()
-
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
+EXIT_IO = 74          # EX_IOERR: a checkpoint could not be written (earlier ones intact)
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: a checkpoint was written; run the same command again
 
 FLAGS = flags.FLAGS
@@ -78,6 +77,13 @@ def errors_to_exit_codes():
   except training.NonFiniteError as e:
     print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
     sys.exit(EXIT_NONFINITE)
+  except (checkpoint.CheckpointWriteError, OSError) as e:
+    # Disk full / unwritable: one line, then leave without interpreter teardown, where
+    # Orbax's abandoned background writers would print more. Pending writes were already
+    # waited for by the loop.
+    print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_IO)
   except training.Preempted as e:
     print(_one_line(e), file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)
@@ -92,10 +98,13 @@ def _parse_flags(argv):
 
 
 class _DropNoise(logging.Filter):
-  """Orbax warns on every save without metrics; ours rank only eval-step saves."""
+  """Orbax warns on every save without metrics (ours rank only eval-step saves), and logs a
+  traceback for a failed background write that cnnlab then reports in one line."""
 
   def filter(self, record):
-    return "did not provide metrics" not in record.getMessage()
+    if "did not provide metrics" in record.getMessage():
+      return False
+    return "/orbax/" not in (record.pathname or "") or record.levelno >= logging.CRITICAL
 
 
 def _quiet_logs() -> None:
@@ -105,8 +114,35 @@ def _quiet_logs() -> None:
   absl_logging.get_absl_handler().addFilter(_DropNoise())
 
 
-def run(main) -> None:
+def _is_orbax_teardown_noise(exc) -> bool:
+  """After a failed async write, TensorStore completes its remaining futures on Orbax's
+  already-closed event loop; Python then reports each as 'Event loop is closed'."""
+  return isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+
+
+def _install_hooks() -> None:
+  import threading
+  default_unraisable, default_thread = sys.unraisablehook, threading.excepthook
+
+  def unraisable(info):
+    if not _is_orbax_teardown_noise(info.exc_value):
+      default_unraisable(info)
+
+  def thread_hook(args):
+    if not _is_orbax_teardown_noise(args.exc_value):
+      default_thread(args)
+
+  sys.unraisablehook, threading.excepthook = unraisable, thread_hook
+
+
+def run(main, *, uses_tensorflow: bool = True) -> None:
+  """absl's app.run with cnnlab's flag-error handling, quiet logs and hooks. Entry points
+  whose flags load configs (which import the input pipeline) import TF quietly first."""
+  if uses_tensorflow:
+    _import_tensorflow_quietly()
+
   def wrapped(argv):
     _quiet_logs()
+    _install_hooks()
     return main(argv)
   app.run(wrapped, flags_parser=_parse_flags)

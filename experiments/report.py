@@ -10,8 +10,9 @@ table row per group — model, dataset, our metric as mean ± sample standard de
 finished seeds, the paper's metric and its source, epochs, mean wall time, time to a target
 accuracy where the recipe defines one, hardware and the exact command — then a section per
 group (per-seed numbers, curves of loss and accuracy against steps and wall time with the seeds
-overlaid, a confusion matrix when ``eval_<split>.json`` exists). Every recipe in ``RECIPES``
-without runs is listed with its paper target, the command and a time estimate as "not yet run".
+overlaid, a confusion matrix when ``eval_<split>.json`` exists). Every recipe known to
+experiments/expected.py that has no runs is listed with its paper target, the command and a
+time estimate, as "not yet run".
 
 Our metric is the final evaluation of each run (``final_metrics.json``: the last step, every
 example of the eval split), never a best-of checkpoint. Wall time and time-to-accuracy count
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
 import json
 import math
 import os
@@ -32,100 +32,12 @@ from typing import Any
 from absl import flags
 
 from experiments import cli
+from experiments.expected import METRIC_LABELS, Recipe, all_recipes, metric_value, recipe
 
 if "runs" not in flags.FLAGS:  # shared by experiments/report.py and experiments/reproduce.py
   flags.DEFINE_string("runs", "runs", "Root directory of run groups: <runs>/<group>/<seed>/.")
 _OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "Markdown file to write.")
 _FIGURES = flags.DEFINE_string("figures", "docs/figures", "Directory for the PNG figures.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-  """What a recipe is expected to give. A config module's ``EXPECTED`` dict overrides these."""
-  name: str                   # module in experiments/configs
-  model: str
-  dataset: str
-  metrics: tuple              # shown, in order: 'accuracy' | 'error' | 'top5_accuracy' | 'top5_error'
-  paper: str                  # the paper's (or our target's) number, as text
-  source: str
-  time_estimate: str
-  target: tuple | None = None   # (metric, '>=' | '<=', fraction): the check shown as ✓ / ✗
-  time_to_accuracy: float | None = None   # report the time to first reach this eval accuracy
-  seeds: int = 3
-
-
-# One entry per recipe; the numbers and sources are those in each config's docstring.
-RECIPES = (
-    # experiments/configs/lenet5_1998_mnist.py (target: issue 5)
-    Recipe("lenet5_1998_mnist", "lenet5_1998", "mnist", ("error",),
-           "≤ 0.95 % test error (no distortions)",
-           "LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86(11), §III-C, Fig. 9",
-           "minutes on a 2-core CPU", target=("error", "<=", 0.0095)),
-    # experiments/configs/lenet5_mnist.py
-    Recipe("lenet5_mnist", "lenet5", "mnist", ("accuracy",),
-           "≥ 99.0 % test accuracy (our baseline; flax's MNIST example: 99.17 % after 10 epochs)",
-           "own target", "~2-3 min on a 2-core CPU", target=("accuracy", ">=", 0.99),
-           time_to_accuracy=0.99),
-    # experiments/configs/lenet5_fashion_mnist.py
-    Recipe("lenet5_fashion_mnist", "lenet5", "fashion_mnist", ("accuracy",),
-           "none (recorded); small CNNs reach ~89-91 %",
-           "Xiao, Rasul & Vollgraf 2017, arXiv:1708.07747 (context only)",
-           "~2-3 min on a 2-core CPU"),
-    # experiments/configs/resnet20_cifar10.py (PAPER_TEST_ERROR[20])
-    Recipe("resnet20_cifar10", "resnet20", "cifar10", ("error",), "8.75 % test error",
-           "He, Zhang, Ren & Sun 2016, Table 6", "~1.5 h on one modern GPU"),
-    # experiments/configs/alexnet_imagenet.py
-    Recipe("alexnet_imagenet", "alexnet", "imagenet2012", ("error", "top5_error"),
-           "40.7 % / 18.2 % top-1 / top-5 error (one CNN); torchvision weights: "
-           "43.48 % / 20.93 %", "Krizhevsky, Sutskever & Hinton 2012, Table 2; torchvision "
-           "model card", "a few hours on one H100 (estimate)", seeds=1),
-    # experiments/configs/vgg16_imagenet.py
-    Recipe("vgg16_imagenet", "vgg16", "imagenet2012", ("error", "top5_error"),
-           "25.6 % / 8.1 % top-1 / top-5 error (single scale, Q=384); torchvision weights at "
-           "224 crop: 28.41 % / 9.62 %", "Simonyan & Zisserman 2015, Table 3; torchvision "
-           "model card", "~1.5 days on one H100 in bf16 (estimate)", seeds=1),
-    # experiments/configs/googlenet_imagenet.py
-    Recipe("googlenet_imagenet", "googlenet", "imagenet2012", ("error", "top5_error"),
-           "10.07 % top-5 error (one model, one crop); torchvision weights: 30.22 % / 10.47 %",
-           "Szegedy et al. 2015, Table 3; torchvision model card",
-           "about 2 days on one H100 (estimate)", seeds=1),
-    # experiments/configs/resnet50_imagenet.py (TORCHVISION_ACC[50], RESNET_PAPER_ERROR[50])
-    Recipe("resnet50_imagenet", "resnet50", "imagenet2012", ("error", "top5_error"),
-           "23.87 % / 7.14 % top-1 / top-5 error, one crop (torchvision V1 weights); paper, "
-           "10 crops: 22.85 % / 6.71 %", "torchvision model card; He et al. 2016, Table 3",
-           "~10.7 h on one H100 in bf16 (estimate)", seeds=1),
-)
-
-METRIC_LABELS = {"accuracy": "accuracy", "error": "error", "top5_accuracy": "top-5 accuracy",
-                 "top5_error": "top-5 error"}
-
-
-def recipe(name: str) -> Recipe | None:
-  """The table entry, updated from ``experiments.configs.<name>.EXPECTED`` when it exists."""
-  base = next((r for r in RECIPES if r.name == name), None)
-  try:
-    module = importlib.import_module(f"experiments.configs.{name}")
-  except ImportError:
-    return base
-  expected = getattr(module, "EXPECTED", None)
-  if not isinstance(expected, dict):
-    return base
-  fields = {f.name for f in dataclasses.fields(Recipe)}
-  known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in expected.items()
-           if k in fields}
-  if base is None:
-    missing = {"model", "dataset", "metrics", "paper", "source", "time_estimate"} - set(known)
-    if missing:
-      return None
-    return Recipe(name=name, **known)
-  return dataclasses.replace(base, **known)
-
-
-def metric_value(final: dict, metric: str) -> float | None:
-  acc = final.get("eval_top5" if metric.startswith("top5") else "eval_accuracy")
-  if acc is None:
-    return None
-  return float(acc) if metric.endswith("accuracy") else 1.0 - float(acc)
 
 
 # --- reading workdirs ----------------------------------------------------------------------------
@@ -157,18 +69,9 @@ class RunRecord:
     return self.final is not None and "eval_accuracy" in self.final
 
   def elapsed(self, t: float) -> float:
-    """Seconds of run time at Unix time ``t``: from the first attempt's start, minus the gaps
-    between attempts (a resumed run). Without run_info: from the first logged row."""
-    attempts = sorted(self.info.get("attempts", []), key=lambda a: a["start_time"])
-    if not attempts:
-      return t - min(float(r["time"]) for r in self.rows)
-    done = 0.0
-    for a in attempts:
-      end = a.get("end_time", math.inf)
-      if t <= end:
-        return done + max(0.0, t - a["start_time"])
-      done += end - a["start_time"]
-    return done
+    """Seconds of run time at Unix time ``t`` (see ``cnnlab.viz.run_clock``)."""
+    from cnnlab import viz
+    return viz.run_clock(self.rows, self.info.get("attempts"))(t)
 
   @property
   def timed_from_start(self) -> bool:
@@ -246,11 +149,12 @@ def group_recipe(group: str, runs: list[RunRecord]) -> Recipe | None:
   if info.get("recipe"):
     rec = recipe(info["recipe"])
     return rec if rec and (not info.get("config_arg") or rec.model == model) else None
-  if any(r.name == group for r in RECIPES):
+  recipes = all_recipes()
+  if any(r.name == group for r in recipes):
     return recipe(group)
   dataset = cfg.get("dataset", {}).get("name")
-  matches = [r for r in RECIPES if (r.model, r.dataset) == (model, dataset)]
-  return recipe(matches[0].name) if len(matches) == 1 else None
+  matches = [r for r in recipes if (r.model, r.dataset) == (model, dataset)]
+  return matches[0] if len(matches) == 1 else None
 
 
 # --- numbers and formatting ----------------------------------------------------------------------
@@ -276,6 +180,10 @@ def fmt_duration(sec: float | None) -> str:
   if sec < 7200:
     return f"{sec / 60:.1f} min"
   return f"{sec / 3600:.1f} h"
+
+
+def _fmt_epochs(epochs: float) -> str:
+  return f"{epochs:.2f}".rstrip("0").rstrip(".")
 
 
 def _cell(text: Any) -> str:
@@ -342,7 +250,7 @@ def group_row(group: str, runs: list[RunRecord], rec: Recipe | None) -> tuple[st
   """The table row of a group, and its footnote marks' explanations."""
   notes = []
   done = [r for r in runs if r.finished]
-  cfg = runs[0].config
+  cfg, info = runs[0].config, runs[0].info
   epochs = [e for e in (r.epochs() for r in done) if e is not None]
   walls = [r.wall_time() for r in done]
   wall_s = [w for w, _ in walls if w is not None]
@@ -363,12 +271,14 @@ def group_row(group: str, runs: list[RunRecord], rec: Recipe | None) -> tuple[st
       notes.append("* measured from the first logged step (no run_info.json): start-up and "
                    "compilation excluded.")
   hardware = "; ".join(sorted({hardware_text(r.info) for r in runs} - {"—"})) or "—"
-  info = runs[0].info
   command = info.get("group_command") or info.get("command") or "—"
-  cells = [group if rec is None or rec.name == group else f"{group} ({rec.name})",
+  name = group if rec is None or rec.name == group else f"{group} ({rec.name})"
+  if info.get("overrides"):
+    name += " with " + ", ".join(f"`{o}`" for o in info["overrides"])
+  cells = [name,
            cfg.get("model", {}).get("name", "?"), cfg.get("dataset", {}).get("name", "?"),
            _ours(rec, runs, done), rec.paper if rec else "—", rec.source if rec else "—",
-           f"{sum(epochs) / len(epochs):g}" if epochs else "—", wall, ttt, hardware,
+           _fmt_epochs(sum(epochs) / len(epochs)) if epochs else "—", wall, ttt, hardware,
            _code(command)]
   return "| " + " | ".join(_cell(c) for c in cells) + " |", notes
 
@@ -380,16 +290,23 @@ def pending_row(rec: Recipe) -> str:
   return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def _figures(group: str, runs: list[RunRecord], fig_dir: str) -> dict[str, str]:
+def _figures(group: str, runs: list[RunRecord], rec: Recipe | None,
+             fig_dir: str) -> dict[str, str]:
   from cnnlab import viz
   out = {}
   curves = {}
   for r in runs:
     if r.rows:
-      curves[r.name] = [{**row, "elapsed_sec": r.elapsed(float(row["time"]))} for row in r.rows]
+      clock = viz.run_clock(r.rows, r.info.get("attempts"))
+      curves[r.name] = [{**row, "elapsed_sec": clock(row["time"])} for row in r.rows]
+  target = rec.time_to_accuracy if rec else None
+  if rec and rec.target and target is None:
+    metric, _, bound = rec.target
+    target = {"accuracy": bound, "error": 1 - bound}.get(metric)
   if curves:
     out["curves"] = viz.plot_curves(curves, os.path.join(fig_dir, f"{group}_curves.png"),
-                                    title=f"{group}: loss and accuracy, seeds overlaid")
+                                    title=f"{group}: loss and accuracy, seeds overlaid",
+                                    target=target)
   for r in runs:
     for split, ev in sorted(r.evals.items()):
       if "confusion_matrix" in ev:
@@ -401,6 +318,23 @@ def _figures(group: str, runs: list[RunRecord], fig_dir: str) -> dict[str, str]:
             title=f"{group}/{r.name}, {split} split (accuracy {100 * ev['eval_accuracy']:.2f} %)")
         return out
   return out
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+  return out
+
+
+def config_differences(configs: list[dict]) -> list[str]:
+  """The config keys (dotted) on which the runs of a group disagree, the seed aside."""
+  flat = [_flatten(c) for c in configs]
+  keys = set().union(*flat) - {"seed"}
+  return sorted(k for k in keys if len({json.dumps(f.get(k), sort_keys=True)
+                                        for f in flat}) > 1)
 
 
 def group_section(group: str, runs: list[RunRecord], rec: Recipe | None,
@@ -419,10 +353,15 @@ def group_section(group: str, runs: list[RunRecord], rec: Recipe | None,
     epochs = r.epochs()
     hit = r.time_to_accuracy(rec.time_to_accuracy) if rec and rec.time_to_accuracy else None
     ttt = f"{fmt_duration(hit[0])} (step {hit[1]})" if hit else "—"
-    cells = [r.name, f.get("step", "—"), f"{epochs:.2f}" if epochs is not None else "—", acc,
+    step = f.get("step", max((int(row["step"]) for row in r.rows), default="—"))
+    cells = [r.name, step, f"{epochs:.2f}" if epochs is not None else "—", acc,
              loss, count, fmt_duration(r.wall_time()[0]), ttt,
              _code(r.info.get("command", "—"))]
     lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+  differing = config_differences([r.config for r in runs])
+  if differing:
+    lines += ["", "**The runs' configs differ beyond the seed:** "
+              + ", ".join(f"`{k}`" for k in differing[:10]) + "."]
   attempts = {r.name: len(r.info.get("attempts", [])) for r in runs}
   resumed = [n for n, k in attempts.items() if k > 1]
   if resumed:
@@ -444,16 +383,18 @@ def build_report(runs_dir: str, out_path: str, fig_dir: str) -> str:
   out_dir = os.path.dirname(os.path.abspath(out_path))
   matched = {g: group_recipe(g, runs) for g, runs in groups.items()}
   rows, notes, sections = [], [], []
-  order = [r.name for r in RECIPES]
+  recipes = all_recipes()
+  order = [r.name for r in recipes]
   ranked = sorted(groups, key=lambda g: (order.index(matched[g].name) if matched[g] and
                                          matched[g].name in order else len(order), g))
   for g in ranked:
     row, row_notes = group_row(g, groups[g], matched[g])
     rows.append(row)
     notes += [n for n in row_notes if n not in notes]
-    sections += group_section(g, groups[g], matched[g], _figures(g, groups[g], fig_dir), out_dir)
+    figures = _figures(g, groups[g], matched[g], fig_dir)
+    sections += group_section(g, groups[g], matched[g], figures, out_dir)
   ran = {rec.name for rec in matched.values() if rec}
-  rows += [pending_row(recipe(r.name) or r) for r in RECIPES if r.name not in ran]
+  rows += [pending_row(r) for r in recipes if r.name not in ran]
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   text = "\n".join([
       "# Reproduction results", "",
@@ -486,4 +427,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, uses_tensorflow=False)

@@ -2,8 +2,10 @@ r"""Trains a recipe: ``python -m experiments.train --config=experiments/configs/
 --workdir=DIR [--config.key=value ...]``.
 
 A thin shell over ``cnnlab.training.train_and_evaluate``. Exit status: 0 done, 2 usage or
-config error (one line, no traceback), 3 non-finite loss, 75 preempted (SIGTERM; checkpoint
-written — run the same command again to resume), 1 anything else.
+config error (one line, no traceback), 3 non-finite loss (nothing saved after the last good
+step), 74 a checkpoint could not be written (disk full, unwritable; earlier ones intact),
+75 preempted (SIGTERM; checkpoint written — run the same command again to resume),
+1 anything else.
 """
 import os
 import sys

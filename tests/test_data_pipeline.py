@@ -1,6 +1,5 @@
 """cnnlab.data pipeline: shapes per family (TFDS mock data and tiny prepared files),
 determinism and restarts, per-host shares, exact eval counts, fail-fast."""
-import os
 import time
 
 import numpy as np
@@ -89,6 +88,22 @@ def test_cifar_crop_flip_matches_reference():
   for i in range(6):
     ref = np.pad(x[i], ((4, 4), (4, 4), (0, 0)))[dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
     np.testing.assert_array_equal(got[i], ref[:, ::-1] if flip[i] else ref)
+
+
+def test_imagenet_transforms_accept_png_too():
+  import tensorflow as tf
+  image = np.broadcast_to(np.array([200, 100, 50], np.uint8), (50, 70, 3))
+  info = datasets.get("imagenet2012")
+  for encoded in (tf.io.encode_jpeg(image, quality=100), tf.io.encode_png(image)):
+    kw = dict(image_size=32, eval_resize=40, mean=info.mean, std=info.std)
+    out = [preprocess.imagenet_eval(encoded, **kw)]
+    for pre in info.preprocess_options:
+      out.append(preprocess.imagenet_train(encoded, tf.constant([1, 2], tf.int64),
+                                           preprocess=pre, scale_range=(40, 48), **kw))
+    for x in out:
+      assert x.shape == (32, 32, 3)
+      np.testing.assert_allclose(x.numpy()[16, 16] * np.array(info.std) * 255
+                                 + np.array(info.mean) * 255, [200, 100, 50], atol=2)
 
 
 # ------------------------------------------------------------------- each family on mock data

@@ -90,6 +90,25 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
   assert not tfds.builder("cifar10", data_dir=str(tmp_path / "data")).is_prepared()
 
 
+def test_python_tarball_pickles_may_only_hold_arrays(tmp_path):
+  import io
+  import tarfile
+
+  class Evil:
+    def __reduce__(self):
+      return (os.system, ("echo owned",))
+
+  path = tmp_path / "src" / "cifar-10-python.tar.gz"
+  path.parent.mkdir()
+  with tarfile.open(path, "w:gz") as tar:
+    payload = __import__("pickle").dumps({b"data": Evil()}, protocol=2)
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+  with pytest.raises(prepare.PrepareError, match="refusing to unpickle"):
+    prepare.cifar_python_to_binary(str(path), str(tmp_path / "out.tar.gz"), "cifar10")
+
+
 def _cli(*args):
   return subprocess.run([sys.executable, "-m", "experiments.prepare_data", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=120)

@@ -3,13 +3,9 @@ run_info.json that experiments/reproduce.py records (no training here)."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-from conftest import ROOT
 
 T0 = 1_700_000_000.0
 PER_EPOCH = 60_000 // 128          # steps per epoch of MNIST at batch 128
@@ -113,7 +109,8 @@ def test_table_has_mean_std_from_the_files(report):
   # Per-seed section: each seed's own command and numbers.
   assert "--workdir=runs/lenet5_mnist/seed1 --config.seed=1" in text
   assert "| seed2 | 936 | 2.00 | 99.20 % | 0.0300 | 10000 | 80 s | 70 s (step 936) |" in text
-  assert "| seed3 | — | " in text and "unfinished" in text
+  assert "| seed3 | 300 | 0.64 | unfinished |" in text
+  assert "differ beyond the seed" not in text
 
 
 def test_run_without_run_info_falls_back_and_says_so(report):
@@ -161,6 +158,10 @@ def test_figures_are_valid_pngs_linked_from_the_report(report):
 
 def test_mean_std_and_formatting():
   from experiments import report as report_lib
+  assert report_lib.config_differences([_config("lenet5", "mnist", 0),
+                                        _config("lenet5", "mnist", 1)]) == []
+  assert report_lib.config_differences([_config("lenet5", "mnist", 0),
+                                        _config("lenet5_1998", "mnist", 1)]) == ["model.name"]
   assert report_lib.fmt_pct([0.99, 0.991, 0.992]) == "99.10 ± 0.10 %"
   assert report_lib.fmt_pct([0.5]) == "50.00 %"
   assert report_lib.fmt_duration(59.6) == "60 s"
@@ -204,8 +205,29 @@ def test_reproduce_records_the_command_hardware_and_attempts(tmp_path):
   assert open(os.path.join(wd, "train.log")).read() == "hello\nhello\n"
 
 
-def test_report_cli_usage_error(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "experiments.report",
-                         f"--runs={tmp_path / 'missing'}"], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120)
-  assert proc.returncode == 2 and "is not a directory" in proc.stderr
+def test_main_writes_the_report_and_rejects_a_missing_runs_dir(runs_dir, tmp_path):
+  from absl import flags
+  from absl.testing import flagsaver
+  from experiments import report as report_lib
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  out = tmp_path / "RESULTS.md"
+  with flagsaver.flagsaver(runs=runs_dir, out=str(out), figures=str(tmp_path / "fig")):
+    report_lib.main(["report"])
+  assert "99.10 ± 0.10 %" in out.read_text()
+  assert (tmp_path / "fig" / "lenet5_mnist_curves.png").exists()
+  with flagsaver.flagsaver(runs=str(tmp_path / "missing")):
+    with pytest.raises(SystemExit) as e:
+      report_lib.main(["report"])
+  assert e.value.code == 2
+
+
+def test_a_configs_expected_dict_overrides_the_table(monkeypatch):
+  from experiments import report as report_lib
+  from experiments.configs import lenet5_fashion_mnist
+  monkeypatch.setattr(lenet5_fashion_mnist, "EXPECTED", raising=False, value=dict(
+      paper="≥ 90.0 % test accuracy", target=["accuracy", ">=", 0.9], unknown_key=1))
+  rec = report_lib.recipe("lenet5_fashion_mnist")
+  assert rec.paper == "≥ 90.0 % test accuracy" and rec.target == ("accuracy", ">=", 0.9)
+  assert rec.model == "lenet5" and rec.dataset == "fashion_mnist"   # kept from the table
+  assert report_lib.recipe("no_such_recipe") is None

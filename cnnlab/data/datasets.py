@@ -164,6 +164,7 @@ def builder(info: DatasetInfo, data_dir: str | None, *, download: bool = False):
     b.download_and_prepare()
     return b
   raise DatasetUnavailableError(
-      f"dataset {info.name!r} (TFDS {info.tfds_name}) is not prepared in {directory} and this "
-      f"machine cannot download it; build it from the original files with: "
-      f"{prepare_command(info.name, data_dir and directory)}")
+      f"dataset {info.name!r} (TFDS {info.tfds_name}) is not prepared in {directory}; build "
+      f"it offline from the original files with: "
+      f"{prepare_command(info.name, data_dir and directory)} (or set download=True to let "
+      "TFDS download it)")

@@ -17,6 +17,7 @@ global batch does not depend on how many hosts share it. Transforms are vectoris
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import queue
 import threading
@@ -91,16 +92,18 @@ def train_batches(images: np.ndarray, labels: np.ndarray, transform: Transform, 
   spe = steps_per_epoch(n, g)
   bh = g // process_count
   host = slice(process_index * bh, (process_index + 1) * bh)
-  epoch, perm = -1, None
-  step = start_step
-  while True:
-    e, i = divmod(step, spe)
-    if e != epoch:
-      epoch, perm = e, np.random.default_rng([seed, _ORDER, e]).permutation(n)
-    idx = perm[i * g + host.start:i * g + host.stop]
-    rng = np.random.default_rng([seed, _AUGMENT, step])
-    yield {"image": transform(images[idx], rng, host, g), "label": labels[idx]}
-    step += 1
+
+  def batches():
+    epoch, perm = -1, None
+    for step in itertools.count(start_step):
+      e, i = divmod(step, spe)
+      if e != epoch:
+        epoch, perm = e, np.random.default_rng([seed, _ORDER, e]).permutation(n)
+      idx = perm[i * g + host.start:i * g + host.stop]
+      rng = np.random.default_rng([seed, _AUGMENT, step])
+      yield {"image": transform(images[idx], rng, host, g), "label": labels[idx]}
+
+  return batches()
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, transform: Transform, *,

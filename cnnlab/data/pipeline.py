@@ -22,13 +22,14 @@ Imagenette: tf.data over TFDS records). Both guarantee:
   image_size       output side; fixed by the family for MNIST (28, or 32 with 'lenet1998')
                    and CIFAR (32); ImageNet default 224 (227 with 'alexnet').
   eval_resize      ImageNet: the shorter side before the centre crop (default 256).
-  shuffle_buffer   streaming: examples per shuffled block (default 16384).
+  shuffle_buffer   streaming: examples per shuffled block (default 10000).
   train_split, eval_split   default from the catalogue.
   augment          False -> training batches get the eval transform (default True).
   crop_area_min    'inception': smallest crop area fraction (default 0.08).
   scale_min, scale_max      'vgg': shorter-side range (default 256, 512).
   pca_lighting     'alexnet': std of PCA colour noise (default 0 = off; paper 0.1).
-  prefetch         batches prepared ahead in the background (default 2).
+  prefetch         in-memory: batches a background thread keeps ready (default 2; the
+                   streaming back end prefetches inside tf.data).
   num_parallel_calls        streaming map parallelism (default -1 = AUTOTUNE).
   download         let TFDS download when not prepared (default False).
 """
@@ -41,10 +42,12 @@ import numpy as np
 
 from cnnlab.data import datasets, memory, preprocess, streaming
 
+# Every optional ds_cfg key with its default (None: decided by the dataset); recipes' configs
+# are built from this table (experiments/configs/base.py).
 DEFAULTS = dict(data_dir=None, preprocess=None, image_size=None, eval_resize=256,
-                 shuffle_buffer=16384, train_split=None, eval_split=None, augment=True,
-                 crop_area_min=0.08, scale_min=256, scale_max=512, pca_lighting=0.0,
-                 prefetch=2, num_parallel_calls=-1, download=False)
+                shuffle_buffer=10_000, train_split=None, eval_split=None, augment=True,
+                crop_area_min=0.08, scale_min=256, scale_max=512, pca_lighting=0.0,
+                prefetch=2, num_parallel_calls=-1, download=False)
 
 
 def make_config(name: str, **overrides):

@@ -14,7 +14,9 @@ Inputs (``source_dir`` holds them under their original names):
 - cifar10 / cifar100: TFDS's own input, the binary tarball (``cifar-10-binary.tar.gz``), or the
   python tarball (``cifar-10-python.tar.gz``), converted here to the binary layout. Both are
   serialisations of the same batches in the same order, so the examples, their order and ids
-  come out the same. Pickles are read with an unpickler that only admits NumPy arrays.
+  come out the same (tests/test_data_prepare.py checks the conversion record for record);
+  only dataset_info.json's download size/checksum then describe the converted tarball.
+  Pickles are read with an unpickler that only admits NumPy arrays.
 - imagenet2012: ``ILSVRC2012_img_train.tar`` and ``ILSVRC2012_img_val.tar`` (TFDS's manual dir).
 - imagenette, imagenette_320: ``imagenette2.tgz`` / ``imagenette2-320.tgz``.
 
@@ -59,7 +61,7 @@ KNOWN_MD5 = {
         "ILSVRC2012_img_val.tar": "29b22e2961454d5413ddabcf34fc5622"},
 }
 
-# name -> alternative input sets (first complete one wins); each set is {file: role}.
+# The alternative input for CIFAR (converted), and the manual-dir datasets' files.
 _PYTHON_TAR = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
 _MANUAL = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
 

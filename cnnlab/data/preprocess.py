@@ -36,6 +36,8 @@ ImageNet family (encoded JPEG bytes -> float32 [S, S, 3]):
   centre crop S (224)" keeps — computed as a centre square of side shorter*S/eval_resize
   decoded straight from the JPEG window, then resized to S x S (same pixels up to resampling).
 All resizes are bilinear with antialiasing (like PIL, which torchvision's pretrained weights saw).
+Non-JPEG bytes (none in TFDS's ImageNet, which re-encodes its one PNG and CMYK files) are
+decoded whole and cropped instead.
 Then (x - 255*mean) / (255*std).
 """
 from __future__ import annotations
@@ -86,19 +88,33 @@ def cifar_crop_flip_params(rng: np.random.Generator, n: int):
 
 
 def cifar_crop_flip(images: np.ndarray, dy, dx, flips) -> np.ndarray:
-  """Zero-pad 4 px, crop 32x32 at (dy, dx), mirror where ``flips``; uint8 in, uint8 out."""
+  """Zero-pad 4 px, crop 32x32 at (dy, dx) of the padded image, mirror where ``flips``.
+
+  Done per image without materialising the padded batch: crop (dy, dx) of the padded image
+  is the image shifted by (dy - 4, dx - 4) with zeros shifted in, and mirroring the crop
+  equals cropping the mirrored image at the mirrored shift. uint8 in, uint8 out.
+  """
   b, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (CIFAR_PAD,) * 2, (CIFAR_PAD,) * 2, (0, 0)))
-  rows = dy[:, None] + np.arange(h)                            # [B, H]
-  cols = np.where(flips[:, None], w - 1 - np.arange(w), np.arange(w)) + dx[:, None]
-  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  out = np.zeros_like(images)
+  for i in range(b):
+    oy, ox = int(dy[i]) - CIFAR_PAD, int(dx[i]) - CIFAR_PAD
+    src = images[i]
+    if flips[i]:
+      src, ox = src[:, ::-1], -ox
+    y0, y1, x0, x1 = max(0, -oy), min(h, h - oy), max(0, -ox), min(w, w - ox)
+    out[i, y0:y1, x0:x1] = src[y0 + oy:y1 + oy, x0 + ox:x1 + ox]
+  return out
 
 
 def normalize_channels(images: np.ndarray, mean, std) -> np.ndarray:
+  """uint8 [B, H, W, C] -> float32 (x/255 - mean) / std; the per-channel constants are tiled
+  over a whole row (W*C) so NumPy's inner loop is long (6x faster than broadcasting over C)."""
+  b, h, w, c = images.shape
   scale, bias = channel_affine(mean, std)
-  out = np.multiply(images, scale, dtype=np.float32)
-  out += bias
-  return out
+  out = images.reshape(b, h, w * c).astype(np.float32)
+  out *= np.tile(scale, w)
+  out += np.tile(bias, w)
+  return out.reshape(images.shape)
 
 
 def subtract_pixel_mean(images: np.ndarray, pixel_mean: np.ndarray) -> np.ndarray:
@@ -135,6 +151,28 @@ def _resize_shorter(image, shorter):
   return _resize(image, tf.maximum(new, shorter))
 
 
+def _image_shape(encoded):
+  """[H, W, C] from the JPEG header (no decode); other formats are decoded to find out."""
+  tf = _tf()
+  return tf.cond(tf.io.is_jpeg(encoded), lambda: tf.image.extract_jpeg_shape(encoded),
+                 lambda: tf.shape(_decode(encoded)))
+
+
+def _decode(encoded):
+  tf = _tf()
+  return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def _decode_window(encoded, window):
+  """Decodes only ``window`` = [y, x, h, w] of a JPEG; other formats whole, then cropped."""
+  tf = _tf()
+  return tf.cond(
+      tf.io.is_jpeg(encoded),
+      lambda: tf.image.decode_and_crop_jpeg(encoded, window, channels=3),
+      lambda: tf.image.crop_to_bounding_box(_decode(encoded), window[0], window[1],
+                                            window[2], window[3]))
+
+
 def _center_square_window(shape, fraction):
   """[y, x, h, w] of the centred square of side fraction * shorter side."""
   tf = _tf()
@@ -147,22 +185,20 @@ def _center_square_window(shape, fraction):
 def imagenet_eval(encoded, *, image_size: int, eval_resize: int, mean, std):
   """Centre crop as 'resize shorter to eval_resize, centre crop image_size'; float32 [S, S, 3]."""
   tf = _tf()
-  window = _center_square_window(tf.image.extract_jpeg_shape(encoded), image_size / eval_resize)
-  image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
-  image = _resize(image, [image_size, image_size])
+  window = _center_square_window(_image_shape(encoded), image_size / eval_resize)
+  image = _resize(_decode_window(encoded, window), [image_size, image_size])
   return _normalize_tf(image, mean, std)
 
 
 def _inception_crop(encoded, seed, image_size, area_range, aspect_range):
   tf = _tf()
-  shape = tf.image.extract_jpeg_shape(encoded)
+  shape = _image_shape(encoded)
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
       min_object_covered=area_range[0], aspect_ratio_range=aspect_range,
       area_range=area_range, max_attempts=10, use_image_if_no_bounding_boxes=True)
   window = tf.stack([begin[0], begin[1], size[0], size[1]])
-  image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
-  return _resize(image, [image_size, image_size])
+  return _resize(_decode_window(encoded, window), [image_size, image_size])
 
 
 def _vgg_crop(encoded, seed, image_size, scale_range):
@@ -170,14 +206,14 @@ def _vgg_crop(encoded, seed, image_size, scale_range):
   s_seed, c_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   shorter = tf.random.stateless_uniform([], s_seed, minval=scale_range[0],
                                         maxval=scale_range[1] + 1, dtype=tf.int32)
-  image = _resize_shorter(tf.io.decode_jpeg(encoded, channels=3), shorter)
+  image = _resize_shorter(_decode(encoded), shorter)
   return tf.image.stateless_random_crop(image, [image_size, image_size, 3], c_seed)
 
 
 def _alexnet_crop(encoded, seed, image_size, resize):
   tf = _tf()
-  window = _center_square_window(tf.image.extract_jpeg_shape(encoded), 1.0)
-  image = _resize(tf.image.decode_and_crop_jpeg(encoded, window, channels=3), [resize, resize])
+  window = _center_square_window(_image_shape(encoded), 1.0)
+  image = _resize(_decode_window(encoded, window), [resize, resize])
   return tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed)
 
 

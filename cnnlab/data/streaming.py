@@ -16,8 +16,9 @@ Training order, per host and epoch e (steps_per_epoch = n_host // B_host, remain
   holding o are never read (TFDS slicing skips them), and the < shuffle_buffer records before
   o inside that block are read (not decoded) and dropped after its permutation.
 Each epoch is its own tf.data pipeline (decode + augment in a deterministic parallel map,
-batch, prefetch); the Python generator chains them. Memory: about two blocks of encoded
-images (shuffle_buffer=16384 -> ~3.6 GB for ImageNet; lower it on small hosts).
+batch, prefetch); the Python generator chains them, building the next epoch's pipeline in a
+side thread. Memory: up to three blocks of encoded images (ImageNet averages ~110 kB per
+JPEG: ~3.3 GB at the default shuffle_buffer of 10,000; lower it on small hosts).
 
 Eval: the host range in stored order, decoded and centre-cropped, padded with zero images
 (mask False) to exactly ceil(N / global_batch) batches on every host.
@@ -136,13 +137,20 @@ def train_batches(builder, split: str, example_fn: Callable, *, lo: int, hi: int
     ds = ds.map(augment, num_parallel_calls=parallel, deterministic=True)
     return ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
-  # The next epoch's pipeline (one TFDS reader per block: ~0.1 s each) is built in a side
-  # thread while this one is consumed.
-  upcoming = _in_thread(build, first_epoch, first_offset * host_batch)
-  for epoch in itertools.count(first_epoch):
-    ds = upcoming()
-    upcoming = _in_thread(build, epoch + 1, 0)
-    yield from ds.as_numpy_iterator()
+  def batches():
+    # The next epoch's pipeline (one TFDS reader per block: ~0.1 s each) is built in a side
+    # thread while this one is consumed. Closing the generator waits for a build in flight,
+    # so no TFDS call outlives the consumer (it matters under tfds.testing.mock_data).
+    upcoming = _in_thread(build, first_epoch, first_offset * host_batch)
+    try:
+      for epoch in itertools.count(first_epoch):
+        ds = upcoming()
+        upcoming = _in_thread(build, epoch + 1, 0)
+        yield from ds.as_numpy_iterator()
+    finally:
+      upcoming.join()
+
+  return batches()
 
 
 def _in_thread(fn, *args) -> Callable:
@@ -165,6 +173,7 @@ def _in_thread(fn, *args) -> Callable:
     if "error" in out:
       raise out["error"]
     return out["value"]
+  result.join = thread.join
   return result
 
 

@@ -56,6 +56,11 @@ def write_mnist(directory: str, n_train: int = 60_000, n_test: int = 10_000) -> 
   return out
 
 
+def _pickle(obj) -> bytes:
+  """Protocol 2, as the original (Python 2 era) CIFAR batches."""
+  return pickle.dumps(obj, protocol=2)
+
+
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
   info = tarfile.TarInfo(name)
   info.size = len(payload)
@@ -84,9 +89,9 @@ def write_cifar(directory: str, name: str = "cifar10", n_train: int = 50, n_test
       if fmt == "python":
         for b, (data, labels) in batches.items():
           _add(tar, f"cifar-10-batches-py/{b}",
-               pickle.dumps({b"data": data, b"labels": [int(x) for x in labels]}))
+               _pickle({b"data": data, b"labels": [int(x) for x in labels]}))
         _add(tar, "cifar-10-batches-py/batches.meta",
-             pickle.dumps({b"label_names": [s.encode() for s in names]}))
+             _pickle({b"label_names": [s.encode() for s in names]}))
       else:
         for b, (data, labels) in batches.items():
           rec = np.concatenate([labels.astype(np.uint8)[:, None], data], axis=1)
@@ -97,7 +102,7 @@ def write_cifar(directory: str, name: str = "cifar10", n_train: int = 50, n_test
       coarse = [f"coarse{k}" for k in range(20)]
       for split, (data, labels, coarse_labels) in splits.items():
         if fmt == "python":
-          _add(tar, f"cifar-100-python/{split}", pickle.dumps({
+          _add(tar, f"cifar-100-python/{split}", _pickle({
               b"data": data, b"fine_labels": [int(x) for x in labels],
               b"coarse_labels": [int(x) for x in coarse_labels]}))
         else:
@@ -105,7 +110,7 @@ def write_cifar(directory: str, name: str = "cifar10", n_train: int = 50, n_test
                                 labels.astype(np.uint8)[:, None], data], axis=1)
           _add(tar, f"cifar-100-binary/{split}.bin", rec.tobytes())
       if fmt == "python":
-        _add(tar, "cifar-100-python/meta", pickle.dumps({
+        _add(tar, "cifar-100-python/meta", _pickle({
             b"fine_label_names": [s.encode() for s in fine],
             b"coarse_label_names": [s.encode() for s in coarse]}))
       else:

@@ -177,7 +177,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if state is None:
     state, start_step = run.init_state(), 0
     if is_main:
-      logging.info("parameters:\n%s", metrics_lib.parameter_table(state.params))
+      print(metrics_lib.parameter_summary(config.model.name, state.params, workdir), flush=True)
   else:
     logging.info("resumed from step %d", start_step)
     print(f"resumed from checkpoint step {start_step}", flush=True)
@@ -219,40 +219,55 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       if is_main:
         print(progress.line(step, {**scalars, "eta_sec": rates["eta_sec"]}), flush=True)
 
+  def evaluate_and_log(step: int) -> dict[str, float]:
+    result = run.evaluate(state)
+    result.pop("confusion", None)
+    writer.write(step, result)
+    if is_main:
+      print(f"eval step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()),
+            flush=True)
+    return result
+
   step = start_step
-  with _SignalFlag() as sigterm:
-    while step < total:
-      state, m = run.p_train(state, next(batches))
-      pending.append(m)
-      step += 1
-      if sync:
-        jax.block_until_ready(state)
-      if step % log_every == 0 or step == total:
-        flush_train_metrics(step, write=True)
-      evaluated = (eval_every and step % eval_every == 0) or step == total
-      if evaluated:
-        flush_train_metrics(step, write=False)
-        last_eval = run.evaluate(state)
-        last_eval.pop("confusion", None)
-        writer.write(step, last_eval)
-        if is_main:
-          print(f"eval step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in last_eval.items()),
-                flush=True)
-      if step % ckpt_every == 0 or step == total:
-        flush_train_metrics(step, write=False)
-        ckpt.save(step, state, metrics=last_eval if evaluated else None)
-      if sigterm.raised:
-        flush_train_metrics(step, write=False)
-        ckpt.save(step, state)
-        ckpt.close()
-        writer.close()
-        raise Preempted(step)
+  try:
+    with _SignalFlag() as sigterm:
+      while step < total:
+        state, m = run.p_train(state, next(batches))
+        pending.append(m)
+        step += 1
+        if sync:
+          jax.block_until_ready(state)
+        if step % log_every == 0 or step == total:
+          flush_train_metrics(step, write=True)
+        evaluated = (eval_every and step % eval_every == 0) or step == total
+        if evaluated:
+          flush_train_metrics(step, write=False)
+          last_eval = evaluate_and_log(step)
+        if step % ckpt_every == 0 or step == total:
+          flush_train_metrics(step, write=False)
+          ckpt.save(step, state, metrics=last_eval if evaluated else None)
+        if sigterm.raised:
+          flush_train_metrics(step, write=False)
+          ckpt.save(step, state)
+          ckpt.wait()
+          raise Preempted(step)
+    if step == start_step:  # nothing left to train: report the restored state
+      last_eval = evaluate_and_log(step)
+    ckpt.wait()
+  except ckpt_lib.CheckpointWriteError:
+    writer.close()   # the failed write is over: nothing left to wait for
+    raise
+  except BaseException:
+    # Whatever else stopped the run, finish the writes already started (never half a
+    # checkpoint), then re-raise.
+    ckpt.close(raise_errors=False)
+    writer.close()
+    raise
   ckpt.close()
-  writer.flush()
+  writer.close()
   final = {**last_eval, "step": step, "wall_time_sec": time.time() - t_start,
            "params_fingerprint": params_fingerprint(state.params)}
   if is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(final, f, indent=2)
-  writer.close()
   return final

@@ -89,6 +89,10 @@ def validate(config, device_count: int | None = None) -> None:
   pre = config.dataset.get("preprocess", None)
   if pre is not None and pre not in info.preprocess_options:
     _fail("dataset.preprocess", pre, f"{info.name} allows {', '.join(info.preprocess_options)}")
+  try:
+    pipeline.output_shape(config.dataset)
+  except ValueError as e:  # the pipeline's own option checks (image_size, preprocess, ...)
+    raise ConfigError(f"config.dataset.{e}") from None
   dtype = config.model.get("dtype", "float32")
   if dtype not in DTYPES:
     _fail("model.dtype", dtype, f"one of {', '.join(DTYPES)}")

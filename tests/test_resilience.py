@@ -1,0 +1,184 @@
+"""Never lose work: SIGKILL at random steps, SIGTERM preemption, damaged checkpoints, NaN/Inf,
+and a disk that fills up during a checkpoint — each with real processes, signals and files."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+
+STEPS = 24
+CKPT_EVERY = 4
+
+
+def _cmd(workdir, data_dir, cache_dir, *extra):
+  return [sys.executable, "-m", "experiments.train", "--config=experiments/configs/lenet5_mnist.py",
+          f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
+          f"--config.num_train_steps={STEPS}", f"--config.checkpoint_every_steps={CKPT_EVERY}",
+          "--config.eval_every_steps=12", "--config.log_every_steps=1", "--config.batch_size=32",
+          "--config.keep_checkpoints=2", f"--config.compilation_cache_dir={cache_dir}", *extra]
+
+
+def _env():
+  return dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
+
+
+def _final(workdir):
+  with open(os.path.join(workdir, "final_metrics.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def reference(mnist_data_dir, tmp_path_factory):
+  """An uninterrupted run of the same command."""
+  wd = str(tmp_path_factory.mktemp("reference"))
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  proc = subprocess.run(_cmd(wd, mnist_data_dir, cache), cwd=ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return {"fingerprint": _final(wd)["params_fingerprint"], "cache": cache,
+          "accuracy": _final(wd)["eval_accuracy"]}
+
+
+def _run_until(cmd, step, sig, wait_for_path=None):
+  """Starts ``cmd``, waits for the log line of ``step`` (and ``wait_for_path`` to exist),
+  then sends ``sig``."""
+  p = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+  seen = []
+  for line in p.stdout:
+    seen.append(line)
+    if line.startswith(f"step {step}/"):
+      deadline = time.time() + 60
+      while wait_for_path and not os.path.isdir(wait_for_path) and time.time() < deadline:
+        time.sleep(0.01)
+      p.send_signal(sig)
+      break
+  out, err = p.communicate(timeout=120)
+  return p.returncode, "".join(seen) + out, err
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_steps_then_resume_is_bit_identical(mnist_data_dir, reference, tmp_path):
+  rng = random.Random(1234)
+  # Random steps, plus one right at a checkpoint step (the async write is then in flight).
+  kill_at = sorted({rng.randint(2, 7), CKPT_EVERY * 3, rng.randint(15, 22)})
+  wd = str(tmp_path)
+  cmd = _cmd(wd, mnist_data_dir, reference["cache"])
+  for k in kill_at:
+    code, out, _ = _run_until(cmd, k, signal.SIGKILL)
+    assert code == -signal.SIGKILL, out[-1000:]
+  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "resumed from checkpoint step" in proc.stdout
+  assert _final(wd)["params_fingerprint"] == reference["fingerprint"]
+
+
+@pytest.mark.slow
+def test_sigterm_writes_checkpoint_and_resumes(mnist_data_dir, reference, tmp_path):
+  wd = str(tmp_path)
+  cmd = _cmd(wd, mnist_data_dir, reference["cache"])
+  code, out, err = _run_until(cmd, 6, signal.SIGTERM)
+  assert code == 75, err[-2000:]
+  assert "preempted: checkpoint written at step" in err
+  step = int(err.split("checkpoint written at step ")[1].split(";")[0])
+  assert step >= 6 and str(step) in os.listdir(os.path.join(wd, "checkpoints"))
+  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"resumed from checkpoint step {step}" in proc.stdout
+  assert _final(wd)["params_fingerprint"] == reference["fingerprint"]
+
+
+def _truncate_data_files(step_dir):
+  hit = 0
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      if "/d/" in path + "/" and os.path.getsize(path) > 0:
+        with open(path, "r+b") as f:
+          f.truncate(os.path.getsize(path) // 2)
+        hit += 1
+  assert hit, f"no data files under {step_dir}"
+
+
+@pytest.mark.slow
+def test_damaged_latest_checkpoint_falls_back(mnist_data_dir, reference, tmp_path):
+  wd = str(tmp_path)
+  cmd = _cmd(wd, mnist_data_dir, reference["cache"])
+  ckdir = os.path.join(wd, "checkpoints")
+  _run_until(cmd, 9, signal.SIGKILL, wait_for_path=os.path.join(ckdir, "8"))
+  steps = sorted(int(s) for s in os.listdir(ckdir) if s.isdigit())
+  assert steps[-1] == 8
+  _truncate_data_files(os.path.join(ckdir, "8"))
+  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  warnings = [l for l in proc.stdout.splitlines() if l.startswith("WARNING: checkpoint step 8")]
+  assert len(warnings) == 1
+  assert "resumed from checkpoint step 4" in proc.stdout
+  assert os.listdir(os.path.join(wd, "checkpoints_corrupt"))   # kept, not deleted
+  assert _final(wd)["params_fingerprint"] == reference["fingerprint"]
+
+
+def test_nonfinite_loss_stops_and_never_saves_bad_state(mnist_data_dir, tmp_path):
+  wd = str(tmp_path)
+  cmd = _cmd(wd, mnist_data_dir, "", "--config.optimizer.name=sgd",
+             "--config.optimizer.learning_rate=1e30", "--config.checkpoint_every_steps=1",
+             "--config.schedule.name=constant")
+  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: non-finite loss or gradient norm at step")
+  bad = int(lines[0].split("at step ")[1].split(";")[0])
+  steps = sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
+  assert steps and steps[-1] == bad - 1        # everything before the bad step, nothing after
+  import jax
+  import numpy as np
+  from cnnlab import checkpoint
+  ck = checkpoint.Checkpointer(wd)
+  meta = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                      ck._manager.item_metadata(steps[-1]))
+  restored = ck.restore(steps[-1], meta)
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(restored["params"]))
+
+
+def _limited_fsize(limit):
+  def pre():
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+  return pre
+
+
+@pytest.mark.slow
+def test_checkpoint_write_failure_is_clear_and_keeps_previous(mnist_data_dir, tmp_path):
+  """A tmpfs that fills up after two checkpoints (a real ENOSPC)."""
+  wd = str(tmp_path / "small_disk")
+  os.makedirs(wd)
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2200k", "tmpfs", wd],
+                    capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a tmpfs here (needs root)")
+  try:
+    cmd = _cmd(wd, mnist_data_dir, "", "--config.keep_checkpoints=10")
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 74, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not write a checkpoint" in lines[0]
+    assert any(w in lines[0] for w in ("No space left on device", "RESOURCE_EXHAUSTED"))
+    good = int(lines[0].split("(step ")[1].split(")")[0])
+    assert good >= CKPT_EVERY
+    # The last complete checkpoint restores.
+    import jax
+    from cnnlab import checkpoint
+    ck = checkpoint.Checkpointer(wd)
+    assert ck.latest_step() == good
+    meta = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                        ck._manager.item_metadata(good))
+    ck.restore(good, meta)
+  finally:
+    subprocess.run(["umount", wd])
