@@ -48,11 +48,17 @@ class MetricWriter:
       self._tb.flush()
       self._jsonl.flush()
 
-  def close(self) -> None:
-    if self.enabled:
+  def close(self, raise_errors: bool = True) -> None:
+    """Flushes and closes; ``raise_errors=False`` while another error is on its way up."""
+    if not self.enabled:
+      return
+    self.enabled = False
+    try:
       self._tb.close()
       self._jsonl.close()
-      self.enabled = False
+    except OSError as e:
+      if raise_errors:
+        raise OSError(e.errno, f"cannot write metrics to {self._jsonl.name}: {e.strerror}")
 
 
 def read_jsonl(workdir: str) -> list[dict]:

@@ -168,9 +168,15 @@ def test_checkpoint_write_failure_is_clear_and_keeps_previous(mnist_data_dir, tm
                           timeout=300)
     assert proc.returncode == 74, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "could not write a checkpoint" in lines[0]
+    # The disk fills during a checkpoint write or, just as often, during the next metrics
+    # write: either way one line that says what could not be written and why.
+    assert len(lines) == 1, lines
+    assert "could not write a checkpoint" in lines[0] or "cannot write metrics" in lines[0]
     assert any(w in lines[0] for w in ("No space left on device", "RESOURCE_EXHAUSTED"))
-    good = int(lines[0].split("(step ")[1].split(")")[0])
+    if "(step " in lines[0]:
+      good = int(lines[0].split("(step ")[1].split(")")[0])
+    else:
+      good = max(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
     assert good >= CKPT_EVERY
     # The last complete checkpoint restores.
     import jax

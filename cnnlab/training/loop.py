@@ -255,13 +255,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       last_eval = evaluate_and_log(step)
     ckpt.wait()
   except ckpt_lib.CheckpointWriteError:
-    writer.close()   # the failed write is over: nothing left to wait for
+    writer.close(raise_errors=False)   # the failed write is over: nothing left to wait for
     raise
   except BaseException:
     # Whatever else stopped the run, finish the writes already started (never half a
     # checkpoint), then re-raise.
     ckpt.close(raise_errors=False)
-    writer.close()
+    writer.close(raise_errors=False)
     raise
   ckpt.close()
   writer.close()
