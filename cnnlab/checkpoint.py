@@ -49,7 +49,8 @@ class Checkpointer:
         preservation_policy=cm.AnyPreservationPolicy(policies),
         best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode,
         enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self._manager = ocp.CheckpointManager(self.directory, options=self._options,
+                                          item_handlers=ocp.StandardCheckpointHandler())
 
   # --- queries ------------------------------------------------------------------------------
   def all_steps(self) -> list[int]:
@@ -115,9 +116,11 @@ class Checkpointer:
       return
     saved = _shapes(meta)
     wanted = _shapes(abstract_state)
-    missing = sorted(set(wanted) - set(saved))
-    unexpected = sorted(set(saved) - set(wanted))
-    reshaped = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+    # Parameters first: the optimizer state mirrors them and would only repeat the story.
+    order = lambda keys: sorted(keys, key=lambda k: (not k.startswith("params/"), k))
+    missing = order(set(wanted) - set(saved))
+    unexpected = order(set(saved) - set(wanted))
+    reshaped = order(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
     if missing or unexpected or reshaped:
       parts = []
       for label, keys in (("missing", missing), ("unexpected", unexpected),
@@ -133,20 +136,21 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, int | None]:
-    """The newest restorable state, or (None, None) for a fresh workdir."""
-    steps = self.all_steps()
-    if steps:
-      self.check_compatible(steps[-1], abstract_state)
-    for step in reversed(steps):
+    """The newest restorable state, or (None, None) for a fresh workdir.
+
+    A step written for another model raises CheckpointMismatchError (nothing is moved); a
+    step whose files cannot be read is moved aside and the previous one is tried."""
+    for step in reversed(self.all_steps()):
       try:
+        self.check_compatible(step, abstract_state)
         return self.restore(step, abstract_state), step
       except CheckpointMismatchError:
         raise
       except Exception as e:  # damaged files: move aside, fall back to the previous step
         where = self._quarantine(step)
-        logging.warning("checkpoint step %d is unreadable (%s: %s); moved to %s, falling back "
-                        "to the previous one", step, type(e).__name__, str(e).splitlines()[0][:160]
-                        if str(e) else "", where)
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        logging.warning("checkpoint step %d is unreadable (%s: %s); moved to %s", step,
+                        type(e).__name__, reason, where)
         print(f"WARNING: checkpoint step {step} is unreadable ({type(e).__name__}); moved to "
               f"{where}; falling back to the previous checkpoint", flush=True)
     return None, None

@@ -54,6 +54,24 @@ def init_distributed() -> None:
                                   FLAGS.process_id)
 
 
+def load_config(holder, required: bool = True):
+  """The --config flag's value; a file that fails to load is a usage error, not a crash."""
+  try:
+    config = holder.value
+    if config is not None:
+      config.keys()  # ml_collections hands back a stand-in that raises for a failed load
+  except Exception as e:  # the recipe file is missing or raised while building its config
+    try:
+      from ml_collections import config_flags
+      name = config_flags.get_config_filename(FLAGS[holder.name])
+    except Exception:
+      name = "?"
+    usage_error(f"--config={name} could not be loaded: {_one_line(e)}")
+  if config is None and required:
+    usage_error("--config is required (a recipe in experiments/configs/)")
+  return config
+
+
 def usage_error(message: str) -> None:
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(EXIT_USAGE)

@@ -28,8 +28,9 @@ cli.define_distributed_flags()
 
 
 def _load_config(workdir):
-  if _CONFIG.value is not None:
-    return _CONFIG.value
+  config = cli.load_config(_CONFIG, required=False)
+  if config is not None:
+    return config
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     cli.usage_error(f"--config is required: {path} does not exist")

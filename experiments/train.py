@@ -25,11 +25,12 @@ def main(argv):
     cli.usage_error(f"unexpected arguments {argv[1:]!r}")
   if not _WORKDIR.value:
     cli.usage_error("--workdir is required")
+  config = cli.load_config(_CONFIG)
   cli.init_distributed()
   from cnnlab import training  # after jax.distributed is initialised
   workdir = os.path.abspath(_WORKDIR.value)
   with cli.errors_to_exit_codes():
-    final = training.train_and_evaluate(_CONFIG.value, workdir)
+    final = training.train_and_evaluate(config, workdir)
   print(f"done: eval_accuracy={final.get('eval_accuracy', float('nan')):.4f} "
         f"after {final['step']} steps")
   print(f"results in {workdir} (metrics.jsonl, final_metrics.json, checkpoints/); "

@@ -151,7 +151,11 @@ def _memory_transform(info, opts, *, train: bool) -> memory.Transform:
 def train_batches(ds_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
                   process_index: int | None = None,
                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite host-local batches {'image': float32 [B/P, H, W, C], 'label': int32 [B/P]}."""
+  """Infinite host-local batches {'image': float32 [B/P, H, W, C], 'label': int32 [B/P]}.
+
+  B = global_batch_size, P = process_count (default: jax's); batch k of the iterator is global
+  step start_step + k. Raises DatasetUnavailableError / ValueError at call time, not lazily.
+  """
   info, opts = _options(ds_cfg)
   p, n_proc, bh = _hosts(global_batch_size, process_index, process_count)
   if seed < 0 or start_step < 0:
@@ -175,7 +179,8 @@ def train_batches(ds_cfg, *, global_batch_size: int, seed: int, start_step: int 
 def eval_batches(ds_cfg, *, split: str | None = None, global_batch_size: int,
                  process_index: int | None = None,
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """Finite host-local batches {'image', 'label', 'mask' (bool)}; see the module docstring."""
+  """Finite host-local batches {'image', 'label', 'mask' (bool [B/P])} of ``split`` (default:
+  the eval split): ceil(N / B) of them on every host, padding rows zero with mask False."""
   info, opts = _options(ds_cfg)
   p, n_proc, bh = _hosts(global_batch_size, process_index, process_count)
   split = _split(info, opts, split, "eval")

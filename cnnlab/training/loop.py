@@ -169,7 +169,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   run = Run(config)
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
                                best_metric=config.get("best_metric", "eval_accuracy"))
-  writer = metrics_lib.MetricWriter(workdir)
   is_main = jax.process_index() == 0
 
   # --- state: restore or start fresh ------------------------------------------------------
@@ -182,6 +181,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     logging.info("resumed from step %d", start_step)
     print(f"resumed from checkpoint step {start_step}", flush=True)
   _write_config(config, workdir)
+  writer = metrics_lib.MetricWriter(workdir)
 
   log_every = int(config.get("log_every_steps", 100))
   log_every = run.steps_per_epoch if log_every < 0 else log_every
