@@ -267,3 +267,26 @@ def summary(name: str, data_dir: str | None = None) -> str:
     shown = " ".join(map(str, hist)) if info.num_classes <= 20 else f"{len(hist)} classes"
     lines.append(f"{split}: {len(labels)} examples; per class: {shown}")
   return "\n".join(lines)
+
+
+RAW_DATA_ENV = "CNNLAB_RAW_DATA_DIR"
+
+
+def prepare_if_needed(ds_cfg) -> str | None:
+  """First-use preparation for offline machines: when ``ds_cfg``'s dataset is not yet built in
+  its data dir and ``$CNNLAB_RAW_DATA_DIR/<name>/`` holds the original files, build it from
+  them (checksums verified) and return the dataset dir; otherwise do nothing (an unprepared
+  dataset then fails fast, naming the prepare command). Each host prepares its own data dir."""
+  root = os.environ.get(RAW_DATA_ENV)
+  if not root or datasets.tfds_is_mocked():
+    return None
+  import tensorflow_datasets as tfds
+  info = datasets.get(ds_cfg.get("name", None))
+  data_dir = ds_cfg.get("data_dir", None)
+  if tfds.builder(info.tfds_name, data_dir=datasets.resolve_data_dir(data_dir)).is_prepared():
+    return None
+  source = os.path.join(os.path.expanduser(root), info.name)
+  if not os.path.isdir(source):
+    return None
+  print(f"preparing {info.name} from {source} (first use; ${RAW_DATA_ENV})", flush=True)
+  return prepare(info.name, source, data_dir)

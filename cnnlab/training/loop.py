@@ -30,7 +30,7 @@ import numpy as np
 from cnnlab import checkpoint as ckpt_lib
 from cnnlab import metrics as metrics_lib
 from cnnlab import parallel
-from cnnlab.data import pipeline
+from cnnlab.data import pipeline, prepare
 from cnnlab.training import optim, steps, validation
 from cnnlab.training.state import TrainState, create_state
 
@@ -87,6 +87,7 @@ class Run:
 
   def __init__(self, config, mesh=None):
     self.config = config
+    prepare.prepare_if_needed(config.dataset)
     self.mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, self.mesh)
     self.model = validation.build_model(config)
