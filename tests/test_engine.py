@@ -147,3 +147,22 @@ def test_restore_onto_another_device_count(mnist_data_dir, tmp_path):
   out = worker_result(proc)
   assert "resumed from checkpoint step 4" in proc.stdout
   assert out["step"] == 8 and out["devices"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "..", "shared", "datasets", "mnist")),
+                    reason="needs the original MNIST files in ../shared/datasets")
+def test_main_job_prepares_from_raw_files_on_first_use(tmp_path):
+  """The README's main command, shortened: CNNLAB_RAW_DATA_DIR + an empty data dir."""
+  data_dir = tmp_path / "tfds"
+  env = dict(os.environ, XLA_FLAGS="",
+             CNNLAB_RAW_DATA_DIR=os.path.join(ROOT, "..", "shared", "datasets"))
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--config=experiments/configs/lenet5_mnist.py",
+       f"--workdir={tmp_path / 'wd'}", f"--config.dataset.data_dir={data_dir}",
+       "--config.num_train_steps=30", "--config.compilation_cache_dir="],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "preparing mnist from" in proc.stdout
+  final = json.load(open(tmp_path / "wd" / "final_metrics.json"))
+  assert final["eval_count"] == 10000 and final["eval_accuracy"] > 0.5

@@ -7,11 +7,20 @@ Expected: no paper target (Fashion-MNIST postdates LeNet). Xiao, Rasul & Vollgra
 (arXiv:1708.07747) benchmark ~89-91 % for small CNNs; our measured mean ± std over 3 seeds is
 in docs/RESULTS.md with the number of epochs. Time: ~2-3 min on a 2-core Zen4 CPU.
 """
-from experiments.configs import lenet5_mnist
+from experiments.configs.base import base
 
 
 def get_config():
-  c = lenet5_mnist.get_config()
+  c = base()
+  c.model.name = "lenet5"
   c.dataset.name = "fashion_mnist"
+  c.dataset.preprocess = "standard"
+  c.batch_size = 128
   c.num_epochs = 15.0
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.weight_decay_mode = "decoupled"
+  c.schedule.name = "cosine"
+  c.log_every_steps = 100
   return c
