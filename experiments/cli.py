@@ -39,7 +39,17 @@ EXIT_PREEMPTED = 75   # EX_TEMPFAIL: a checkpoint was written; run the same comm
 FLAGS = flags.FLAGS
 
 
+def shared_string_flag(name: str, default, help_text: str):
+  """DEFINE_string, or the existing holder when another entry point already defined ``name``
+  in this process (tests import several entry points; the flags mean the same in each)."""
+  if name in FLAGS:
+    return flags.FlagHolder(FLAGS, FLAGS[name])
+  return flags.DEFINE_string(name, default, help_text)
+
+
 def define_distributed_flags() -> None:
+  if "coordinator_address" in FLAGS:
+    return
   flags.DEFINE_string("coordinator_address", None,
                       "host:port of process 0 for multi-host runs (default: auto-detect "
                       "SLURM / TPU / cluster environments).")

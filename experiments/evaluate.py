@@ -18,10 +18,10 @@ from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Recipe (default: the workdir's config.json).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (or output dir for "
+_WORKDIR = cli.shared_string_flag("workdir", None, "Training workdir (or output dir for "
                                "--torchvision_weights).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
-_SPLIT = flags.DEFINE_string("split", None, "Dataset split (default: the recipe's eval split).")
+_CHECKPOINT = cli.shared_string_flag("checkpoint", "latest", "latest, best, or a step number.")
+_SPLIT = cli.shared_string_flag("split", None, "Dataset split (default: the recipe's eval split).")
 _TV = flags.DEFINE_string("torchvision_weights", None, "A torchvision .pth / .safetensors "
                           "state dict to evaluate instead of a checkpoint.")
 cli.define_distributed_flags()
@@ -42,7 +42,6 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
   """Returns the metrics dict it also writes to ``<workdir>/eval_<split>.json``."""
   import jax
   import numpy as np
-  from cnnlab import checkpoint as ckpt_lib
   from cnnlab.training import loop, steps, validation
 
   validation.validate(config)
@@ -57,18 +56,8 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
     state = jax.device_put(state, run.state_sharding)
     source = torchvision_weights
   else:
-    ck = ckpt_lib.Checkpointer(workdir, best_metric=config.get("best_metric", "eval_accuracy"))
-    step = {"latest": ck.latest_step, "best": ck.best_step}.get(checkpoint, lambda: None)()
-    if step is None and checkpoint not in ("latest", "best"):
-      if not checkpoint.isdigit() or int(checkpoint) not in ck.all_steps():
-        raise validation.ConfigError(f"--checkpoint={checkpoint!r} is not one of latest, best, "
-                                     f"or a saved step {ck.all_steps()}")
-      step = int(checkpoint)
-    if step is None:
-      raise validation.ConfigError(f"--workdir={workdir!r} holds no checkpoint to evaluate")
-    ck.check_compatible(step, run.abstract_with_sharding())
-    state = ck.restore(step, run.abstract_with_sharding())
-    source = f"{ck.directory}/{step}"
+    state, step = run.restore_checkpoint(workdir, checkpoint)
+    source = os.path.join(workdir, "checkpoints", str(step))
   eval_step = jax.jit(steps.make_eval_step(run.model, confusion=True,
                                            use_ema=float(config.get("ema_decay", 0)) > 0),
                       in_shardings=(run.state_sharding, None))

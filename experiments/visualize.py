@@ -23,15 +23,15 @@ from absl import flags
 
 from experiments import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and "
+_WORKDIR = cli.shared_string_flag("workdir", None, "Training workdir (holds config.json and "
                                "checkpoints/).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default: "
                                "<workdir>/figures).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
+_CHECKPOINT = cli.shared_string_flag("checkpoint", "latest", "latest, best, or a step number.")
 _LAYER = flags.DEFINE_string("layer", None, "Module path of the layer whose feature maps to "
                              "draw (default: the first layer with a spatial output).")
 _IMAGE_INDEX = flags.DEFINE_integer("image_index", 0, "Index of the image in the eval split.")
-_SPLIT = flags.DEFINE_string("split", None, "Dataset split (default: the recipe's eval split).")
+_SPLIT = cli.shared_string_flag("split", None, "Dataset split (default: the recipe's eval split).")
 
 
 def _load_json(path):
@@ -43,21 +43,9 @@ def _load_json(path):
 
 def _restore(config, workdir, checkpoint):
   """(run, state, step) for ``checkpoint`` in ``latest`` / ``best`` / a saved step."""
-  from cnnlab import checkpoint as ckpt_lib
-  from cnnlab.training import loop, validation
+  from cnnlab.training import loop
   run = loop.Run(config)
-  ck = ckpt_lib.Checkpointer(workdir, best_metric=config.get("best_metric", "eval_accuracy"))
-  step = {"latest": ck.latest_step, "best": ck.best_step}.get(checkpoint, lambda: None)()
-  if step is None and checkpoint not in ("latest", "best"):
-    if not checkpoint.isdigit() or int(checkpoint) not in ck.all_steps():
-      raise validation.ConfigError(f"--checkpoint={checkpoint!r} is not one of latest, best, "
-                                   f"or a saved step {ck.all_steps()}")
-    step = int(checkpoint)
-  if step is None:
-    raise validation.ConfigError(f"--workdir={workdir!r} holds no checkpoint to visualise")
-  ck.check_compatible(step, run.abstract_with_sharding())
-  state = ck.restore(step, run.abstract_with_sharding())
-  ck.close()
+  state, step = run.restore_checkpoint(workdir, checkpoint)
   return run, state, step
 
 

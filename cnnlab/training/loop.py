@@ -116,6 +116,24 @@ class Run:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         self.abstract_state, self.state_sharding)
 
+  def restore_checkpoint(self, workdir: str, which: str = "latest") -> tuple[TrainState, int]:
+    """The state saved in ``workdir`` at ``which``: 'latest', 'best' or a step number."""
+    ck = ckpt_lib.Checkpointer(workdir, best_metric=self.config.get("best_metric",
+                                                                    "eval_accuracy"))
+    try:
+      step = {"latest": ck.latest_step, "best": ck.best_step}.get(which, lambda: None)()
+      if step is None and which not in ("latest", "best"):
+        if not str(which).isdigit() or int(which) not in ck.all_steps():
+          raise validation.ConfigError(f"--checkpoint={which!r} is not one of latest, best, "
+                                       f"or a saved step {ck.all_steps()}")
+        step = int(which)
+      if step is None:
+        raise validation.ConfigError(f"--workdir={workdir!r} holds no checkpoint")
+      ck.check_compatible(step, self.abstract_with_sharding())
+      return ck.restore(step, self.abstract_with_sharding()), step
+    finally:
+      ck.close(raise_errors=False)
+
   def evaluate(self, state, split: str | None = None, eval_step=None) -> dict[str, float]:
     """Every example of the split counted once (padded batches carry a mask)."""
     cfg = self.config
