@@ -117,3 +117,25 @@ def test_eval_step_respects_mask():
   assert float(out["count"]) == 3
   assert float(out["confusion"].sum()) == 3
   assert 0 <= float(out["correct"]) <= 3 and float(out["correct5"]) == 3
+
+
+def test_bf16_compute_keeps_float32_params():
+  from cnnlab import models
+  model = models.create("lenet5", dtype=jnp.bfloat16)
+  c = base()
+  c.optimizer.learning_rate = 0.05
+  sched = optax.constant_schedule(0.05)
+  tx = optim.create_optimizer(c, sched)
+  state = create_state(model, tx, jax.random.PRNGKey(0), (28, 28, 1))
+  step = jax.jit(steps.make_train_step(model, tx, c, sched))
+  r = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(r.normal(size=(16, 28, 28, 1)), jnp.float32),
+           "label": jnp.asarray(r.integers(0, 10, 16), jnp.int32)}
+  logits = model.apply({"params": state.params}, batch["image"])
+  assert logits.dtype == jnp.bfloat16
+  losses = []
+  for _ in range(10):
+    state, m = step(state, batch)
+    losses.append(float(m["train_loss"]))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+  assert np.isfinite(losses).all() and losses[-1] < losses[0]
