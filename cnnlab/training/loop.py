@@ -220,23 +220,27 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   t_start = time.time()
 
   def flush_train_metrics(step: int, write: bool) -> None:
+    """Checks every pending step for a non-finite loss; with ``write``, logs their means.
+    Without it (before an eval or a save) the steps stay pending for the next log line."""
     if not pending:
       return
     got = jax.device_get(pending)
-    pending.clear()
     bad = [int(m["step"]) for m in got if not m["finite"]]
     if bad:
       raise NonFiniteError(f"non-finite loss or gradient norm at step {bad[0] + 1}; stopped "
                            f"before saving (last good checkpoint: step {ckpt.latest_step()})")
-    if write:
-      scalars = {k: float(np.mean([m[k] for m in got]))
-                 for k in ("train_loss", "train_accuracy", "grad_norm")}
-      scalars["learning_rate"] = float(got[-1]["learning_rate"])
-      rates = progress.update(step)
-      scalars["images_per_sec"] = rates["images_per_sec"]
-      writer.write(step, scalars)
-      if is_main:
-        print(progress.line(step, {**scalars, "eta_sec": rates["eta_sec"]}), flush=True)
+    if not write:
+      pending[:] = got          # host copies: checked once, logged at the next log point
+      return
+    pending.clear()
+    scalars = {k: float(np.mean([m[k] for m in got]))
+               for k in ("train_loss", "train_accuracy", "grad_norm")}
+    scalars["learning_rate"] = float(got[-1]["learning_rate"])
+    rates = progress.update(step)
+    scalars["images_per_sec"] = rates["images_per_sec"]
+    writer.write(step, scalars)
+    if is_main:
+      print(progress.line(step, {**scalars, "eta_sec": rates["eta_sec"]}), flush=True)
 
   def evaluate_and_log(step: int) -> dict[str, float]:
     result = run.evaluate(state)
