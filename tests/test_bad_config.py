@@ -39,6 +39,7 @@ CASES = [
     ({"dataset.train_split": "tran"}, ["config.dataset.train_split='tran'", "train, test"]),
     ({"dataset.image_size": 64}, ["image_size=64", "28x28"]),
     ({"label_smoothing": 1.5}, ["config.label_smoothing=1.5", "[0, 1)"]),
+    ({"loss": "hinge"}, ["config.loss='hinge'", "cross_entropy, lenet_map"]),
     ({"ema_decay": 1.0}, ["config.ema_decay=1.0", "[0, 1)"]),
     ({"grad_accum_steps": 3}, ["config.grad_accum_steps=3", "per-device batch 128"]),
     ({"grad_accum_steps": 0}, ["config.grad_accum_steps=0", ">= 1"]),

@@ -139,3 +139,20 @@ def test_bf16_compute_keeps_float32_params():
     losses.append(float(m["train_loss"]))
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_lenet_map_loss_is_eq9_and_differs_from_cross_entropy():
+  c = base()
+  outputs = jnp.array([[-1.0, -5.0, -9.0], [-4.0, -0.5, -3.0]])
+  labels = jnp.array([0, 2])
+  ce = float(steps.make_loss(c)(outputs, labels))
+  c.loss = "lenet_map"
+  c.loss_rubbish_j = 1.0
+  got = float(steps.make_loss(c)(outputs, labels))
+  # eq. 9 by hand: y_correct + log(e^-j + sum_i e^-y_i), outputs are -y
+  want = np.mean([1.0 + np.log(np.exp(-1.0) + np.exp(-1.0) + np.exp(-5.0) + np.exp(-9.0)),
+                  3.0 + np.log(np.exp(-1.0) + np.exp(-4.0) + np.exp(-0.5) + np.exp(-3.0))])
+  assert got == pytest.approx(want, rel=1e-6) and got != pytest.approx(ce)
+  c.loss = "hinge"
+  with pytest.raises(ValueError, match="loss='hinge'"):
+    steps.make_loss(c)

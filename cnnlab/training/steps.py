@@ -42,10 +42,28 @@ def topk_correct(logits, labels, k: int):
   return jnp.any(topk == labels[:, None], axis=-1)
 
 
+LOSSES = ("cross_entropy", "lenet_map")
+
+
+def make_loss(config) -> Callable:
+  """Per-batch training loss ``(outputs, labels) -> scalar`` chosen by ``config.loss``:
+  'cross_entropy' (softmax, optional label smoothing) or 'lenet_map', LeCun et al. 1998's
+  MAP criterion (eq. 9) on RBF outputs, with its constant ``config.loss_rubbish_j``."""
+  name = config.get("loss", "cross_entropy")
+  if name == "lenet_map":
+    from cnnlab.models import lenet
+    j = float(config.get("loss_rubbish_j", 1.0))
+    return lambda outputs, labels: lenet.map_loss(outputs, labels, j)
+  if name != "cross_entropy":
+    raise ValueError(f"loss={name!r} is not one of {', '.join(LOSSES)}")
+  smoothing = float(config.get("label_smoothing", 0.0))
+  return lambda outputs, labels: jnp.mean(
+      cross_entropy(outputs, labels, outputs.shape[-1], smoothing))
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config,
                     schedule: optax.Schedule) -> Callable:
-  num_classes = model.num_classes
-  smoothing = float(config.get("label_smoothing", 0.0))
+  objective = make_loss(config)
   aux_weight = float(config.get("aux_loss_weight", 0.0))
   accum = int(config.get("grad_accum_steps", 1))
   ema_decay = float(config.get("ema_decay", 0.0))
@@ -57,9 +75,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config,
     out, updates = model.apply(variables, images, train=True, rngs={"dropout": rng},
                                mutable=["batch_stats"] if batch_stats else [])
     logits, aux = _split_outputs(out)
-    loss = jnp.mean(cross_entropy(logits, labels, num_classes, smoothing))
+    loss = objective(logits, labels)
     for a in aux:
-      loss += aux_weight * jnp.mean(cross_entropy(a, labels, num_classes, smoothing))
+      loss += aux_weight * objective(a, labels)
     total = loss + optim.l2_penalty(config, params)
     correct = jnp.mean(jnp.argmax(logits, -1) == labels)
     return total, (updates.get("batch_stats", batch_stats), loss, correct)

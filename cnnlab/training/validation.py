@@ -125,6 +125,9 @@ def validate(config, device_count: int | None = None) -> None:
   if accum < 1 or (config.batch_size // n_dev) % accum:
     _fail("grad_accum_steps", accum, f"must be >= 1 and divide the per-device batch "
           f"{config.batch_size // n_dev}")
+  from cnnlab.training import steps
+  if config.get("loss", "cross_entropy") not in steps.LOSSES:
+    _fail("loss", config.loss, f"one of {', '.join(steps.LOSSES)}")
   ls = config.get("label_smoothing", 0.0)
   if not 0.0 <= ls < 1.0:
     _fail("label_smoothing", ls, "must be in [0, 1)")

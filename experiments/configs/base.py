@@ -37,6 +37,8 @@ def base() -> ml_collections.ConfigDict:
       exclude_norm_and_bias=True))
   c.schedule = ml_collections.ConfigDict(dict(
       name="constant", warmup_epochs=0.0, boundaries=(), decay_factor=0.1, rates=()))
+  c.loss = "cross_entropy"          # or "lenet_map" (LeCun et al. 1998, eq. 9)
+  c.loss_rubbish_j = 1.0            # lenet_map's constant j
   c.label_smoothing = 0.0
   c.aux_loss_weight = 0.0
   c.grad_accum_steps = 1
