@@ -28,7 +28,12 @@ interpreter with ``pip install torch==2.14.1 torchvision==0.29.1``; torch is nev
 dependency) as a long-lived worker and alternates rounds — one JAX round, one PyTorch round — so
 both sides see the same machine load; the ratio reported is the median of the per-round ratios
 (JAX img/s / PyTorch img/s), > 1 means cnnlab is faster. Both sides use ``--threads`` threads
-(JAX: the process's CPU affinity, PyTorch: ``torch.set_num_threads``).
+(JAX: the process's CPU affinity, PyTorch: ``torch.set_num_threads``). Each round also records
+the process's CPU time, so a second ratio ("cpu ratio": images per CPU-second) is reported: on a
+machine shared with other jobs, wall-clock rates of multi-threaded runs swing by 2-20x (a
+descheduled thread stalls every parallel region; PyTorch's OpenMP suffers most), while work per
+CPU-second stays within a few percent. Run with ``--threads=1`` for the most stable comparison;
+the JSON records the load average before and after.
 
 Output: a table on stdout; ``--json_out`` writes every number (schema in ``RESULT_KEYS``).
 """
@@ -44,9 +49,12 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from cnnlab import perf
+from experiments import cli
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before TensorFlow (the pipeline) loads
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Registry name (python -c 'import cnnlab; "
@@ -65,6 +73,7 @@ flags.DEFINE_integer("threads", 0, "Threads for both sides; 0: every CPU this pr
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).")
 flags.DEFINE_float("peak_gflops", 0.0, "Peak GFLOP/s of the device, for MFU (0: no MFU).")
 flags.DEFINE_string("perf", "default", f"cnnlab.perf profile: {', '.join(perf.PROFILES)}.")
+flags.DEFINE_list("xla_flags", [], "Extra XLA flags for this process (appended to $XLA_FLAGS).")
 flags.DEFINE_boolean("eval", True, "Also time the eval step.")
 flags.DEFINE_boolean("pipeline", True, "Also measure the input pipeline's img/s.")
 flags.DEFINE_integer("pipeline_batches", 30, "Batches timed for the pipeline figure.")
@@ -73,10 +82,11 @@ flags.DEFINE_string("data_dir", None, "TFDS data dir to read the dataset from wh
 flags.DEFINE_string("json_out", None, "Write the results here as JSON.")
 
 RESULT_KEYS = ("model", "batch_size", "image_size", "dtype", "threads", "steps_per_round",
-               "compile_s", "train_img_s", "train_ms_step", "train_img_s_rounds", "eval_img_s",
-               "flops_per_step", "achieved_gflops", "mfu", "peak_rss_mb", "device_peak_mb",
-               "pipeline_dataset", "pipeline_source", "pipeline_img_s", "pipeline_vs_train",
-               "torch", "ratio_train", "ratio_eval")
+               "compile_s", "train_img_s", "train_ms_step", "train_img_s_rounds",
+               "train_img_per_cpu_s", "eval_img_s", "flops_per_step", "achieved_gflops", "mfu",
+               "peak_rss_mb", "device_peak_mb", "pipeline_dataset", "pipeline_source",
+               "pipeline_img_s", "pipeline_vs_train", "torch", "ratio_train", "ratio_train_cpu",
+               "ratio_eval")
 DATASET_FOR_FAMILY = {"lenet": "mnist", "resnet_cifar": "cifar10"}   # else imagenet2012
 
 
@@ -108,36 +118,68 @@ def train_config(model_name: str, batch_size: int, image_size: int, dtype: str):
   return c
 
 
+class Setup:
+  """Everything the benchmark runs for one model, before anything is compiled: the model, the
+  recipe-like optimizer, the pure train/eval steps and the state initialiser."""
+
+  def __init__(self, model_name: str, batch_size: int, image_size: int, dtype: str):
+    import jax
+    from cnnlab import models
+    from cnnlab.training import optim, steps, validation
+    from cnnlab.training.state import create_state
+    self.config = train_config(model_name, batch_size, image_size, dtype)
+    self.model = validation.build_model(self.config)
+    self.num_classes = self.model.num_classes
+    self.batch_size = batch_size
+    self.image_shape = (image_size, image_size, models.info(model_name).input_shape[-1])
+    schedule = optim.create_schedule(self.config, 1000, 100_000)
+    tx = optim.create_optimizer(self.config, schedule)
+    self.init = lambda: create_state(self.model, tx, jax.random.PRNGKey(0),  # noqa: E731
+                                     self.image_shape)
+    self.train_step = steps.make_train_step(self.model, tx, self.config, schedule)
+    self.eval_step = steps.make_eval_step(self.model)
+
+  def abstract_batch(self, mask: bool = False) -> dict:
+    import jax
+    import jax.numpy as jnp
+    b = {"image": jax.ShapeDtypeStruct((self.batch_size, *self.image_shape), jnp.float32),
+         "label": jax.ShapeDtypeStruct((self.batch_size,), jnp.int32)}
+    if mask:
+      b["mask"] = jax.ShapeDtypeStruct((self.batch_size,), jnp.bool_)
+    return b
+
+  def eval_shape(self):
+    """(state, train metrics, eval outputs) as shapes: traces everything, compiles nothing."""
+    import jax
+    state = jax.eval_shape(self.init)
+    new_state, metrics = jax.eval_shape(self.train_step, state, self.abstract_batch())
+    outs = jax.eval_shape(self.eval_step, state, self.abstract_batch(mask=True))
+    return new_state, metrics, outs
+
+
 class JaxBench:
-  """The real train/eval steps of one model on a fixed synthetic batch."""
+  """The real train/eval steps of one model, compiled, on a fixed synthetic batch."""
 
   def __init__(self, model_name: str, batch_size: int, image_size: int, dtype: str):
     import jax
     import numpy as np
-    from cnnlab import models, parallel
-    from cnnlab.training import optim, steps, validation
-    from cnnlab.training.state import create_state
+    from cnnlab import parallel
+    from cnnlab.training import steps
     self.jax = jax
-    channels = models.info(model_name).input_shape[-1]
-    config = train_config(model_name, batch_size, image_size, dtype)
-    model = validation.build_model(config)
-    self.num_classes = model.num_classes
-    schedule = optim.create_schedule(config, 1000, 100_000)
-    tx = optim.create_optimizer(config, schedule)
+    setup = Setup(model_name, batch_size, image_size, dtype)
+    self.num_classes = setup.num_classes
     mesh = parallel.create_mesh()
     repl = parallel.replicated(mesh)
-    shape = (image_size, image_size, channels)
-    init = lambda: create_state(model, tx, jax.random.PRNGKey(0), shape)  # noqa: E731
-    sharding = jax.tree.map(lambda _: repl, jax.eval_shape(init))
-    self.state = jax.jit(init, out_shardings=sharding)()
-    p_train, p_eval = steps.jit_steps(mesh, steps.make_train_step(model, tx, config, schedule),
-                                      steps.make_eval_step(model), sharding)
+    sharding = jax.tree.map(lambda _: repl, jax.eval_shape(setup.init))
+    self.state = jax.jit(setup.init, out_shardings=sharding)()
+    p_train, p_eval = steps.jit_steps(mesh, setup.train_step, setup.eval_step, sharding)
     rng = np.random.default_rng(0)
-    host = {"image": rng.standard_normal((batch_size, *shape), np.float32),
+    host = {"image": rng.standard_normal((batch_size, *setup.image_shape), np.float32),
             "label": rng.integers(0, self.num_classes, batch_size).astype(np.int32)}
     self.batch = parallel.shard_batch(mesh, host)
     self.eval_batch = parallel.shard_batch(mesh, {**host, "mask": np.ones(batch_size, bool)})
     self.batch_size = batch_size
+    self.sync = parallel.needs_step_sync(mesh)   # the loop's per-step sync on multi-device CPU
     t0 = time.perf_counter()
     self.train_fn = p_train.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
@@ -150,6 +192,8 @@ class JaxBench:
     for _ in range(steps):
       self.state, m = self.train_fn(self.state, self.batch)
       pending.append(m)
+      if self.sync:
+        self.jax.block_until_ready(self.state)
     self.jax.device_get(pending)                     # metrics to the host: the round's sync
     self.jax.block_until_ready(self.state)
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
@@ -160,6 +204,8 @@ class JaxBench:
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
       outs.append(self.eval_fn(self.state, self.eval_batch))
+      if self.sync:
+        self.jax.block_until_ready(outs[-1])
     self.jax.device_get(outs)
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "images": steps * self.batch_size}
@@ -191,10 +237,15 @@ def peak_rss_mb() -> float:
 
 
 # --- the PyTorch worker -------------------------------------------------------------------------
+class TorchUnavailable(RuntimeError):
+  """The PyTorch worker is gone (torch missing, crashed): no comparison for any model."""
+
+
 class TorchWorker:
   """experiments/torch_bench.py in its own process, one JSON request / reply per line."""
 
   def __init__(self, python: str):
+    self.python = python
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_bench.py")
     try:
       self.proc = subprocess.Popen([python, script, "--serve"], stdin=subprocess.PIPE,
@@ -203,13 +254,16 @@ class TorchWorker:
       raise RuntimeError(f"--torch_python={python!r} cannot be started: {e}") from None
 
   def call(self, **cmd) -> dict:
-    self.proc.stdin.write(json.dumps(cmd) + "\n")
-    self.proc.stdin.flush()
+    try:
+      self.proc.stdin.write(json.dumps(cmd) + "\n")
+      self.proc.stdin.flush()
+    except OSError:   # broken pipe: the worker is gone; readline below says so
+      pass
     line = self.proc.stdout.readline()
     if not line:
-      raise RuntimeError(f"the PyTorch worker exited (status {self.proc.wait()}); is torch "
-                         f"installed for --torch_python={FLAGS.torch_python}? "
-                         "pip install torch==2.14.1 torchvision==0.29.1")
+      raise TorchUnavailable(
+          f"the PyTorch worker exited (status {self.proc.wait()}); is torch installed for "
+          f"--torch_python={self.python}? pip install torch==2.14.1 torchvision==0.29.1")
     reply = json.loads(line)
     if not reply.pop("ok", False):
       raise RuntimeError(f"PyTorch worker: {reply.get('error')}")
@@ -245,7 +299,9 @@ def _synthetic_data_dir(dataset: str, root: str) -> str:
 
 def pipeline_throughput(model_name: str, batch_size: int, image_size: int,
                         data_dir: str | None, num_batches: int) -> dict:
+  import tensorflow_datasets as tfds
   from cnnlab.data import datasets, pipeline
+  tfds.disable_progress_bar()
   name, pre = dataset_for(model_name, image_size)
   source = "synthetic"
   with tempfile.TemporaryDirectory(prefix="cnnlab_bench_") as tmp:
@@ -270,8 +326,14 @@ def pipeline_throughput(model_name: str, batch_size: int, image_size: int,
 
 
 # --- driver -------------------------------------------------------------------------------------
-def _median_rate(rounds) -> float:
-  return statistics.median(r["images"] / r["seconds"] for r in rounds)
+def _median_rate(rounds, clock: str = "seconds") -> float:
+  return statistics.median(r["images"] / r[clock] for r in rounds)
+
+
+def _paired_ratio(mine, theirs, clock: str = "seconds") -> float:
+  """Median over rounds of (JAX img/s) / (PyTorch img/s), each pair measured back to back."""
+  return statistics.median((a["images"] / a[clock]) / (b["images"] / b[clock])
+                           for a, b in zip(mine, theirs))
 
 
 def _interleaved(kind: str, jax_side: JaxBench, torch: TorchWorker | None, steps: int,
@@ -316,6 +378,8 @@ def bench_model(name: str, torch: TorchWorker | None, threads: int) -> dict:
                           channels=info.input_shape[-1], num_classes=jb.num_classes,
                           threads=threads, dtype=FLAGS.dtype, channels_last=FLAGS.channels_last,
                           aux_loss_weight=0.3, weight_decay=1e-4)
+    except TorchUnavailable:
+      raise
     except RuntimeError as e:    # e.g. no PyTorch equivalent (lenet5_1998): JAX side only
       print(f"  {name}: no PyTorch comparison: {e}", file=sys.stderr, flush=True)
       torch, torch_error = None, str(e)
@@ -323,6 +387,7 @@ def bench_model(name: str, torch: TorchWorker | None, threads: int) -> dict:
   res["train_img_s"] = _median_rate(mine)
   res["train_ms_step"] = 1000.0 * batch / res["train_img_s"]
   res["train_img_s_rounds"] = [r["images"] / r["seconds"] for r in mine]
+  res["train_img_per_cpu_s"] = _median_rate(mine, "cpu_seconds")
   res["flops_per_step"] = jb.flops
   res["achieved_gflops"] = jb.flops * res["train_img_s"] / batch / 1e9
   res["mfu"] = res["achieved_gflops"] / FLAGS.peak_gflops if FLAGS.peak_gflops > 0 else None
@@ -334,20 +399,19 @@ def bench_model(name: str, torch: TorchWorker | None, threads: int) -> dict:
     res["eval_img_s"] = _median_rate(ev_mine)
   res["peak_rss_mb"] = peak_rss_mb()
   res["device_peak_mb"] = device_peak_mb()
-  res["torch"] = res["ratio_train"] = res["ratio_eval"] = None
+  res["torch"] = res["ratio_train"] = res["ratio_train_cpu"] = res["ratio_eval"] = None
   if torch_error:
     res["torch"] = {"error": torch_error}
   if torch is not None:
     t = {**t_info, "train_img_s": _median_rate(theirs),
-         "train_img_s_rounds": [r["images"] / r["seconds"] for r in theirs]}
+         "train_img_s_rounds": [r["images"] / r["seconds"] for r in theirs],
+         "train_img_per_cpu_s": _median_rate(theirs, "cpu_seconds")}
     t["train_ms_step"] = 1000.0 * batch / t["train_img_s"]
-    res["ratio_train"] = statistics.median(
-        (a["images"] / a["seconds"]) / (b["images"] / b["seconds"]) for a, b in zip(mine, theirs))
+    res["ratio_train"] = _paired_ratio(mine, theirs)
+    res["ratio_train_cpu"] = _paired_ratio(mine, theirs, "cpu_seconds")
     if FLAGS.eval:
       t["eval_img_s"] = _median_rate(ev_theirs)
-      res["ratio_eval"] = statistics.median(
-          (a["images"] / a["seconds"]) / (b["images"] / b["seconds"])
-          for a, b in zip(ev_mine, ev_theirs))
+      res["ratio_eval"] = _paired_ratio(ev_mine, ev_theirs)
     res["torch"] = t
   del jb
   res.update(pipeline_dataset=None, pipeline_source=None, pipeline_img_s=None,
@@ -364,14 +428,15 @@ def _fmt(v, spec="{:,.1f}") -> str:
 
 def table(results) -> str:
   head = ("model", "batch", "size", "train img/s", "ms/step", "torch img/s", "ratio",
-          "eval img/s", "torch eval", "ratio", "compile s", "GFLOP/s", "MFU", "RSS MB",
-          "pipe img/s")
+          "cpu ratio", "eval img/s", "torch eval", "ratio", "compile s", "GFLOP/s", "MFU",
+          "RSS MB", "pipe img/s")
   rows = [head]
   for r in results:
     t = r.get("torch") or {}
     rows.append((r["model"], str(r["batch_size"]), str(r["image_size"]),
                  _fmt(r["train_img_s"]), _fmt(r["train_ms_step"]), _fmt(t.get("train_img_s")),
-                 _fmt(r["ratio_train"], "{:.2f}"), _fmt(r["eval_img_s"]),
+                 _fmt(r["ratio_train"], "{:.2f}"), _fmt(r.get("ratio_train_cpu"), "{:.2f}"),
+                 _fmt(r["eval_img_s"]),
                  _fmt(t.get("eval_img_s")), _fmt(r["ratio_eval"], "{:.2f}"),
                  _fmt(r["compile_s"]), _fmt(r["achieved_gflops"]), _fmt(r["mfu"], "{:.1%}"),
                  _fmt(r["peak_rss_mb"], "{:,.0f}"), _fmt(r["pipeline_img_s"], "{:,.0f}")))
@@ -387,33 +452,43 @@ def model_names(spec: str) -> list[str]:
   names = [s.strip() for s in spec.split(",") if s.strip()]
   bad = [n for n in names if n not in models.names()]
   if bad or not names:
-    raise app.UsageError(f"--model={spec!r}: unknown {bad}; valid: all, "
-                         f"{', '.join(models.names())}")
+    cli.usage_error(f"--model={spec!r}: unknown {bad}; valid: all, "
+                    f"{', '.join(models.names())}")
   return names
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]!r}")
+    cli.usage_error(f"unexpected arguments {argv[1:]!r}")
   if not FLAGS.model:
-    raise app.UsageError("--model is required (a registry name, a list, or 'all')")
+    cli.usage_error("--model is required (a registry name, a list, or 'all')")
   if FLAGS.rounds < 1 or FLAGS.warmup < 0 or FLAGS.threads < 0:
-    raise app.UsageError("--rounds must be >= 1, --warmup and --threads >= 0")
+    cli.usage_error("--rounds must be >= 1, --warmup and --threads >= 0")
   try:
-    applied = perf.configure(FLAGS.perf, threads=FLAGS.threads or None)
+    applied = perf.configure(FLAGS.perf, threads=FLAGS.threads or None,
+                             xla_flags=FLAGS.xla_flags)
   except ValueError as e:
-    raise app.UsageError(str(e))
+    cli.usage_error(str(e))
   names = model_names(FLAGS.model)
   threads = FLAGS.threads or len(os.sched_getaffinity(0))
+  logging.set_verbosity(logging.WARNING)
+  load_before = os.getloadavg()
   import jax
-  torch = TorchWorker(FLAGS.torch_python) if FLAGS.compare == "torch" else None
+  try:
+    torch = TorchWorker(FLAGS.torch_python) if FLAGS.compare == "torch" else None
+  except RuntimeError as e:
+    cli.usage_error(str(e))
   results = []
   try:
     for name in names:
       print(f"benchmarking {name} ...", flush=True)
       try:
         results.append(bench_model(name, torch, threads))
-      except RuntimeError as e:   # e.g. no PyTorch equivalent: keep going with the others
+      except TorchUnavailable as e:   # no comparison is possible: say so once and stop
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        results.append({"model": name, "error": str(e)})
+        break
+      except RuntimeError as e:   # keep going with the other models
         print(f"  {name}: {e}", file=sys.stderr, flush=True)
         results.append({"model": name, "error": str(e)})
   finally:
@@ -423,13 +498,15 @@ def main(argv):
   print(table(ok))
   for r in ok:
     if r["ratio_train"] is not None:
-      print(f"{r['model']}: cnnlab / PyTorch train = {r['ratio_train']:.2f}x"
-            f" (eval {_fmt(r['ratio_eval'], '{:.2f}')}x)")
+      print(f"{r['model']}: cnnlab / PyTorch train = {r['ratio_train']:.2f}x wall-clock, "
+            f"{r['ratio_train_cpu']:.2f}x per CPU-second (eval "
+            f"{_fmt(r['ratio_eval'], '{:.2f}')}x)")
   out = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                      "cpus": threads, "jax": jax.__version__,
                      "device": str(jax.devices()[0].device_kind),
                      "xla_flags": os.environ.get("XLA_FLAGS", ""), "perf": FLAGS.perf,
-                     "perf_applied": applied},
+                     "perf_applied": applied, "loadavg_before": load_before,
+                     "loadavg_after": os.getloadavg()},
          "flags": {k: FLAGS[k].value for k in ("model", "batch_size", "image_size", "rounds",
                                                "warmup", "steps_per_round", "compare",
                                                "threads", "dtype", "peak_gflops")},
@@ -441,4 +518,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, uses_tensorflow=False)   # perf.configure must run before the backend starts

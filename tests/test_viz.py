@@ -45,7 +45,9 @@ def test_trace_layers_in_call_order(lenet):
   model, variables, image = lenet
   layers = viz.trace_layers(model, variables, image[None])
   assert [(l.name, l.kind, l.output.shape) for l in layers] == [
-      ("conv1", "Conv", (1, 28, 28, 6)), ("conv2", "Conv", (1, 10, 10, 16)),
+      # lenet5's conv blocks are fused conv+ReLU+pool modules (a CPU speed-up), so each
+      # block's output is the pooled map.
+      ("conv1", "ConvReluPool", (1, 14, 14, 6)), ("conv2", "ConvReluPool", (1, 5, 5, 16)),
       ("fc1", "Dense", (1, 120)), ("fc2", "Dense", (1, 84)), ("fc3", "Dense", (1, 10))]
   logits = model.apply(variables, image[None])
   np.testing.assert_allclose(layers[-1].output, logits, rtol=1e-6)
@@ -54,9 +56,9 @@ def test_trace_layers_in_call_order(lenet):
 def test_feature_maps_have_the_layers_channels(lenet, tmp_path):
   model, variables, image = lenet
   name, maps = viz.feature_maps(model, variables, image)
-  assert name == "conv1" and maps.shape == (28, 28, 6)
+  assert name == "conv1" and maps.shape == (14, 14, 6)     # fused conv+ReLU+pool block
   name, maps = viz.feature_maps(model, variables, image[None], "conv2")
-  assert name == "conv2" and maps.shape == (10, 10, 16)
+  assert name == "conv2" and maps.shape == (5, 5, 16)
   with pytest.raises(ValueError, match="valid: conv1, conv2"):
     viz.feature_maps(model, variables, image, "fc1")
   path = viz.plot_feature_maps(maps, str(tmp_path / "fm.png"), image=image, title="conv2")

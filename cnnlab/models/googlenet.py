@@ -94,8 +94,8 @@ class BasicConv2d(nn.Module):
   def __call__(self, x, train: bool = False):
     x = layers.conv(self.features, self.kernel, self.stride, self.padding, dtype=self.dtype,
                     kernel_init=_weight_init, name="conv")(x)
-    x = layers.batch_norm(train, dtype=self.dtype, epsilon=_BN_EPSILON, name="bn")(x)
-    return nn.relu(x)
+    return layers.batch_norm(train, dtype=self.dtype, epsilon=_BN_EPSILON, relu=True,
+                             name="bn")(x)
 
 
 class Inception(nn.Module):

@@ -61,11 +61,12 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    keep = _keep(train)
     y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(bn(name="bn1")(y))
+    y = keep(bn(relu=True, name="bn1")(y))
     y = layers.conv(self.planes, 3, 1, 1, dtype=self.dtype, name="conv2")(y)
-    y = bn(zero_scale=self.zero_init_residual, name="bn2")(y)
-    return nn.relu(y + _projection(x, y.shape[-1], self.stride, train, self.dtype))
+    shortcut = _projection(x, self.planes, self.stride, train, self.dtype)
+    return keep(bn(zero_scale=self.zero_init_residual, relu=True, name="bn2")(y, shortcut))
 
 
 class Bottleneck(nn.Module):
@@ -79,13 +80,20 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    keep = _keep(train)
     y = layers.conv(self.planes, 1, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(bn(name="bn1")(y))
+    y = keep(bn(relu=True, name="bn1")(y))
     y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv2")(y)
-    y = nn.relu(bn(name="bn2")(y))
+    y = keep(bn(relu=True, name="bn2")(y))
     y = layers.conv(self.planes * self.expansion, 1, dtype=self.dtype, name="conv3")(y)
-    y = bn(zero_scale=self.zero_init_residual, name="bn3")(y)
-    return nn.relu(y + _projection(x, y.shape[-1], self.stride, train, self.dtype))
+    shortcut = _projection(x, self.planes * self.expansion, self.stride, train, self.dtype)
+    return keep(bn(zero_scale=self.zero_init_residual, relu=True, name="bn3")(y, shortcut))
+
+
+def _keep(train: bool):
+  """Materialise activations the backward pass transposes (training only; see
+  ``layers.materialize``)."""
+  return layers.materialize if train else (lambda x: x)
 
 
 def _projection(x, features: int, stride: int, train: bool, dtype: Any):
@@ -120,8 +128,8 @@ class ResNet(nn.Module):
     if self.num_classes < 0:
       raise ValueError(f"num_classes={self.num_classes} is invalid; use 0 (features) or > 0")
     x = layers.conv(64, 7, 2, 3, dtype=self.dtype, name="conv1")(x)
-    x = nn.relu(layers.batch_norm(train, dtype=self.dtype, name="bn1")(x))
-    x = layers.max_pool(x, 3, 2, padding=1)
+    x = layers.batch_norm(train, dtype=self.dtype, relu=True, name="bn1")(x)
+    x = _keep(train)(layers.max_pool(x, 3, 2, padding=1))
     for s, num_blocks in enumerate(self.stage_sizes):
       for i in range(num_blocks):
         stride = 2 if s > 0 and i == 0 else 1
@@ -154,15 +162,15 @@ class CifarBasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    keep = _keep(train)
     y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(bn(name="bn1")(y))
+    y = keep(bn(relu=True, name="bn1")(y))
     y = layers.conv(self.planes, 3, 1, 1, dtype=self.dtype, name="conv2")(y)
-    y = bn(zero_scale=self.zero_init_residual, name="bn2")(y)
     if self.shortcut == "A":
       shortcut = _option_a(x, self.planes, self.stride)
     else:
       shortcut = _projection(x, self.planes, self.stride, train, self.dtype)
-    return nn.relu(y + shortcut)
+    return keep(bn(zero_scale=self.zero_init_residual, relu=True, name="bn2")(y, shortcut))
 
 
 class CifarResNet(nn.Module):
@@ -188,7 +196,7 @@ class CifarResNet(nn.Module):
     if self.num_classes < 0:
       raise ValueError(f"num_classes={self.num_classes} is invalid; use 0 (features) or > 0")
     x = layers.conv(16, 3, 1, 1, dtype=self.dtype, name="conv1")(x)
-    x = nn.relu(layers.batch_norm(train, dtype=self.dtype, name="bn1")(x))
+    x = _keep(train)(layers.batch_norm(train, dtype=self.dtype, relu=True, name="bn1")(x))
     for s, planes in enumerate((16, 32, 64)):
       for i in range(self.blocks_per_stage):
         stride = 2 if s > 0 and i == 0 else 1

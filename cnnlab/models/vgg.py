@@ -63,8 +63,9 @@ class VGG(nn.Module):
         continue
       x = layers.conv(v, 3, 1, 1, use_bias=True, dtype=self.dtype, name=f"features_{idx}")(x)
       if self.batch_norm:
-        x = layers.batch_norm(train, dtype=self.dtype, name=f"features_{idx + 1}")(x)
-      x = nn.relu(x)
+        x = layers.batch_norm(train, dtype=self.dtype, relu=True, name=f"features_{idx + 1}")(x)
+      else:
+        x = nn.relu(x)
       idx += 3 if self.batch_norm else 2
 
     def fc(features, idx):
