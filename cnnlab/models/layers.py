@@ -77,9 +77,6 @@ class Conv(nn.Module):
         x = x[:, ::sh, ::sw, :]
       n, h, w, c = x.shape
       y = jnp.dot(x.reshape(n * h * w, c), kernel[0, 0]).reshape(n, h, w, self.features)
-    elif (tuple(self.strides) == (2, 2) and groups == 1 and x.shape[-1] <= 4
-          and not isinstance(self.padding, str)):
-      y = _stride2_conv_on_space_to_depth(x, kernel, self.padding)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, self.strides, self.padding,
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -87,29 +84,6 @@ class Conv(nn.Module):
     if bias is not None:
       y = y + bias.astype(self.dtype)
     return y
-
-
-def _stride2_conv_on_space_to_depth(x, kernel, padding):
-  """A stride-2 convolution of a few-channel image (a network's stem: 7x7/2 over RGB) as a
-  stride-1 convolution of its 2x2 space-to-depth view (N, H/2, W/2, 4C) with a ceil(k/2)^2
-  kernel: tap (2u + a, 2v + b) of the original kernel becomes tap (u, v) on input channel
-  (a, b, c), missing taps are zeros. Same sums; XLA:CPU runs the 12-channel stride-1 form and
-  its weight gradient about twice as fast as the 3-channel stride-2 one (1.3x the FLOPs).
-  """
-  n, h, w, c = x.shape
-  kh, kw, _, o = kernel.shape
-  (pt, pb), (pl, pr) = padding
-  oh, ow = (h + pt + pb - kh) // 2 + 1, (w + pl + pr - kw) // 2 + 1
-  uh, uw = (kh + 1) // 2, (kw + 1) // 2
-  hs, ws = 2 * (oh + uh - 1), 2 * (ow + uw - 1)          # rows / cols the s2d view needs
-  x = jnp.pad(x, [(0, 0), (pt, max(0, hs - h - pt)), (pl, max(0, ws - w - pl)), (0, 0)])
-  x = x[:, :hs, :ws]
-  x = x.reshape(n, hs // 2, 2, ws // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(n, hs // 2, ws // 2, 4 * c)
-  k = jnp.pad(kernel, [(0, 2 * uh - kh), (0, 2 * uw - kw), (0, 0), (0, 0)])
-  k = k.reshape(uh, 2, uw, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(uh, uw, 4 * c, o)
-  return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, zero_scale: bool = False,
