@@ -39,6 +39,7 @@ Output: a table on stdout; ``--json_out`` writes every number (schema in ``RESUL
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -313,7 +314,8 @@ def pipeline_throughput(model_name: str, batch_size: int, image_size: int,
       except datasets.DatasetUnavailableError:
         pass
     if use_dir is None:
-      use_dir = _synthetic_data_dir(name, tmp)
+      with contextlib.redirect_stdout(sys.stderr):   # TFDS prints its progress to stdout
+        use_dir = _synthetic_data_dir(name, tmp)
     over = {"data_dir": use_dir, "shuffle_buffer": 256}
     if pre:
       over["preprocess"] = pre
