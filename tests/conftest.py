@@ -29,6 +29,36 @@ def mnist_data_dir(tmp_path_factory):
   return data_dir
 
 
+# Per-class counts of the original files (../shared/datasets/README.md).
+REAL_COUNTS = {
+    "mnist": {"train": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+              "test": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]},
+    "fashion_mnist": {"train": [6000] * 10, "test": [1000] * 10},
+}
+
+
+def assert_real_dataset(name, data_dir):
+  """A full build of the real ``name`` in ``data_dir``: split sizes, per-class counts, and the
+  catalogue's normalisation constants equal to the training images' mean / std."""
+  import gzip
+  import numpy as np
+  import tensorflow_datasets as tfds
+  from cnnlab.data import datasets
+  info = datasets.get(name)
+  builder = tfds.builder(info.tfds_name, data_dir=data_dir)
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 60_000,
+                                                                          "test": 10_000}
+  for split, want in REAL_COUNTS[name].items():
+    ds = tfds.load(info.tfds_name, split=split, data_dir=data_dir, batch_size=-1,
+                   download=False, decoders={"image": tfds.decode.SkipDecoding()})
+    labels = tfds.as_numpy(ds)["label"]
+    assert np.bincount(labels, minlength=10).tolist() == want, (name, split)
+  with gzip.open(os.path.join(ROOT, "..", "shared", "datasets", name,
+                              "train-images-idx3-ubyte.gz")) as f:
+    pixels = np.frombuffer(f.read()[16:], np.uint8) / 255.0
+  assert abs(pixels.mean() - info.mean[0]) < 1e-4 and abs(pixels.std() - info.std[0]) < 1e-4
+
+
 def lenet_config(data_dir, **overrides):
   """The main recipe shrunk for tests; ``overrides`` use dotted keys."""
   from experiments.configs import lenet5_mnist

@@ -1,6 +1,5 @@
 """cnnlab.data.prepare and experiments/prepare_data: raw files -> the dataset TFDS would build,
 checksums, one-line errors (exit 2), and the real MNIST / Fashion-MNIST files when present."""
-import gzip
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnnlab.data import datasets, prepare, synthetic
+from conftest import assert_real_dataset
 
 tfds.disable_progress_bar()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,25 +126,10 @@ def test_cli_usage_errors_exit_2(tmp_path):
 
 # ----------------------------------------------------------------------- the real raw files
 
-MNIST_TRAIN = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-MNIST_TEST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/datasets not present")
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
-def test_real_files(tmp_path, name):
-  src = os.path.join(SHARED, name)
-  prepare.prepare(name, src, str(tmp_path))            # published md5s verified
-  b = tfds.builder(name, data_dir=str(tmp_path))
-  assert {k: v.num_examples for k, v in b.info.splits.items()} == {"train": 60_000,
-                                                                    "test": 10_000}
-  for split, want in (("train", MNIST_TRAIN if name == "mnist" else [6000] * 10),
-                      ("test", MNIST_TEST if name == "mnist" else [1000] * 10)):
-    labels = load(name, str(tmp_path), split, images=False)["label"]
-    assert np.bincount(labels, minlength=10).tolist() == want
-  # The catalogue's normalisation constants are those of the training images.
-  with gzip.open(os.path.join(src, "train-images-idx3-ubyte.gz")) as f:
-    pixels = np.frombuffer(f.read()[16:], np.uint8) / 255.0
-  info = datasets.get(name)
-  assert abs(pixels.mean() - info.mean[0]) < 1e-4 and abs(pixels.std() - info.std[0]) < 1e-4
+def test_real_fashion_mnist_files(tmp_path):
+  """Real MNIST gets the same checks in test_engine.py's first-use run of the main job (one
+  full 70,000-image build of each dataset per suite)."""
+  prepare.prepare("fashion_mnist", os.path.join(SHARED, "fashion_mnist"), str(tmp_path))
+  assert_real_dataset("fashion_mnist", str(tmp_path))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, lenet_config, run_worker, worker_result
+from conftest import ROOT, assert_real_dataset, lenet_config, run_worker, worker_result
 
 
 def _train(config, workdir):
@@ -166,3 +166,4 @@ def test_main_job_prepares_from_raw_files_on_first_use(tmp_path):
   assert "preparing mnist from" in proc.stdout
   final = json.load(open(tmp_path / "wd" / "final_metrics.json"))
   assert final["eval_count"] == 10000 and final["eval_accuracy"] > 0.5
+  assert_real_dataset("mnist", str(data_dir))     # what was prepared is the real MNIST

@@ -113,9 +113,9 @@ def test_bf16_compute_keeps_float32_params(name):
 def test_lenet_bf16_forward_runs_and_agrees(name):
   x = jax.random.uniform(jax.random.key(1), (4,) + models.info(name).input_shape)
   f32 = models.create(name)
-  variables = f32.init(jax.random.key(0), x)
-  ref = f32.apply(variables, x)
-  out = models.create(name, dtype=jnp.bfloat16).apply(variables, x)
+  variables = jax.jit(f32.init)(jax.random.key(0), x)
+  ref = jax.jit(f32.apply)(variables, x)
+  out = jax.jit(models.create(name, dtype=jnp.bfloat16).apply)(variables, x)
   assert np.all(np.isfinite(np.asarray(out, np.float32)))
   np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=0.1, atol=0.5)
 
