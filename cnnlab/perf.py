@@ -16,7 +16,14 @@ What the profiles do (measurements: BUILD_NOTES.md, "Performance"):
 - ``off``: also turns ``materialize`` off, for measuring what it buys.
 
 ``threads`` restricts the process to the first N CPUs it may use (XLA:CPU sizes its thread
-pools from the CPU affinity). ``xla_flags`` are appended to ``$XLA_FLAGS`` for experiments.
+pools from the CPU affinity). ``host_devices`` splits a CPU host into N XLA devices
+(``--xla_force_host_platform_device_count``), so the engine's data parallelism runs N copies
+of the step side by side instead of relying on XLA:CPU's intra-op threading alone: opt-in,
+because it helps the conv nets whose ops XLA:CPU parallelises poorly (CIFAR ResNet-20 and
+ResNet-18 on 2 cores) and not LeNet-5 or ResNet-50 (BUILD_NOTES.md has the figures); the
+global batch must divide by N, and runs on N host devices sync every step (the CPU
+collectives' rendezvous hazard, see ``cnnlab.parallel``). ``xla_flags`` are appended to
+``$XLA_FLAGS`` for experiments.
 Settings that must precede the backend raise ``RuntimeError`` if it has already started.
 """
 from __future__ import annotations
@@ -37,20 +44,25 @@ def backend_started() -> bool:
 
 
 def configure(profile: str = "default", *, threads: int | None = None,
-              xla_flags: Sequence[str] = ()) -> dict:
+              host_devices: int | None = None, xla_flags: Sequence[str] = ()) -> dict:
   """Applies ``profile`` (see the module docstring); returns what was set."""
   if profile not in PROFILES:
     raise ValueError(f"perf profile {profile!r} is not one of {', '.join(PROFILES)}")
   if threads is not None and int(threads) < 1:
     raise ValueError(f"threads={threads} must be a positive integer")
+  if host_devices is not None and int(host_devices) < 1:
+    raise ValueError(f"host_devices={host_devices} must be a positive integer")
   applied: dict = {"profile": profile}
-  if (threads or xla_flags) and backend_started():
-    raise RuntimeError("cnnlab.perf.configure(threads=..., xla_flags=...) must run before "
-                       "the first JAX computation")
+  if (threads or host_devices or xla_flags) and backend_started():
+    raise RuntimeError("cnnlab.perf.configure(threads=..., host_devices=..., xla_flags=...) "
+                       "must run before the first JAX computation")
   if threads:
     cpus = sorted(os.sched_getaffinity(0))[:int(threads)]
     os.sched_setaffinity(0, cpus)
     applied["cpus"] = cpus
+  if host_devices:
+    xla_flags = [*xla_flags, f"--xla_force_host_platform_device_count={int(host_devices)}"]
+    applied["host_devices"] = int(host_devices)
   if xla_flags:
     os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *xla_flags]).strip()
     applied["xla_flags"] = list(xla_flags)

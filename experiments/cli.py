@@ -23,8 +23,9 @@ def _import_tensorflow_quietly() -> None:
       os.dup2(null.fileno(), 2)
       try:
         import tensorflow  # noqa: F401
-        import jax  # noqa: F401  (jaxlib logs the same way on first use)
-        jax.devices()
+        import jax  # noqa: F401
+        # Not jax.devices(): the backend must start after the entry point's flags are read
+        # (jax.distributed.initialize and host-device settings have to come first).
       finally:
         os.dup2(saved, 2)
   finally:

@@ -1,5 +1,5 @@
 r"""Trains a recipe: ``python -m experiments.train --config=experiments/configs/<recipe>.py
---workdir=DIR [--config.key=value ...]``.
+--workdir=DIR [--config.key=value ...] [--host_devices=N]``.
 
 A thin shell over ``cnnlab.training.train_and_evaluate``. Exit status: 0 done, 2 usage or
 config error (one line, no traceback), 3 non-finite loss (nothing saved after the last good
@@ -17,6 +17,10 @@ from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (experiments/configs/).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+_HOST_DEVICES = flags.DEFINE_integer(
+    "host_devices", 0, "CPU hosts: split this host into N XLA devices and train data-parallel "
+    "over them (cnnlab.perf; faster for CIFAR ResNets on 2 cores, see BUILD_NOTES.md); "
+    "0: one device per host.")
 cli.define_distributed_flags()
 
 
@@ -25,6 +29,11 @@ def main(argv):
     cli.usage_error(f"unexpected arguments {argv[1:]!r}")
   if not _WORKDIR.value:
     cli.usage_error("--workdir is required")
+  if _HOST_DEVICES.value < 0:
+    cli.usage_error(f"--host_devices={_HOST_DEVICES.value} must be >= 0")
+  if _HOST_DEVICES.value:   # before anything starts JAX's backend (loading the config may)
+    from cnnlab import perf
+    perf.configure(host_devices=_HOST_DEVICES.value)
   config = cli.load_config(_CONFIG)
   cli.init_distributed()
   from cnnlab import training  # after jax.distributed is initialised

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from cnnlab import models
-from experiments import benchmark
+from experiments import bench_jax, benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One model per family (and both LeNets) get the full train + eval step traced.
@@ -80,7 +80,7 @@ def test_every_model_sets_up(name):
   state's shapes (init traced); one model per family also traces the train and eval steps."""
   import jax
   size = models.info(name).input_shape[0]
-  setup = benchmark.Setup(name, 2, size, "float32")
+  setup = bench_jax.Setup(name, 2, size, "float32")
   state = jax.eval_shape(setup.init)
   assert jax.tree.leaves(state.params)
   if name in TRACED:
@@ -91,12 +91,12 @@ def test_every_model_sets_up(name):
 
 
 def test_dataset_and_defaults_follow_the_model_family():
-  assert benchmark.dataset_for("lenet5", 28) == ("mnist", None)
-  assert benchmark.dataset_for("lenet5_1998", 32) == ("mnist", "lenet1998")
-  assert benchmark.dataset_for("resnet20", 32) == ("cifar10", None)
-  assert benchmark.dataset_for("resnet50", 224) == ("imagenet2012", None)
+  assert bench_jax.dataset_for("lenet5", 28) == ("mnist", None)
+  assert bench_jax.dataset_for("lenet5_1998", 32) == ("mnist", "lenet1998")
+  assert bench_jax.dataset_for("resnet20", 32) == ("cifar10", None)
+  assert bench_jax.dataset_for("resnet50", 224) == ("imagenet2012", None)
   assert benchmark.default_batch(28) == 128 and benchmark.default_batch(224) == 16
-  cfg = benchmark.train_config("googlenet", 16, 224, "bfloat16")
+  cfg = bench_jax.train_config("googlenet", 16, 224, "bfloat16")
   assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9
   assert cfg.optimizer.weight_decay == 1e-4 and cfg.aux_loss_weight == 0.3
   assert cfg.model.dtype == "bfloat16"

@@ -69,17 +69,19 @@ def test_cli_overrides_and_summary(mnist_data_dir, tmp_path):
   proc = _cli(["--config=experiments/configs/lenet5_mnist.py", f"--workdir={tmp_path}",
                f"--config.dataset.data_dir={mnist_data_dir}", "--config.num_train_steps=4",
                "--config.batch_size=64", "--config.optimizer.learning_rate=0.01",
-               "--config.eval_every_steps=0", "--config.compilation_cache_dir="])
+               "--config.eval_every_steps=0", "--config.compilation_cache_dir=",
+               "--host_devices=2"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   saved = json.load(open(tmp_path / "config.json"))
   assert saved["batch_size"] == 64 and saved["optimizer"]["learning_rate"] == 0.01
   assert "tensorboard --logdir" in proc.stdout and "eval_accuracy=" in proc.stdout
+  assert "data parallel: 2 cpu device(s) in 1 process(es), global batch 64" in proc.stdout
 
 
 def test_batch_not_dividing_devices_is_a_usage_error(mnist_data_dir, tmp_path):
   proc = _cli(["--config=experiments/configs/lenet5_mnist.py", f"--workdir={tmp_path}",
-               f"--config.dataset.data_dir={mnist_data_dir}", "--config.batch_size=63"],
-              xla_flags="--xla_force_host_platform_device_count=2")
+               f"--config.dataset.data_dir={mnist_data_dir}", "--config.batch_size=63",
+               "--host_devices=2"])
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       "error: config.batch_size=63 is invalid: must be a multiple of the device count 2 "
@@ -137,6 +139,24 @@ def test_two_processes_agree(mnist_data_dir, tmp_path):
   assert outs[0]["params_fingerprint"] == outs[1]["params_fingerprint"]
   assert outs[0]["eval_count"] == outs[1]["eval_count"] == 1024
   assert os.listdir(tmp_path / "checkpoints") == ["4"]
+
+
+def test_train_command_joins_a_two_process_run(mnist_data_dir, tmp_path):
+  """The multi-host flags of experiments/train.py: jax.distributed starts before the backend."""
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.train", "--config=experiments/configs/lenet5_mnist.py",
+       f"--workdir={tmp_path}", f"--config.dataset.data_dir={mnist_data_dir}",
+       "--config.num_train_steps=2", "--config.batch_size=32", "--config.eval_every_steps=0",
+       "--config.compilation_cache_dir=", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+      env=dict(os.environ, XLA_FLAGS="")) for i in range(2)]
+  outs = [p.communicate(timeout=400) for p in procs]
+  for p, (_, stderr) in zip(procs, outs):
+    assert p.returncode == 0, stderr[-3000:]
+  assert "data parallel: 2 cpu device(s) in 2 process(es), global batch 32" in outs[0][0]
+  assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 2
 
 
 def test_restore_onto_another_device_count(mnist_data_dir, tmp_path):

@@ -199,6 +199,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   else:
     logging.info("resumed from step %d", start_step)
     print(f"resumed from checkpoint step {start_step}", flush=True)
+  if is_main:
+    print(f"data parallel: {run.mesh.size} {jax.devices()[0].platform} device(s) in "
+          f"{jax.process_count()} process(es), global batch {config.batch_size}", flush=True)
   _write_config(config, workdir)
   writer = metrics_lib.MetricWriter(workdir)
 
