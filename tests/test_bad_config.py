@@ -126,6 +126,20 @@ def test_missing_dataset_offline_fails_fast(capsys, tmp_path):
   assert "python -m experiments.prepare_data --dataset=mnist --source_dir=DIR" in lines[0]
 
 
+def test_raw_data_dir_without_the_dataset_names_where_it_looked(capsys, tmp_path, monkeypatch):
+  from cnnlab.training import train_and_evaluate
+  empty = tmp_path / "empty_tfds"
+  empty.mkdir()
+  monkeypatch.setenv("CNNLAB_RAW_DATA_DIR", str(tmp_path / "raw"))   # no mnist/ inside
+  status, err = _exit_status(lambda: train_and_evaluate(_lenet(empty), str(tmp_path / "wd")),
+                             capsys)
+  lines = err.strip().splitlines()
+  assert status == 2 and len(lines) == 1, err
+  assert f"CNNLAB_RAW_DATA_DIR={str(tmp_path / 'raw')!r}" in lines[0]
+  assert str(tmp_path / "raw" / "mnist") in lines[0]
+  assert not os.path.exists(tmp_path / "wd" / "checkpoints")
+
+
 def test_workdir_of_another_model_is_refused_untouched(capsys, tmp_path, mnist_data_dir):
   from conftest import lenet_config
   from cnnlab.training import train_and_evaluate

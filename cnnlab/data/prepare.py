@@ -275,8 +275,10 @@ RAW_DATA_ENV = "CNNLAB_RAW_DATA_DIR"
 def prepare_if_needed(ds_cfg) -> str | None:
   """First-use preparation for offline machines: when ``ds_cfg``'s dataset is not yet built in
   its data dir and ``$CNNLAB_RAW_DATA_DIR/<name>/`` holds the original files, build it from
-  them (checksums verified) and return the dataset dir; otherwise do nothing (an unprepared
-  dataset then fails fast, naming the prepare command). Each host prepares its own data dir."""
+  them (checksums verified) and return the dataset dir. A variable naming a directory without
+  ``<name>/`` raises ``DatasetUnavailableError`` (saying where it looked); an unset one does
+  nothing (an unprepared dataset then fails fast, naming the prepare command). Each host
+  prepares its own data dir."""
   root = os.environ.get(RAW_DATA_ENV)
   if not root or datasets.tfds_is_mocked():
     return None
@@ -287,6 +289,10 @@ def prepare_if_needed(ds_cfg) -> str | None:
     return None
   source = os.path.join(os.path.expanduser(root), info.name)
   if not os.path.isdir(source):
-    return None
+    raise datasets.DatasetUnavailableError(
+        f"${RAW_DATA_ENV}={root!r} holds no {info.name}/ folder (looked for "
+        f"{os.path.abspath(source)}); point it at the directory whose {info.name}/ has the "
+        f"original files, or unset it and run: python -m experiments.prepare_data "
+        f"--dataset={info.name} --source_dir=DIR")
   print(f"preparing {info.name} from {source} (first use; ${RAW_DATA_ENV})", flush=True)
   return prepare(info.name, source, data_dir)
