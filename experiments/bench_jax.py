@@ -97,6 +97,7 @@ class JaxBench:
     from cnnlab.training import steps
     self.jax = jax
     setup = Setup(model_name, batch_size, image_size, dtype)
+    self.config = setup.config
     self.num_classes = setup.num_classes
     mesh = parallel.create_mesh()
     repl = parallel.replicated(mesh)

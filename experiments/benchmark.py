@@ -187,7 +187,8 @@ def bench_model(name: str, torch: TorchWorker | None, threads: int) -> dict:
       t_info = torch.call(cmd="setup", model=name, batch_size=batch, image_size=size,
                           channels=info.input_shape[-1], num_classes=jb.num_classes,
                           threads=threads, dtype=FLAGS.dtype, channels_last=FLAGS.channels_last,
-                          aux_loss_weight=0.3, weight_decay=1e-4)
+                          aux_loss_weight=float(jb.config.aux_loss_weight),
+                          weight_decay=float(jb.config.optimizer.weight_decay))
     except TorchUnavailable:
       raise
     except RuntimeError as e:    # e.g. no PyTorch equivalent (lenet5_1998): JAX side only
