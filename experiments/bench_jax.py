@@ -20,7 +20,6 @@ import time
 DATASET_FOR_FAMILY = {"lenet": "mnist", "resnet_cifar": "cifar10"}   # else imagenet2012
 
 
-# --- the JAX side -------------------------------------------------------------------------------
 def dataset_for(model_name: str, image_size: int) -> tuple[str, str | None]:
   """(dataset name, preprocess) that feed ``model_name`` in the recipes."""
   from cnnlab import models
@@ -114,6 +113,7 @@ class JaxBench:
     t0 = time.perf_counter()
     self.train_fn = p_train.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
+    self.devices = mesh.size
     # XLA's cost analysis of a partitioned program counts one device's share.
     self.flops = _flops(self.train_fn) * mesh.size
     self.eval_fn = p_eval.lower(self.state, self.eval_batch).compile()

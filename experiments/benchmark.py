@@ -170,10 +170,10 @@ def bench_model(name: str, torch: TorchWorker | None, threads: int) -> dict:
   info = models.info(name)
   size = FLAGS.image_size or info.input_shape[0]
   batch = FLAGS.batch_size or default_batch(size)
-  import jax
   res = {"model": name, "batch_size": batch, "image_size": size, "dtype": FLAGS.dtype,
-         "threads": threads, "devices": jax.device_count()}
+         "threads": threads}
   jb = JaxBench(name, batch, size, FLAGS.dtype)
+  res["devices"] = jb.devices
   res["compile_s"] = jb.compile_s
   jb.train(1)
   steps = FLAGS.steps_per_round
@@ -245,7 +245,8 @@ def table(results) -> str:
   for r in results:
     t = r.get("torch") or {}
     rows.append((r["model"], str(r["batch_size"]), str(r["image_size"]),
-                 str(r.get("devices", 1)), _fmt(r["train_img_s"]), _fmt(r["train_ms_step"]), _fmt(t.get("train_img_s")),
+                 str(r.get("devices", 1)), _fmt(r["train_img_s"]), _fmt(r["train_ms_step"]),
+                 _fmt(t.get("train_img_s")),
                  _fmt(r["ratio_train"], "{:.2f}"), _fmt(r.get("ratio_train_cpu"), "{:.2f}"),
                  _fmt(r["eval_img_s"]),
                  _fmt(t.get("eval_img_s")), _fmt(r["ratio_eval"], "{:.2f}"),
