@@ -128,10 +128,13 @@ def _parse_flags(argv):
 
 class _DropNoise(logging.Filter):
   """Orbax warns on every save without metrics (ours rank only eval-step saves), and logs a
-  traceback for a failed background write that cnnlab then reports in one line."""
+  traceback for a failed background write that cnnlab then reports in one line; TFDS warns
+  while probing a data dir where the dataset is not built, which cnnlab then reports in one
+  line naming the prepare command."""
 
   def filter(self, record):
-    if "did not provide metrics" in record.getMessage():
+    message = record.getMessage()
+    if "did not provide metrics" in message or "has no dataset_info.json" in message:
       return False
     return "/orbax/" not in (record.pathname or "") or record.levelno >= logging.CRITICAL
 

@@ -161,6 +161,8 @@ def test_workdir_of_another_model_is_refused_untouched(capsys, tmp_path, mnist_d
     (["--config.model.name=resnet5"], "config.model.name='resnet5'"),
     (["--config.foo=1"], "foo"),
     (["--config=experiments/configs/no_such_recipe.py"], "no_such_recipe"),
+    (["--config.dataset.data_dir=/nonexistent/cnnlab_tfds"],
+     "is not prepared in /nonexistent/cnnlab_tfds"),
 ])
 def test_real_command_exit_2_without_traceback(args, expected, tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.train", CONFIG, *args,
