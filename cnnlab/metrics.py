@@ -95,9 +95,17 @@ class Progress:
   def line(self, step: int, scalars: Mapping[str, float]) -> str:
     eta = scalars.get("eta_sec", math.nan)
     eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
-    shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items()
+    shown = " ".join(f"{k}={format_value(k, v)}" for k, v in scalars.items()
                      if k not in ("eta_sec", "steps_per_sec"))
     return f"step {step}/{self.total} {shown} eta={eta_s}"
+
+
+def format_value(key: str, value: float) -> str:
+  """How the console shows a scalar: rates as whole numbers with thousands separators
+  (12,900 images/s, not 1.29e+04), everything else to 4 significant digits."""
+  if key.endswith("per_sec") and np.isfinite(value) and abs(value) >= 100:
+    return f"{value:,.0f}"
+  return f"{value:.4g}"
 
 
 def parameter_table(params) -> str:

@@ -15,7 +15,9 @@ Imagenette: tf.data over TFDS records). Both guarantee:
 - nothing is downloaded: a dataset missing from the data dir raises
   ``datasets.DatasetUnavailableError`` at once (unless ``download=True``).
 
-``ds_cfg`` (an ml_collections ConfigDict or a dict; ``make_config`` fills every key):
+``ds_cfg``: a resolved ``cnnlab.config.DataSpec`` (what the trainer passes: options resolved
+once), or an ml_collections ConfigDict / dict (``make_config`` fills every key), resolved on
+each call:
   name             catalogue name (datasets.names()).
   data_dir         TFDS data dir; None -> $TFDS_DATA_DIR, else ~/tensorflow_datasets.
   preprocess       family option (catalogue ``preprocess_options``; first is the default).
@@ -40,6 +42,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from cnnlab import streams
 from cnnlab.data import datasets, memory, preprocess, streaming
 
 # Every optional ds_cfg key with its default (None: decided by the dataset); recipes' configs
@@ -61,33 +64,59 @@ def make_config(name: str, **overrides):
   return ml_collections.ConfigDict({"name": name, **DEFAULTS, **overrides})
 
 
-def _options(ds_cfg) -> tuple[datasets.DatasetInfo, dict[str, Any]]:
-  """Catalogue entry + every option resolved to a concrete value (validated)."""
+def resolve_options(ds_cfg) -> dict[str, Any]:
+  """Every option of ``ds_cfg`` (a DataSpec, ConfigDict or dict) resolved to a concrete value
+  and checked: the catalogue's defaults filled in, splits named, ``image_size`` fixed. A
+  DataSpec (cnnlab.config) is already resolved and passes through."""
+  if _is_spec(ds_cfg):
+    return dict(ds_cfg.options)
   info = datasets.get(ds_cfg.get("name", None))
   opts = {k: ds_cfg.get(k, None) for k in DEFAULTS}
   opts = {k: (DEFAULTS[k] if v is None else v) for k, v in opts.items()}
   opts["preprocess"] = datasets.check_preprocess(info, opts["preprocess"])
   opts["image_size"] = _image_size(info, opts["preprocess"], ds_cfg.get("image_size", None))
-  return info, opts
+  for which in ("train", "eval"):
+    split = opts[f"{which}_split"] or getattr(info, f"{which}_split")
+    opts[f"{which}_split"] = datasets.check_split(info, split)
+  return opts
 
 
-def _image_size(info, pre, requested) -> int:
+def _is_spec(ds) -> bool:
+  return hasattr(ds, "options") and hasattr(ds, "train_examples")
+
+
+def _options(ds_cfg) -> tuple[datasets.DatasetInfo, dict[str, Any]]:
+  name = ds_cfg.name if _is_spec(ds_cfg) else ds_cfg.get("name", None)
+  return datasets.get(name), resolve_options(ds_cfg)
+
+
+def _image_size(info, pre, requested) -> int | None:
   if info.family == "mnist":
     fixed = 32 if pre == "lenet1998" else 28
   elif info.family == "cifar":
     fixed = 32
-  else:
+  elif info.family == "imagenet":
     return int(requested or (227 if pre == "alexnet" else 224))
+  else:   # a family whose examples keep their stored shape (series, volumes)
+    return requested
   if requested not in (None, fixed):
     raise ValueError(f"image_size={requested!r} is not available for {info.name} with "
                      f"preprocess {pre!r}: it gives {fixed}x{fixed} inputs")
   return fixed
 
 
-def output_shape(ds_cfg) -> tuple[int, int, int]:
-  """(H, W, C) of the images the pipeline yields for ``ds_cfg``."""
+def input_shape(info, opts) -> tuple[int, ...]:
+  """One example's shape as the pipeline yields it: (H, W, C) for images; for other families
+  the catalogue's stored shape (any rank: (L, C) series, (D, H, W, C) volumes)."""
+  if info.family in ("mnist", "cifar", "imagenet"):
+    return (opts["image_size"], opts["image_size"], info.channels)
+  return tuple(int(d) for d in info.image_shape)
+
+
+def output_shape(ds_cfg) -> tuple[int, ...]:
+  """The shape of one example the pipeline yields for ``ds_cfg``."""
   info, opts = _options(ds_cfg)
-  return (opts["image_size"], opts["image_size"], info.channels)
+  return input_shape(info, opts)
 
 
 def _builder(info, opts):
@@ -95,8 +124,7 @@ def _builder(info, opts):
 
 
 def _split(info, opts, split, which) -> str:
-  return datasets.check_split(info, split or opts[f"{which}_split"] or
-                              getattr(info, f"{which}_split"))
+  return datasets.check_split(info, split or opts[f"{which}_split"])
 
 
 def _hosts(global_batch_size, process_index, process_count) -> tuple[int, int, int]:
@@ -114,16 +142,14 @@ def _hosts(global_batch_size, process_index, process_count) -> tuple[int, int, i
 
 
 def _arrays(info, opts, split):
-  b = _builder(info, opts)
-  return memory.load_split(b, split, cache=not datasets.tfds_is_mocked())
+  return memory.load_split(_builder(info, opts), split)
 
 
 def num_examples(ds_cfg, split: str | None = None) -> int:
-  """Examples in the whole ``split`` (all hosts), as the prepared data has them."""
+  """Examples in the whole ``split`` (all hosts), as the prepared data has them: from the
+  split's metadata, without decoding anything where the metadata has it."""
   info, opts = _options(ds_cfg)
   split = _split(info, opts, split, "train")
-  if info.in_memory:
-    return len(_arrays(info, opts, split)[1])
   return streaming.split_size(_builder(info, opts), split)
 
 
@@ -134,8 +160,7 @@ def _memory_transform(info, opts, *, train: bool) -> memory.Transform:
       return lambda x, rng, sl, g: preprocess.mnist_lenet1998(x)
     return lambda x, rng, sl, g: preprocess.mnist_standard(x, mean, std)
   if pre == "per_pixel_mean":
-    pixel_mean = memory.mean_image(_builder(info, opts), info.train_split,
-                                   cache=not datasets.tfds_is_mocked())
+    pixel_mean = memory.mean_image(_builder(info, opts), info.train_split)
     normalize = lambda x: preprocess.subtract_pixel_mean(x, pixel_mean)  # noqa: E731
   else:
     normalize = lambda x: preprocess.normalize_channels(x, mean, std)  # noqa: E731
@@ -172,7 +197,8 @@ def train_batches(ds_cfg, *, global_batch_size: int, seed: int, start_step: int 
   train_fn, _ = streaming.imagenet_fns(info, opts)
   return streaming.train_batches(
       b, split, train_fn, lo=lo, hi=hi, host_batch=bh, block=int(opts["shuffle_buffer"]),
-      seed=seed, start_step=start_step, aug_key=streaming._key(seed, 3, p, n_proc),
+      seed=seed, start_step=start_step,
+      aug_key=streaming._key(seed, streams.STREAMING_AUGMENT, p, n_proc),
       parallel=int(opts["num_parallel_calls"]))
 
 
@@ -196,7 +222,7 @@ def eval_batches(ds_cfg, *, split: str | None = None, global_batch_size: int,
   _, eval_fn = streaming.imagenet_fns(info, opts)
   return streaming.eval_batches(
       b, split, eval_fn, n=n, lo=lo, hi=hi, global_batch=bh * n_proc, host_batch=bh,
-      image_shape=output_shape(ds_cfg), parallel=int(opts["num_parallel_calls"]))
+      image_shape=input_shape(info, opts), parallel=int(opts["num_parallel_calls"]))
 
 
 def measure_throughput(ds_cfg, *, global_batch_size: int, num_batches: int = 50,
