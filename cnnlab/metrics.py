@@ -61,10 +61,11 @@ class MetricWriter:
         raise OSError(e.errno, f"cannot write metrics to {self._jsonl.name}: {e.strerror}")
 
 
-def read_jsonl(workdir: str) -> list[dict]:
-  """The metrics a run wrote (skips a torn last line left by a crash)."""
+def read_jsonl(workdir: str, name: str = METRICS_FILE) -> list[dict]:
+  """The metrics a run wrote, or another JSON-lines file of the workdir (skips a torn last
+  line left by a crash)."""
   rows = []
-  path = os.path.join(workdir, METRICS_FILE)
+  path = os.path.join(workdir, name)
   if not os.path.exists(path):
     return rows
   with open(path) as f:

@@ -39,17 +39,8 @@ def record(workdir: str, start_step: int) -> dict:
 
 
 def read(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, FILE)
-  if not os.path.exists(path):
-    return []
-  out = []
-  with open(path) as f:
-    for line in f:
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return out
+  from cnnlab import metrics
+  return metrics.read_jsonl(workdir, FILE)
 
 
 def summarize(entries: list[dict], report_commit: str | None) -> str | None:

@@ -80,6 +80,7 @@ def train_and_evaluate(spec_or_config, workdir: str, *,
   final = {**loop.last_eval, "step": loop.step, "wall_time_sec": time.time() - loop.t_start,
            "params_fingerprint": params_fingerprint(state.params)}
   if spec.loop.report_best:
+    final.update({f"last_{k}": v for k, v in loop.last_eval.items()})
     final.update(_best_checkpoint_eval(spec, parts, workdir))
   if is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
