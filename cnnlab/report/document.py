@@ -146,7 +146,8 @@ def group_row(group: str, runs: list[RunRecord], rec: Recipe | None,
     notes.append(f"§ {group}: not all runs come from a clean tree at this report's commit "
                  f"({'; '.join(code)}).")
   cells = [name,
-           cfg.get("model", {}).get("name", "?"), cfg.get("dataset", {}).get("name", "?"),
+           (cfg.get("model") or {}).get("name") or "?",
+           (cfg.get("dataset") or {}).get("name") or "?",
            _ours(rec, runs, done), rec.paper if rec else "—", rec.source if rec else "—",
            _fmt_epochs(sum(epochs) / len(epochs)) if epochs else "—", wall, ttt, hardware,
            _code(command)]
