@@ -142,3 +142,41 @@ def transform(info, opts, *, train: bool, builder=None, cache: bool = True) -> m
   if info.family == "volume":
     return _volume_transform(info, opts, train)
   return _image_transform(info, opts, train, builder, cache)
+
+
+def _stack(raw, want, what: str) -> np.ndarray:
+  arrays = [np.asarray(x) for x in raw]
+  for i, x in enumerate(arrays):
+    if x.shape != tuple(want):
+      raise ValueError(f"input {i} has shape {x.shape}; {what} takes {tuple(want)}")
+  return np.stack(arrays) if arrays else np.zeros((0, *want), np.float32)
+
+
+def eval_inputs(info, opts, raw, *, builder=None) -> np.ndarray:
+  """Raw examples -> the float32 batch the eval pipeline would make of them (for predicting
+  on a user's own files). ``raw``: uint8 [H, W, C] images (MNIST / CIFAR shapes), encoded
+  JPEG / PNG bytes (ImageNet family), float [L, C] series (any L; C as the dataset), or float
+  [D, H, W(, C)] volumes of the stored shape. ValueError (one line) on a wrong shape."""
+  info = described(info, opts)
+  if info.family == "series":
+    channels = int(info.input_shape[-1])
+    for i, x in enumerate(raw):
+      if np.ndim(x) != 2 or np.shape(x)[1] != channels or len(x) < 1:
+        raise ValueError(f"series {i} has shape {np.shape(x)}; {info.name} takes (length, "
+                         f"{channels})")
+    return preprocess.series_batch([np.asarray(x, np.float32) for x in raw],
+                                   length=series_length(info, opts),
+                                   znorm=opts.get("preprocess") in (None, "znorm"))
+  if info.family == "volume":
+    raw = [x if np.ndim(x) == 4 else np.asarray(x)[..., None] for x in raw]
+    x = preprocess.volume_intensity(_stack(raw, info.input_shape, info.name),
+                                    opts.get("preprocess") or "zscore")
+    return transform(info, opts, train=False)(x, None, slice(0, len(x)), len(x))
+  if info.family == "imagenet":
+    import tensorflow as tf
+    kw = dict(image_size=opts["image_size"], eval_resize=opts.get("eval_resize") or 256,
+              mean=info.mean, std=info.std)
+    return np.stack([preprocess.imagenet_eval(tf.constant(b), **kw).numpy() for b in raw])
+  x = _stack(raw, info.input_shape, info.name).astype(np.uint8)
+  fn = transform(info, opts, train=False, builder=builder)
+  return fn(x, None, slice(0, len(x)), len(x))

@@ -19,6 +19,9 @@ Inputs (``source_dir`` holds them under their original names):
   Pickles are read with an unpickler that only admits NumPy arrays.
 - imagenet2012: ``ILSVRC2012_img_train.tar`` and ``ILSVRC2012_img_val.tar`` (TFDS's manual dir).
 - imagenette, imagenette_320: ``imagenette2.tgz`` / ``imagenette2-320.tgz``.
+- ucr/<Name>: ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` (ucr.py); volumes/<name>: class
+  folders of .npy / NIfTI volumes (volumes.py); synthetic_volumes: nothing (generated). These
+  are built by cnnlab's own builder (local.py), not a TFDS catalogue one.
 
 Checksums: md5 of each file against the values published with the data (MNIST/Fashion: the
 project README and torchvision; CIFAR: the CIFAR page; ImageNet: torchvision's table), or
@@ -176,6 +179,11 @@ def expected_files(name: str) -> list[str]:
   info = datasets.get(name)
   if name in _MANUAL:
     return list(_MANUAL[name])
+  if info.family == "series":
+    problem = name.split("/", 1)[1]
+    return [f"{problem}_TRAIN.ts", f"{problem}_TEST.ts"]
+  if info.family == "volume":
+    return ["<class>/*.npy|*.nii|*.nii.gz (optionally under train/ and test/)"]
   import tensorflow_datasets as tfds
   files = [i.filename for i in _registry(tfds.builder(info.tfds_name)).values()]
   if name in _PYTHON_TAR:

@@ -65,11 +65,13 @@ class TsFormatError(ValueError):
 
 @dataclasses.dataclass
 class TsFile:
-  """One parsed ``.ts`` file: ``series[i]`` is float32 [length_i, channels]."""
+  """One parsed ``.ts`` file: ``series[i]`` is float32 [length_i, channels], read from line
+  ``lines[i]`` of the file."""
   path: str
   header: dict
   series: list
   labels: list
+  lines: list
 
   @property
   def channels(self) -> int:
@@ -153,7 +155,7 @@ def _series(path, lineno, line, header, dims) -> tuple[np.ndarray, str]:
 def read_ts(path: str) -> TsFile:
   """Parses one ``.ts`` file (see the module docstring); TsFormatError on anything wrong."""
   header: dict = {}
-  series, labels = [], []
+  series, labels, lines = [], [], []
   in_data = False
   with open(path, encoding="utf-8", errors="replace") as f:
     for lineno, raw in enumerate(f, 1):
@@ -182,26 +184,28 @@ def read_ts(path: str) -> TsFile:
                             f"file of length {want}")
       series.append(x)
       labels.append(label)
+      lines.append(lineno)
   if not in_data:
     raise TsFormatError(f"{path}:1: no @data line (not a .ts file?)")
   if not series:
     raise TsFormatError(f"{path}:1: no series after @data")
-  return TsFile(path, header, series, labels)
+  return TsFile(path, header, series, labels, lines)
 
 
 def class_names(train: TsFile, test: TsFile | None = None) -> tuple[str, ...]:
-  """The stable label order: the train header's @classLabel list, else the sorted labels."""
+  """The stable label order: the train header's @classLabel list, else the sorted training
+  labels (numerically when all are numbers). A test label outside it is an error."""
   if train.declared_labels:
     names = train.declared_labels
   else:
-    seen = set(train.labels) | set(test.labels if test else ())
+    seen = set(train.labels)
     numeric = all(_is_float(s) for s in seen)
     names = tuple(sorted(seen, key=(lambda s: (float(s), s)) if numeric else None))
   for ts in (train, test):
-    for i, label in enumerate(ts.labels if ts else ()):
+    for label, lineno in zip(ts.labels, ts.lines) if ts else ():
       if label not in names:
-        raise TsFormatError(f"{ts.path}: series {i + 1} has class label {label!r}, not one "
-                            f"of {' '.join(names)} (declared by {train.path})")
+        raise TsFormatError(f"{ts.path}:{lineno}: class label {label!r} is not one of the "
+                            f"training classes {' '.join(names)}")
   return tuple(names)
 
 
