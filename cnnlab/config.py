@@ -141,7 +141,7 @@ def defaults() -> ml_collections.ConfigDict:
       num_classes=ref(None, field_type=int)))   # None: the dataset's; 0 (features) refused
   fields = {"name": ""}
   for key, default in pipeline.DEFAULTS.items():
-    kind = (int if key == "image_size" else str) if default is None else type(default)
+    kind = pipeline.OPTION_TYPES.get(key, str) if default is None else type(default)
     fields[key] = ref(None, field_type=kind)
   c.dataset = ml_collections.ConfigDict(fields)
   c.batch_size = 128                # global; -1: auto (min(auto_batch_max, N // auto_batch_divisor))

@@ -145,9 +145,10 @@ def check_data(c):
   """(catalogue entry, resolved pipeline options, input shape); ConfigError otherwise."""
   from cnnlab.data import datasets, pipeline
   ds = c.dataset
-  if ds.name not in datasets.names():
-    fail("dataset.name", ds.name, f"valid datasets: {', '.join(datasets.names())}")
-  info = datasets.get(ds.name)
+  try:   # the catalogue entry, with a local dataset's prepared metadata (classes, shape)
+    info = datasets.describe(ds.name, ds.data_dir)
+  except ValueError as e:
+    fail("dataset.name", ds.name, "valid datasets: " + str(e).split("valid datasets are ")[-1])
   for key in ("train_split", "eval_split"):
     if ds[key] is not None and ds[key] not in info.splits:
       fail(f"dataset.{key}", ds[key], f"{info.name} has splits {', '.join(info.splits)}")

@@ -160,7 +160,8 @@ def errors_to_exit_codes():
   try:
     yield
   except (training.ConfigError, checkpoint.CheckpointMismatchError,
-          datasets.DatasetUnavailableError, prepare.PrepareError) as e:
+          checkpoint.DamagedCheckpointError, datasets.DatasetUnavailableError,
+          prepare.PrepareError) as e:
     usage_error(_one_line(e))
   except training.NonFiniteError as e:
     print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)

@@ -37,6 +37,7 @@ def test_recipe_runs_on_mock_data(recipe, arg, image_size, tmp_path):
   config.eval_every_steps = 0
   config.checkpoint_every_steps = 2
   config.compilation_cache_dir = ""
+  config.dataset.download = True   # under mock_data TFDS's "download" is a no-op
   if image_size:
     config.dataset.image_size = image_size
     config.dataset.eval_resize = image_size + 8

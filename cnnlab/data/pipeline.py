@@ -43,14 +43,16 @@ from typing import Any, Iterator
 import numpy as np
 
 from cnnlab import streams
-from cnnlab.data import datasets, memory, preprocess, streaming
+from cnnlab.data import datasets, families, memory, streaming
 
-# Every optional ds_cfg key with its default (None: decided by the dataset); recipes' configs
-# are built from this table (experiments/configs/base.py).
+# Every optional ds_cfg key with its default (None: decided by the dataset), the series /
+# volume options of families.py included; cnnlab.config.defaults() builds the config's dataset
+# section from this table, typed by OPTION_TYPES where the default is None.
 DEFAULTS = dict(data_dir=None, preprocess=None, image_size=None, eval_resize=256,
                 shuffle_buffer=10_000, train_split=None, eval_split=None, augment=True,
                 crop_area_min=0.08, scale_min=256, scale_max=512, pca_lighting=0.0,
-                prefetch=2, num_parallel_calls=-1, download=False)
+                prefetch=2, num_parallel_calls=-1, download=False, **families.DEFAULTS)
+OPTION_TYPES = {"image_size": int, "series_length": int, "crop_shape": tuple}
 
 
 def make_config(name: str, **overrides):
@@ -70,7 +72,7 @@ def resolve_options(ds_cfg) -> dict[str, Any]:
   DataSpec (cnnlab.config) is already resolved and passes through."""
   if _is_spec(ds_cfg):
     return dict(ds_cfg.options)
-  info = datasets.get(ds_cfg.get("name", None))
+  info = datasets.describe(ds_cfg.get("name", None), ds_cfg.get("data_dir", None))
   opts = {k: ds_cfg.get(k, None) for k in DEFAULTS}
   opts = {k: (DEFAULTS[k] if v is None else v) for k, v in opts.items()}
   opts["preprocess"] = datasets.check_preprocess(info, opts["preprocess"])
@@ -87,7 +89,8 @@ def _is_spec(ds) -> bool:
 
 def _options(ds_cfg) -> tuple[datasets.DatasetInfo, dict[str, Any]]:
   name = ds_cfg.name if _is_spec(ds_cfg) else ds_cfg.get("name", None)
-  return datasets.get(name), resolve_options(ds_cfg)
+  opts = resolve_options(ds_cfg)
+  return datasets.describe(name, opts["data_dir"]), opts
 
 
 def _image_size(info, pre, requested) -> int | None:
@@ -106,11 +109,9 @@ def _image_size(info, pre, requested) -> int | None:
 
 
 def input_shape(info, opts) -> tuple[int, ...]:
-  """One example's shape as the pipeline yields it: (H, W, C) for images; for other families
-  the catalogue's stored shape (any rank: (L, C) series, (D, H, W, C) volumes)."""
-  if info.family in ("mnist", "cifar", "imagenet"):
-    return (opts["image_size"], opts["image_size"], info.channels)
-  return tuple(int(d) for d in info.image_shape)
+  """One example's shape as the pipeline yields it: (H, W, C) images, (L, C) series,
+  (D, H, W, C) volumes (families.input_shape)."""
+  return tuple(int(d) for d in families.input_shape(info, opts))
 
 
 def output_shape(ds_cfg) -> tuple[int, ...]:
@@ -142,35 +143,23 @@ def _hosts(global_batch_size, process_index, process_count) -> tuple[int, int, i
 
 
 def _arrays(info, opts, split):
-  return memory.load_split(_builder(info, opts), split)
+  return families.load_arrays(info, _builder(info, opts), split, opts)
 
 
 def num_examples(ds_cfg, split: str | None = None) -> int:
-  """Examples in the whole ``split`` (all hosts), as the prepared data has them: from the
-  split's metadata, without decoding anything where the metadata has it."""
+  """Examples in the whole ``split`` (all hosts) as the data holds them: the in-memory back
+  end counts the decoded split (kept for the run that follows), streaming reads the split's
+  metadata."""
   info, opts = _options(ds_cfg)
   split = _split(info, opts, split, "train")
+  if info.in_memory:
+    return len(_arrays(info, opts, split)[1])
   return streaming.split_size(_builder(info, opts), split)
 
 
 def _memory_transform(info, opts, *, train: bool) -> memory.Transform:
-  pre, mean, std = opts["preprocess"], info.mean, info.std
-  if info.family == "mnist":
-    if pre == "lenet1998":
-      return lambda x, rng, sl, g: preprocess.mnist_lenet1998(x)
-    return lambda x, rng, sl, g: preprocess.mnist_standard(x, mean, std)
-  if pre == "per_pixel_mean":
-    pixel_mean = memory.mean_image(_builder(info, opts), info.train_split)
-    normalize = lambda x: preprocess.subtract_pixel_mean(x, pixel_mean)  # noqa: E731
-  else:
-    normalize = lambda x: preprocess.normalize_channels(x, mean, std)  # noqa: E731
-  if not (train and opts["augment"]):
-    return lambda x, rng, sl, g: normalize(x)
-
-  def augment(x, rng, sl, g):
-    dy, dx, flip = preprocess.cifar_crop_flip_params(rng, g)
-    return normalize(preprocess.cifar_crop_flip(x, dy[sl], dx[sl], flip[sl]))
-  return augment
+  builder = _builder(info, opts) if opts["preprocess"] == "per_pixel_mean" else None
+  return families.transform(info, opts, train=train, builder=builder)
 
 
 def train_batches(ds_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,

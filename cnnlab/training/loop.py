@@ -164,7 +164,7 @@ class _Loop:
     if bad:
       raise NonFiniteError(f"non-finite loss or gradient norm at step {bad[0] + 1}; stopped "
                            f"before saving (last good checkpoint: step "
-                           f"{self.ckpt.latest_step()})")
+                           f"{self.ckpt.latest_verified_step()})")
     for m in got:
       self.losses[int(m["step"]) + 1] = float(m["train_loss"])
     if not write:
