@@ -245,6 +245,24 @@ def resolve(config, *, process_count: int | None = None, device_count: int | Non
                  train=_train(c), loop=loop, seed=int(c.seed), config=c.to_dict())
 
 
+def resolve_optimization(config, *, global_batch: int, steps_per_epoch: int,
+                         total_steps: int) -> tuple[OptimSpec, ScheduleSpec, TrainSpec]:
+  """The optimizer, schedule and loss parts of ``config`` alone — no dataset or model
+  consulted (for benchmarks and notebooks that feed their own batches)."""
+  c = complete(config)
+  checks.check_optimization(c)
+  loop = dataclasses.replace(_NO_LOOP, global_batch=int(global_batch),
+                             steps_per_epoch=int(steps_per_epoch), total_steps=int(total_steps))
+  optim = _optim(c, loop.global_batch)
+  return optim, _schedule(c, optim, loop), _train(c)
+
+
+_NO_LOOP = LoopSpec(global_batch=1, eval_batch=1, process_count=1, device_count=1, host_batch=1,
+                    device_batch=1, steps_per_epoch=1, total_steps=1, log_every=1, eval_every=1,
+                    checkpoint_every=1, keep_checkpoints=1, best_metric="eval_accuracy",
+                    best_mode="max", report_best=False, compilation_cache_dir="")
+
+
 def opts_spec(name, opts, info, shape) -> DataSpec:
   """A DataSpec before the split size is known (for asking the pipeline that size)."""
   return DataSpec(name=name, options=opts, train_split=opts["train_split"],

@@ -79,6 +79,12 @@ def check_keys(c, *, device_count: int, process_count: int) -> None:
            + (", or 0 (only at the end)" if key == "eval_every_steps" else ""))
   positive(c, "keep_checkpoints", integer=True)
   _check_training(c, device_count)
+  check_optimization(c)
+
+
+def check_optimization(c) -> None:
+  """The optimizer and schedule keys (needing neither data nor devices)."""
+  one_of("loss", c.loss, LOSSES)
   _check_optimizer(c)
   _check_schedule(c)
 

@@ -187,16 +187,17 @@ def _parse_flags(argv):
 
 
 class _DropNoise(logging.Filter):
-  """Orbax warns on every save without metrics (ours rank only eval-step saves), and logs a
-  traceback for a failed background write that cnnlab then reports in one line; TFDS warns
-  while probing a data dir where the dataset is not built, which cnnlab then reports in one
-  line naming the prepare command."""
+  """Drops library log records that cnnlab reports itself, chosen by the module that logs
+  them, not by their text: everything Orbax logs below CRITICAL (a warning on every save
+  without metrics — ours rank only eval-step saves — and a traceback for a failed background
+  write that cnnlab then reports in one line), and TFDS's file_utils warnings while it probes a
+  data dir where the dataset is not built (cnnlab then names the prepare command)."""
+
+  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py")
 
   def filter(self, record):
-    message = record.getMessage()
-    if "did not provide metrics" in message or "has no dataset_info.json" in message:
-      return False
-    return "/orbax/" not in (record.pathname or "") or record.levelno >= logging.CRITICAL
+    path = record.pathname or ""
+    return record.levelno >= logging.CRITICAL or not any(q in path for q in self.QUIET)
 
 
 def _quiet_logs() -> None:

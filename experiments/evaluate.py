@@ -53,11 +53,17 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
 
 
 def _torchvision_state(config, path):
-  """(state holding the converted weights, spec, parts, source) for ``config``'s model."""
+  """(state holding the converted weights, spec, parts, source) for ``config``'s model, built
+  as torchvision builds it for published weights (e.g. GoogLeNet's transform_input), unless
+  the config's model.kwargs says otherwise."""
   import jax
   from cnnlab import config as config_lib
   from cnnlab.interop import torchvision as tv
   from cnnlab.training import build_parts
+  config = config_lib.complete(config)
+  tv_kwargs = getattr(tv, "model_kwargs", None)
+  if tv_kwargs is not None:
+    config.model.kwargs = {**tv_kwargs(config.model.name), **dict(config.model.kwargs)}
   spec = config_lib.resolve(config)
   parts = build_parts(spec, confusion=True)
   variables = tv.load(path, spec.model.name)

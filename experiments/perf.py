@@ -5,18 +5,16 @@ points, not in the library. Whether they took effect is checked after the backen
 (``check_applied``: public JAX API only), not guessed from JAX internals.
 
     from experiments import perf
-    perf.configure()                       # the measured defaults
-    perf.configure("off")                  # plain XLA:CPU behaviour, for A/B comparisons
+    perf.configure()                       # the measured defaults: no XLA flag added
     perf.configure(threads=1, xla_flags=["--xla_cpu_enable_fast_math=true"])
 
-What the profiles do (measurements: BUILD_NOTES.md, "Performance"):
-
-- ``default``: cnnlab's CPU formulations stay on: ``models.layers.materialize`` (fusion
-  barriers in the ResNets, automatic on a single-device CPU process). No XLA flag is added: every
-  XLA:CPU flag we measured (fast math, 512-bit vectors, oneDNN, XNNPACK graph fusion, YNNPACK
-  elementwise / reduce fusion, scheduler types, FAST_RUNTIME preset, Eigen single-threading,
-  2 host devices) was neutral or slower on the four benchmark models, so none is imposed.
-- ``off``: also turns ``materialize`` off, for measuring what it buys.
+Profiles (measurements: BUILD_NOTES.md, "Performance"): ``default`` adds no XLA flag — every
+XLA:CPU flag we measured (fast math, 512-bit vectors, oneDNN, XNNPACK graph fusion, YNNPACK
+elementwise / reduce fusion, scheduler types, FAST_RUNTIME preset, Eigen single-threading)
+was neutral or slower on the four benchmark models. ``off`` is the same today: the model-side
+formulations (fusion barriers, fused kernels) are no longer a process switch but chosen when a
+model is built (``cnnlab.models.kernels``: ``models.create(..., kernels=kernels.PLAIN)`` for
+the plain ones), so an A/B of them is a model argument, not a profile.
 
 ``threads`` restricts the process to the first N CPUs it may use (XLA:CPU sizes its thread
 pools from the CPU affinity). ``host_devices`` splits a CPU host into N XLA devices
@@ -58,11 +56,6 @@ def configure(profile: str = "default", *, threads: int | None = None,
   if xla_flags:
     os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *xla_flags]).strip()
     applied["xla_flags"] = list(xla_flags)
-  from cnnlab.models import layers
-  set_materialize = getattr(layers, "set_materialize", None)   # models may no longer have it
-  if set_materialize is not None:
-    set_materialize("auto" if profile == "default" else "off")
-    applied["materialize"] = "auto" if profile == "default" else "off"
   return applied
 
 

@@ -84,28 +84,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    images, labels = batch["image"], batch["label"]
-    if accum == 1:
-      (total, (batch_stats, loss, acc)), grads = grad_fn(
-          state.params, state.batch_stats, images, labels, rng)
-    else:
-      # Micro-batch i takes rows i, i+k, i+2k, ...: each device's contiguous shard splits
-      # evenly, so the batch sharding survives the reshape.
-      def micro(x):
-        return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
-
-      def body(carry, xs):
-        grads_sum, bs = carry
-        img, lab, i = xs
-        (tot, (bs, l, a)), g = grad_fn(state.params, bs, img, lab, jax.random.fold_in(rng, i))
-        return (jax.tree.map(jnp.add, grads_sum, g), bs), (tot, l, a)
-
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grads, batch_stats), (tots, losses, accs) = jax.lax.scan(
-          body, (zeros, state.batch_stats), (micro(images), micro(labels), jnp.arange(accum)))
-      grads = jax.tree.map(lambda g: g / accum, grads)
-      total, loss, acc = tots.mean(), losses.mean(), accs.mean()
-
+    (total, (batch_stats, loss, acc)), grads = _gradients(
+        grad_fn, state, batch["image"], batch["label"], rng, accum)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
     params = optax.apply_updates(state.params, updates)
@@ -119,11 +99,35 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     metrics = {"train_loss": loss, "train_accuracy": acc, "total_loss": total,
                "grad_norm": grad_norm,
-               "learning_rate": optim.learning_rate(schedule, state.opt_state, state.step),
+               "learning_rate": optim.learning_rate(schedule, opt_state, state.step),
                "finite": finite.astype(jnp.int32), "step": state.step}
     return new, metrics
 
   return train_step
+
+
+def _gradients(grad_fn, state: TrainState, images, labels, rng, accum: int):
+  """grad_fn's ((total, (batch_stats, loss, accuracy)), grads) on the batch, averaged over
+  ``accum`` micro-batches when accum > 1 (BN statistics threaded through them)."""
+  if accum == 1:
+    return grad_fn(state.params, state.batch_stats, images, labels, rng)
+
+  # Micro-batch i takes rows i, i+k, i+2k, ...: each device's contiguous shard splits evenly,
+  # so the batch sharding survives the reshape.
+  def micro(x):
+    return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
+
+  def body(carry, xs):
+    grads_sum, bs = carry
+    img, lab, i = xs
+    (tot, (bs, l, a)), g = grad_fn(state.params, bs, img, lab, jax.random.fold_in(rng, i))
+    return (jax.tree.map(jnp.add, grads_sum, g), bs), (tot, l, a)
+
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  (grads, batch_stats), (tots, losses, accs) = jax.lax.scan(
+      body, (zeros, state.batch_stats), (micro(images), micro(labels), jnp.arange(accum)))
+  grads = jax.tree.map(lambda g: g / accum, grads)
+  return (tots.mean(), (batch_stats, losses.mean(), accs.mean())), grads
 
 
 def make_eval_step(model: nn.Module, *, use_ema: bool = False, confusion: bool = False):
