@@ -167,3 +167,24 @@ def kernel_of(variables, name: str):
       return None
     node = node[part]
   return node.get("kernel") if hasattr(node, "get") else None
+
+
+def feature_maps(model, variables, image, layer: str | None = None) -> tuple[str, np.ndarray]:
+  """``(layer name, maps (*spatial, C))`` of one example ``image`` ((*spatial, C), or with a
+  leading batch axis of 1). ``layer=None`` takes the first layer with a spatial output (the
+  first convolution in every model of the zoo); an unknown name raises ValueError listing the
+  valid ones."""
+  image = np.asarray(image, np.float32)
+  batch = image if image.ndim >= 4 and image.shape[0] == 1 else image[None]
+  found = spatial(layers(model, variables, batch.shape[1:]))
+  if not found:
+    raise ValueError(f"{type(model).__name__} has no layer with a (N, *spatial, C) output")
+  chosen = found[0] if layer is None else check_layer(layer, found,
+                                                      "layer with a spatial output")
+  return chosen.name, extract_checked(model, variables, batch, [chosen.name])[chosen.name][0]
+
+
+def first_conv_kernel(model, variables, input_shape) -> tuple[str, np.ndarray]:
+  """``(layer name, kernel (*k, in, out))`` of the first convolution the model calls."""
+  found = first_kernel_layer(model, variables, input_shape)
+  return found.name, np.asarray(kernel_of(variables, found.name), np.float32)
