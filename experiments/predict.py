@@ -25,18 +25,23 @@ from absl import flags
 
 from experiments import cli
 
-_WORKDIR = cli.shared_string_flag("workdir", None, "Training workdir (config.json + "
-                                  "checkpoints/).")
-_INPUTS = flags.DEFINE_list("inputs", None, "Files or folders to classify, comma-separated.")
-_CHECKPOINT = cli.shared_string_flag("checkpoint", "auto", "auto (best, else latest), best, "
-                                     "latest, or a step number.")
-_TOP_K = flags.DEFINE_integer("top_k", 3, "Classes shown per input.")
-_OUT = flags.DEFINE_string("out", None, "CSV path (default: <workdir>/predictions.csv).")
-_EXPLAIN = flags.DEFINE_string("explain", None, "Heat map per input: gradcam, saliency, "
-                               "smoothgrad, integrated_gradients or occlusion.")
-_LAYER = cli.shared_string_flag("layer", None, "Grad-CAM layer (default: the last feature map).")
-
 EXIT_SOME_FAILED = 1
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a program: tests import this module beside others that define
+  flags of the same names (report.py's --out)."""
+  cli.shared_string_flag("workdir", None, "Training workdir (config.json + checkpoints/).")
+  flags.DEFINE_list("inputs", None, "Files or folders to classify, comma-separated.")
+  cli.shared_string_flag("checkpoint", "auto", "auto (best, else latest), best, latest, or a "
+                         "step number.")
+  flags.DEFINE_integer("top_k", 3, "Classes shown per input.")
+  cli.shared_string_flag("out", None, "CSV path (default: <workdir>/predictions.csv).")
+  flags.DEFINE_string("explain", None, "Heat map per input: gradcam, saliency, smoothgrad, "
+                      "integrated_gradients or occlusion.")
+  cli.shared_string_flag("layer", None, "Grad-CAM layer (default: the last feature map).")
+
 
 
 def _prepare(run, paths):
@@ -137,15 +142,15 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
 def main(argv):
   if len(argv) > 1:
     cli.usage_error(f"unexpected arguments {argv[1:]!r}")
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     cli.usage_error("--workdir is required")
-  if not _INPUTS.value:
+  if not FLAGS.inputs:
     cli.usage_error("--inputs is required (files or folders, comma-separated)")
   with cli.errors_to_exit_codes():
     try:
-      _, n_failed = predict(os.path.abspath(_WORKDIR.value), _INPUTS.value,
-                            checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value, out=_OUT.value,
-                            explain=_EXPLAIN.value, layer=_LAYER.value)
+      _, n_failed = predict(os.path.abspath(FLAGS.workdir), FLAGS.inputs,
+                            checkpoint=FLAGS.checkpoint, top_k=FLAGS.top_k, out=FLAGS.out,
+                            explain=FLAGS.explain, layer=FLAGS.layer)
     except ValueError as e:   # an unknown --layer, from the explainers
       cli.usage_error(str(e).splitlines()[0])
   if n_failed:
@@ -153,4 +158,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -87,8 +87,7 @@ def layers(model, variables, input_shape: Sequence[int]) -> list[Layer]:
       apply_inference(model, v, x)
     return 0
 
-  shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)),
-                        variables)
+  shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), a.dtype), variables)
   jax.eval_shape(run, shapes, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
   return [Layer(n, k, tuple(o.shape)) for n, k, o in records]
 

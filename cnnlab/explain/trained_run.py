@@ -40,7 +40,7 @@ class TrainedRun:
     return str(names[c]) if names is not None and 0 <= c < len(names) else str(c)
 
 
-def _config(workdir: str):
+def workdir_config(workdir: str):
   import ml_collections
   from cnnlab.training import ConfigError
   path = os.path.join(workdir, "config.json")
@@ -69,7 +69,7 @@ def load(workdir: str, checkpoint: str = "auto") -> TrainedRun:
   from cnnlab.data import datasets, pipeline
   from cnnlab.explain import figures
   from cnnlab.training import state as state_lib, validation
-  config = _config(workdir)
+  config = workdir_config(workdir)
   validation.validate(config)
   run, state, step = _restore(config, workdir, checkpoint)
   variables = jax.device_get(state_lib.eval_variables(
