@@ -44,13 +44,19 @@ def _dilated(spatial, region, by):
   return m
 
 
+def _random_variables(model, x, seed=0):
+  """Random parameters without compiling the initialisers."""
+  rs = np.random.RandomState(seed)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  return jax.tree.map(lambda s: (0.3 * rs.randn(*s.shape)).astype(np.float32), shapes)
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request):
   spatial, channels, region = CASES[request.param]
   model = LooksAtRegion(region)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, *spatial, channels))
-  variables = model.init(jax.random.PRNGKey(0), x)
-  return request.param, model, variables, x, region
+  return request.param, model, _random_variables(model, x), x, region
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -99,7 +105,7 @@ def test_gradcam_moves_with_the_region():
   peaks = []
   for region in (((1, 5), (1, 5)), ((10, 15), (9, 14))):
     model = LooksAtRegion(region)
-    variables = model.init(jax.random.PRNGKey(0), x)
+    variables = _random_variables(model, x)
     h = np.asarray(gradcam.gradcam(model, variables, x, None, "feat"))[0]
     peaks.append(np.unravel_index(h.argmax(), spatial))
     assert _dilated(spatial, region, 1)[peaks[-1]]
@@ -114,7 +120,7 @@ def test_saliency_is_the_exact_gradient_and_checks_inputs():
       return nn.Dense(2, use_bias=False)(x.reshape(x.shape[0], -1))
   model = Linear()
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 1))
-  variables = model.init(jax.random.PRNGKey(1), x)
+  variables = _random_variables(model, x, seed=1)
   w = variables["params"]["Dense_0"]["kernel"]
   f = functools.partial(features.apply_inference, model, variables)
   s = attribution.saliency(f, x, jnp.array([1, 0, 1]))

@@ -69,7 +69,7 @@ def test_extract_computes_the_activations_of_a_1d_model_with_a_reused_layer():
   np.testing.assert_allclose(got["head"], model.apply(variables, x), rtol=1e-5, atol=1e-6)
   assert features.summary(found).splitlines()[2:] == [
       "shared    Conv    (N, 10, 3)", "shared#2  Conv    (N, 10, 3)", "head      Dense   (N, 2)"]
-  with pytest.raises(ValueError, match="'conv' is not one of this model's; valid: shared, "
+  with pytest.raises(ValueError, match="'conv' is not a layer of this model; valid: shared, "
                                        "shared#2, head"):
     features.extract_checked(model, variables, x, ["conv"])
   name, maps = features.feature_maps(model, variables, x[0])

@@ -102,7 +102,7 @@ def check_layer(name: str, found: Sequence[Layer], what: str = "layer") -> Layer
   for l in found:
     if l.name == name:
       return l
-  raise ValueError(f"{what} {name!r} is not one of this model's; valid: "
+  raise ValueError(f"{name!r} is not a {what} of this model; valid: "
                    f"{', '.join(l.name for l in found)}")
 
 

@@ -5,10 +5,13 @@ for one example of any rank:
   Yan & Oates 2017 draw class activation maps on GunPoint), one row per channel (at most 4);
 - 2-D images (H, W, C): the input beside the input overlaid with the heat;
 - 3-D volumes (D, H, W, C): the three orthogonal slices through the middle (or through
-  ``slices=(d, h, w)``), each overlaid with the heat.
+  ``slices=(d, h, w)``, or through the hottest voxel with ``slices='peak'``), each overlaid
+  with the heat.
 
-Non-negative heat uses a sequential colour map from 0 to its maximum; heat with negative
-values (signed attributions) a diverging one centred on 0. Every picture has a colour bar.
+Non-negative heat uses the jet colour map from 0 to its maximum; heat with negative
+values (signed attributions) a diverging one centred on 0. Over images and slices the
+heat is opaque where it is strong and transparent where it is near 0. Every picture has a
+colour bar.
 """
 from __future__ import annotations
 
@@ -25,8 +28,14 @@ def _norm(heat: np.ndarray):
   lo, hi = float(np.min(heat)), float(np.max(heat))
   if lo < 0:
     m = max(-lo, hi, 1e-12)
-    return colors.Normalize(-m, m), "RdBu_r"
-  return colors.Normalize(0.0, max(hi, 1e-12)), "inferno"
+    return colors.Normalize(-m, m), "coolwarm"
+  return colors.Normalize(0.0, max(hi, 1e-12)), "jet"
+
+
+def _alpha(heat: np.ndarray, norm, alpha: float) -> np.ndarray:
+  """Per-position opacity growing with |heat|, so cold positions show the plain input."""
+  top = max(abs(norm.vmin), abs(norm.vmax), 1e-12)
+  return alpha * np.clip(np.abs(heat) / top, 0.0, 1.0) ** 0.5
 
 
 def _series(fig, x, heat, norm, cmap, channel_names):
@@ -56,11 +65,15 @@ def _image(fig, x, heat, norm, cmap, alpha):
     figures.bare(ax)
   left.set_title("input", fontsize=9)
   right.set_title("heat over input", fontsize=9)
-  im = right.imshow(heat, cmap=cmap, norm=norm, alpha=alpha)
+  im = right.imshow(heat, cmap=cmap, norm=norm, alpha=_alpha(heat, norm, alpha))
   return im, [left, right]
 
 
 def _volume(fig, x, heat, norm, cmap, alpha, slices):
+  if isinstance(slices, str):
+    if slices != "peak":
+      raise ValueError(f"slices={slices!r} must be 'peak' or one index per axis (d, h, w)")
+    slices = np.unravel_index(int(np.argmax(np.abs(heat))), heat.shape)
   slices = [None] * 3 if slices is None else list(slices)
   if len(slices) != 3:
     raise ValueError(f"slices={slices!r} must give one index per axis (d, h, w)")
@@ -69,14 +82,15 @@ def _volume(fig, x, heat, norm, cmap, alpha, slices):
     index = x.shape[axis] // 2 if slices[axis] is None else int(slices[axis])
     picture = figures.as_picture(figures.mid_slice(x, axis, index))
     ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
-    im = ax.imshow(figures.mid_slice(heat, axis, index), cmap=cmap, norm=norm, alpha=alpha)
+    h = figures.mid_slice(heat, axis, index)
+    im = ax.imshow(h, cmap=cmap, norm=norm, alpha=_alpha(h, norm, alpha))
     ax.set_title(f"axis {axis} ({'DHW'[axis]}) slice {index}", fontsize=9)
     figures.bare(ax)
   return im, list(axes)
 
 
-def plot_heatmap(x, heat, path: str, *, title: str | None = None, alpha: float = 0.5,
-                 slices: Sequence[int | None] | None = None,
+def plot_heatmap(x, heat, path: str, *, title: str | None = None, alpha: float = 0.8,
+                 slices: Sequence[int | None] | str | None = None,
                  channel_names: Sequence[str] | None = None, dpi: int = 100) -> str:
   """Writes ``heat`` (*spatial) over the input ``x`` (*spatial, C) to ``path`` (PNG)."""
   x = np.asarray(x, np.float32)
