@@ -48,7 +48,11 @@ def _prepare(run, paths):
   """([(name, input)], [(name, error)]) for the files and folders in ``paths``."""
   from cnnlab.explain import user_files
   files, failed = user_files.collect(paths)
-  prepare = user_files.Preparer.for_dataset(run.dataset, run.options, run.input_shape)
+  builder = None
+  if run.options.get("preprocess") == "per_pixel_mean":   # CIFAR: the training mean image
+    from cnnlab.data import datasets
+    builder = datasets.builder(run.dataset, run.options.get("data_dir"))
+  prepare = user_files.Preparer(run.dataset, run.options, run.input_shape, builder)
   ready = []
   for path in files:
     try:

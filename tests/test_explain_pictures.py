@@ -79,3 +79,46 @@ def test_confident_mistakes_gallery(tmp_path):
   _png(grids.plot_mistakes(RS.randn(5, 30, 2), probs, labels, str(tmp_path / "s.png")))
   with pytest.raises(ValueError, match="no mistakes among the 2 inputs"):
     grids.plot_mistakes(images[:2], probs[:2], np.array([0, 1]), str(tmp_path / "n.png"))
+
+
+def test_user_series_and_volumes_are_prepared_as_the_eval_pipeline_does(tmp_path):
+  """Preparing users' .csv / .ts series and .npy volumes (no trained model needed): the data
+  package's z-normalisation and resampling, one-line errors naming the file."""
+  import dataclasses
+  from cnnlab.data import datasets
+  from cnnlab.explain import user_files
+  series = dataclasses.replace(datasets.get("ucr/GunPoint"), input_shape=(50, 1),
+                               num_classes=2, metadata={"prepared": True})
+  prepare = user_files.Preparer(series, {"preprocess": "znorm", "series_length": None},
+                                (50, 1))
+  values = np.sin(np.linspace(0, 3, 50)) * 5 + 2
+  np.savetxt(tmp_path / "one_row.csv", values[None], delimiter=",")
+  (tmp_path / "s.ts").write_text("@problemName t\n@univariate true\n@classLabel true a b\n"
+                                 "@data\n" + ",".join(map(str, values)) + ":a\n"
+                                 + ",".join(map(str, values[::2])) + ":b\n")
+  (tmp_path / "bad.ts").write_text("@data\n1,2,x:a\n")
+  got = [(n, prepare(n, raw)) for path in ("one_row.csv", "s.ts")
+         for n, raw in user_files.read(str(tmp_path / path))]
+  assert [n.split("/")[-1] for n, _ in got] == ["one_row.csv", "s.ts#0", "s.ts#1"]
+  assert all(x.shape == (50, 1) for _, x in got)
+  for _, x in got[:2]:
+    assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-3      # z-normalised
+  np.testing.assert_allclose(got[0][1], got[1][1], atol=1e-5)
+  assert abs(got[2][1][-1, 0] - got[1][1][-2, 0]) < 0.2             # resampled, not padded
+  with pytest.raises(user_files.InputError, match="bad.ts"):
+    user_files.read(str(tmp_path / "bad.ts"))
+  with pytest.raises(user_files.InputError, match=r"two.csv: .*\(50, 1\)|two.csv: .*takes"):
+    np.savetxt(tmp_path / "two.csv", np.ones((50, 2)), delimiter=",")
+    prepare(str(tmp_path / "two.csv"), user_files.read(str(tmp_path / "two.csv"))[0][1])
+  volume = dataclasses.replace(datasets.get("synthetic_volumes"), input_shape=(6, 6, 6, 1),
+                               num_classes=2, metadata={"prepared": True})
+  prepare = user_files.Preparer(volume, {"preprocess": "zscore", "crop_shape": None,
+                                         "flip_axes": (0, 1, 2)}, (6, 6, 6, 1))
+  np.save(tmp_path / "v.npy", RS.rand(6, 6, 6) * 100)
+  x = prepare(str(tmp_path / "v.npy"), user_files.read(str(tmp_path / "v.npy"))[0][1])
+  assert x.shape == (6, 6, 6, 1) and abs(x.mean()) < 1e-4
+  np.save(tmp_path / "w.npy", RS.rand(5, 6, 6))
+  with pytest.raises(user_files.InputError, match=r"w.npy: .*\(6, 6, 6, 1\)"):
+    prepare(str(tmp_path / "w.npy"), user_files.read(str(tmp_path / "w.npy"))[0][1])
+  with pytest.raises(user_files.InputError, match="an image; this model takes volume"):
+    prepare("x.png", np.zeros((6, 6, 1), np.uint8))

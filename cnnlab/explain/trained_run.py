@@ -75,9 +75,11 @@ def load(workdir: str, checkpoint: str = "auto") -> TrainedRun:
   variables = jax.device_get(state_lib.eval_variables(
       state, use_ema=float(config.get("ema_decay", 0.0)) > 0))
   info, options = pipeline._options(config.dataset)
+  info = datasets.describe(info.name, options.get("data_dir"))
+  names = info.class_names or figures.CLASS_NAMES.get(info.name)
   return TrainedRun(workdir=workdir, config=config, model=run.model, variables=variables,
                     step=int(step), input_shape=tuple(run.image_shape),
-                    class_names=figures.CLASS_NAMES.get(info.name), dataset=info,
+                    class_names=tuple(names) if names else None, dataset=info,
                     options=dict(options), eval_split=validation.eval_split(config))
 
 
