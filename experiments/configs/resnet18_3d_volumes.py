@@ -12,9 +12,9 @@ Task (cnnlab/data/volumes.py): 20^3 noise volumes each holding a bright 8x2x2 ro
 the three axes; the class is the axis (3 classes, chance 33.3 %). Inputs: per-volume intensity
 z-score, random 16^3 crop and a random flip of each axis in training, the centre 16^3 crop in
 evaluation. Expected: >= 80 % test accuracy within the 300 steps (our own target for this
-task; a 3-layer 3-D CNN probe reached 84 % at step 150 and 99 % at step 300 with Adam 1e-3,
-batch 32 — see /tmp/coord/notes-data.md, the lead's RESULTS for this recipe's own run).
-Time on the shared 2-core CPU: ~2 s per step at batch 16 (33M parameters), ~10 min.
+task, not a paper's; a small 3-layer 3-D CNN reached 84 % at step 150 and 99 % at step 300
+with Adam 1e-3 at batch 32). Time on the shared 2-core CPU: ~2 s per step at batch 16 (33M
+parameters), ~10 min.
 """
 from experiments.configs.base import base
 
