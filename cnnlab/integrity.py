@@ -29,6 +29,7 @@ from typing import NamedTuple
 RECORD = "cnnlab_integrity.json"
 MARKER = "cnnlab_integrity"          # key in the custom metadata orbax commits with each step
 STEP_METADATA = "_CHECKPOINT_METADATA"
+COMMIT_FILE = "commit_success.txt"
 FORMAT = 1
 VERIFIED, DAMAGED, UNVERIFIED = "verified", "damaged", "unverified"
 _CHUNK = 8 << 20
@@ -216,7 +217,6 @@ class Sealer:
   def __init__(self, checkpoints_dir: str, poll_s: float = 0.02):
     self._dir, self._poll = checkpoints_dir, poll_s
     self._jobs: list[tuple[threading.Thread, threading.Event, list]] = []
-    self.sealed: dict[int, int] = {}        # step -> bytes hashed (this process's seals)
 
   def add(self, step: int) -> None:
     self._jobs = [j for j in self._jobs if j[0].is_alive() or j[2]]
@@ -227,11 +227,13 @@ class Sealer:
     t.start()
 
   def seal_now(self, step: int) -> None:
-    self.sealed[step] = seal(os.path.join(self._dir, str(step)), step)
+    seal(os.path.join(self._dir, str(step)), step)
 
   def _watch(self, step: int, done: threading.Event, errors: list) -> None:
     final = os.path.join(self._dir, str(step))
-    while not os.path.isdir(final):
+    # Orbax's commit ends with commit_success.txt in the final directory (written before the
+    # rename in atomic-rename mode, as the commit itself in commit-file mode).
+    while not os.path.exists(os.path.join(final, COMMIT_FILE)):
       if done.wait(self._poll):
         break
     if not os.path.isdir(final):

@@ -2,6 +2,7 @@
 kind of file of a step, a truncated file, a deleted file, a file swapped in from another
 checkpoint — is detected before anything is restored; resume falls back to the previous step;
 an explicit restore refuses with one line; only damage moves a step aside."""
+import json
 import os
 import random
 import shutil
@@ -226,3 +227,57 @@ def test_checkpoints_command(workdir):
     checkpoints.flags.FLAGS(["checkpoints", f"--workdir={workdir}/nope"])
     checkpoints.main(["checkpoints"])
   assert e.value.code == 2
+
+
+_WORKER = r'''
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=sys.argv[2], num_processes=2,
+                           process_id=int(sys.argv[3]))
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from cnnlab import checkpoint
+repl = NamedSharding(Mesh(np.array(jax.devices()), ("d",)), PartitionSpec())
+shapes = {"params": {"w": ((64, 48), "float32"), "b": ((48,), "float32")},
+          "opt": {"mu": ((64, 48), "bfloat16")}, "step": ((), "int32")}
+abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s[0], s[1], sharding=repl), shapes,
+                        is_leaf=lambda s: isinstance(s, tuple))
+ck = checkpoint.Checkpointer(sys.argv[1])
+try:
+  ck.restore(2, abstract)
+  explicit = "restored"
+except checkpoint.DamagedCheckpointError:
+  explicit = "refused"
+state, step = ck.restore_latest(abstract)
+w = np.asarray(state["params"]["w"].addressable_data(0), np.float32)
+print("RESULT " + json.dumps({"step": step, "explicit": explicit, "w": float(w[0, 1]),
+                              "steps": ck.all_steps()}), flush=True)
+ck.close()
+'''
+
+
+def test_two_processes_agree_on_a_damaged_step(workdir):
+  """Process 0 verifies and moves the damaged step; process 1 takes its verdict, waits for the
+  move, and both resume from the same step."""
+  import socket
+  big = max(_files(os.path.join(workdir, "checkpoints", "2")), key=lambda f: os.path.getsize(
+      os.path.join(workdir, "checkpoints", "2", f)))
+  _flip(os.path.join(workdir, "checkpoints", "2", big), random.Random(7))
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=ROOT)
+  procs = [subprocess.Popen([sys.executable, "-c", _WORKER, workdir, f"127.0.0.1:{port}", str(i)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT) for i in range(2)]
+  outs = []
+  for p in procs:
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    outs.append((out, json.loads(out.split("RESULT ")[1])))
+  for _, r in outs:
+    assert r == {"step": 1, "explicit": "refused", "w": 1.0, "steps": [1]}, r
+  warnings = [l for out, _ in outs for l in out.splitlines() if l.startswith("WARNING")]
+  assert len(warnings) == 1 and "checkpoint step 2 is damaged" in warnings[0]   # process 0
+  assert len(os.listdir(os.path.join(workdir, "checkpoints_corrupt"))) == 1
