@@ -5,7 +5,7 @@ from __future__ import annotations
 
 class Run:
   def __init__(self, config):
-    self._config = config
+    self._config = self.config = config
     self.model = None
     self.image_shape = None
 
