@@ -24,7 +24,7 @@
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #         --implementation cp --platform manylinux2014_x86_64 -d .whl ml_collections==1.1.0
 # (its requirements, absl-py and PyYAML, are in the image); this script installs .whl/*.whl
-# into /tmp/site when the directory exists.
+# into /tmp/cnnlab_site when the directory exists.
 #
 # On a CPU, GPU_CHECK_TINY=1 runs the same steps with the tiny suite in seconds (the test
 # tests/test_gpu_check.py does so). Other knobs: GPU_CHECK_WALL_S (total wall budget, default
@@ -45,8 +45,8 @@ elapsed() { echo $(( $(date +%s) - START )); }
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 || { say "error: wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    --target /tmp/cnnlab_site .whl/*.whl >>"$LOG" 2>&1 || { say "error: wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/cnnlab_site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
