@@ -72,6 +72,10 @@ timeout $(( WALL - $(elapsed) )) "$PY" -m experiments.benchmark --suite="$SUITE"
   --suite_budget_s="$BUDGET" --json_out="$JSON" --compare=torch \
   --torch_python="${GPU_CHECK_TORCH_PYTHON:-python3}" 2>&1 | tee -a "$LOG"
 RC=${PIPESTATUS[0]}
+if [ "$RC" = 124 ]; then   # stopped by the wall budget (not the device tool's own limit)
+  say "== the suite was stopped at the wall budget; the report holds the cases it finished"
+  RC=3
+fi
 say "== suite exit status $RC after $(elapsed) s"
 
 if [ "${GPU_CHECK_FLAG_TRIALS:-1}" = 1 ] && [ -f "$JSON" ]; then
@@ -91,6 +95,11 @@ if [ "${GPU_CHECK_FLAG_TRIALS:-1}" = 1 ] && [ -f "$JSON" ]; then
       --xla_flags="$FLAG" --suite_trial_of="$JSON" 2>&1 | tee -a "$LOG"
     say "== trial exit status ${PIPESTATUS[0]}"
   done <<<"$FLAGS"
+fi
+if [ -f "$JSON" ]; then
+  say "== summary"
+  "$PY" -c "import json, sys; from cnnlab.bench import suite
+print(suite.summary_table(json.load(open(sys.argv[1]))))" "$JSON" 2>&1 | tee -a "$LOG"
 fi
 say "== gpu_check done in $(elapsed) s; report: $JSON"
 exit "$RC"
