@@ -36,8 +36,12 @@ def mesh(devices=None):
 def model(spec: ModelSpec):
   """The linen module ``spec`` names (TypeError for kwargs the family does not take)."""
   from cnnlab import models
+  kwargs = dict(spec.kwargs)
+  if spec.kernels != "auto":   # else models.create chooses (kernels.select())
+    from cnnlab.models import kernels
+    kwargs["kernels"] = kernels.BY_NAME[spec.kernels]
   return models.create(spec.name, num_classes=spec.num_classes, dtype=DTYPES[spec.dtype],
-                       **dict(spec.kwargs))
+                       **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
