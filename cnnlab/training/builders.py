@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnlab import checkpoint as ckpt_lib
 from cnnlab import parallel, streams
 from cnnlab.config import ModelSpec, RunSpec
 from cnnlab.training import optim, steps
@@ -88,7 +87,9 @@ def eval_step(spec: RunSpec, module, mesh_, shardings: StateShardings, *,
   return steps.jit_eval_step(mesh_, fn, shardings.sharding)
 
 
-def checkpointer(spec: RunSpec, workdir: str) -> ckpt_lib.Checkpointer:
+def checkpointer(spec: RunSpec, workdir: str):
+  """The run's Orbax checkpointer (imported here: the step path needs no Orbax)."""
+  from cnnlab import checkpoint as ckpt_lib
   return ckpt_lib.Checkpointer(workdir, keep=spec.loop.keep_checkpoints,
                                best_metric=spec.loop.best_metric, best_mode=spec.loop.best_mode)
 
