@@ -51,6 +51,12 @@ def workdir_config(workdir: str):
     return ml_collections.ConfigDict(json.load(f))
 
 
+def eval_split_of(config) -> str:
+  """The split a run evaluates on: its config's, else the dataset's."""
+  from cnnlab.data import datasets
+  return config.dataset.get("eval_split") or datasets.get(config.dataset.name).eval_split
+
+
 def _restore(config, workdir: str, checkpoint: str):
   from cnnlab.training import ConfigError, loop
   run = loop.Run(config)
