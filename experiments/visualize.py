@@ -180,13 +180,13 @@ def visualize(workdir: str, out_dir: str, *, what=DEFAULT_WHAT, checkpoint: str 
               max_examples: int = 2000) -> dict[str, str]:
   """Writes the pictures; returns ``{kind: path}`` (``kind[layer]`` when several layers)."""
   from cnnlab.explain import trained_run
-  from cnnlab.training import ConfigError, validation
+  from cnnlab.training import ConfigError
   what = check_what(what)
   if image_index < 0:
     raise ConfigError(f"--image_index={image_index} must be >= 0")
   layers = [l for l in layers if l]
   config = trained_run.workdir_config(workdir)
-  split = split or validation.eval_split(config)
+  split = split or trained_run.eval_split_of(config)
   needs_model = [w for w in what if w not in ("curves", "confusion")]
   run = trained_run.load(workdir, checkpoint) if needs_model else None
   out = {}
