@@ -66,7 +66,4 @@ def configure(profile: str = "default", *, threads: int | None = None,
   if xla_flags:
     os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *xla_flags]).strip()
     applied["xla_flags"] = list(xla_flags)
-  from cnnlab.models import layers
-  layers.set_materialize("auto" if profile == "default" else "off")
-  applied["materialize"] = "auto" if profile == "default" else "off"
   return applied
