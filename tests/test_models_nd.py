@@ -11,6 +11,7 @@ import pytest
 from cnnlab import models
 from cnnlab.models import layers, resnet, video
 from cnnlab.models.kernels import PLAIN
+from cnnlab.models.vgg import VGG
 
 EXPECTED_PARAMS = {   # at each model's registered num_classes and input_shape
     "fcn1d": 264_962, "resnet1d": 504_258,                 # 1 channel, 2 classes (the paper's)
@@ -91,6 +92,18 @@ def test_nd_models_output_shapes(name, shape):
   model = models.create(name, num_classes=7)
   out = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), jnp.zeros(shape))[0])
   assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("spatial_dims,shape", [(1, (2, 64, 2)), (3, (2, 32, 32, 32, 1))])
+def test_vgg_on_other_ranks(spatial_dims, shape):
+  model = VGG("A", batch_norm=True, num_classes=7, spatial_dims=spatial_dims)
+  out, variables = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0),
+                                                                 jnp.zeros(shape)))
+  assert out.shape == (2, 7)
+  # The fc after the adaptive pool to 7 per dim sees 512 * 7 ** spatial_dims features.
+  assert variables["params"]["classifier_0"]["kernel"].shape == (512 * 7 ** spatial_dims, 4096)
+  assert variables["params"]["features_0"]["kernel"].shape == (3,) * spatial_dims + (
+      shape[-1], 64)
 
 
 def test_models_reject_input_of_the_wrong_rank():
