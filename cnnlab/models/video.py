@@ -171,6 +171,6 @@ for _name, (_types, _stem, _count, _card) in _VARIANTS.items():
   register(
       ModelInfo(name=_name, family="video_resnet", num_params=_count,
                 input_shape=(16, 112, 112, 3), num_classes=400, paper=_PAPER,
-                paper_result=_RESULT + _card, torchvision=_name,
+                paper_result=_RESULT + _card, torchvision=f"video.{_name}",
                 notes=f"torchvision layout (video.{_name}); input (N, T, H, W, C)"),
       functools.partial(VideoResNet, conv_types=_types, stem=_stem))
