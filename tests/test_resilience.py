@@ -168,6 +168,11 @@ def test_nonfinite_loss_stops_and_never_saves_bad_state(mnist_data_dir, tmp_path
   bad = int(lines[0].split("at step ")[1].split(";")[0])
   steps = sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
   assert steps and steps[-1] == bad - 1        # everything before the bad step, nothing after
+  # The message names the newest step that verifies (issue 18: not merely the newest one).
+  assert f"last good checkpoint: step {steps[-1]})" in lines[0], lines[0]
+  from cnnlab import integrity
+  newest = integrity.verify_workdir(wd)[-1]
+  assert (newest.step, newest.status) == (steps[-1], "verified"), newest
   import jax
   import numpy as np
   from cnnlab import checkpoint
