@@ -4,6 +4,10 @@
 #include <omp.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <thread>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -183,7 +187,7 @@ std::string Geometry::Check() const {
   return "";
 }
 
-void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out) {
+void RunHere(Pass pass, const Geometry& g, const void* a, const void* b, void* out) {
   omp_set_num_threads(g.threads);  // this thread's OpenMP team size (creation and execution)
   const std::shared_ptr<Entry> e = Lookup(pass, g);
   thread_local dnnl::stream stream(Engine());
@@ -211,6 +215,70 @@ void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out) 
                                {DNNL_ARG_DIFF_SRC, out_mem}});
   }
   stream.wait();
+}
+
+namespace {
+
+// Every oneDNN call runs on this one thread, one at a time. Each convolution already spreads
+// over the cores with its OpenMP team; XLA calls the handlers from several pool threads, and
+// each OpenMP master thread would keep its own team (oversubscribed, cold). oneDNN's
+// gemm-based backward-data also fails ("invalid arguments") when executed from a thread other
+// than the one that created it.
+class Worker {
+ public:
+  Worker() : thread_([this] { Loop(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Call(const std::function<void()>& fn) {
+    std::unique_lock<std::mutex> lock(call_mu_);  // one caller at a time
+    std::exception_ptr error;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      task_ = [&] {
+        try {
+          fn();
+        } catch (...) {
+          error = std::current_exception();
+        }
+      };
+    }
+    cv_.notify_all();
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      done_cv_.wait(l, [&] { return !task_; });
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (true) {
+      cv_.wait(l, [&] { return stop_ || task_; });
+      if (stop_) return;
+      task_();
+      task_ = nullptr;
+      done_cv_.notify_all();
+    }
+  }
+  std::mutex call_mu_, mu_;
+  std::condition_variable cv_, done_cv_;
+  std::function<void()> task_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out) {
+  static Worker* worker = new Worker();  // never destroyed: may be called during exit
+  worker->Call([&] { RunHere(pass, g, a, b, out); });
 }
 
 int64_t PrimitivesCreated() { return g_created.load(); }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "conv_primitives.h"
+#include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -47,6 +48,11 @@ ffi::Error Convolve(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyB
   if (!bad.empty()) return ffi::Error::InvalidArgument("cnnlab oneDNN conv: " + bad);
   try {
     cnnlab_onednn::Run(pass, g, a.untyped_data(), b.untyped_data(), out->untyped_data());
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("cnnlab oneDNN conv: ") + e.what() +
+                                " (dnnl status " + std::to_string(e.status) + ", pass " +
+                                std::to_string(static_cast<int>(pass)) + ", threads " +
+                                std::to_string(g.threads) + ")");
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("cnnlab oneDNN conv: ") + e.what());
   }

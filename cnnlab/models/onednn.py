@@ -34,9 +34,10 @@ from cnnlab.models import onednn_build
 _TARGETS = {"fwd": "CnnlabOnednnConvFwd", "bwd_data": "CnnlabOnednnConvBwdData",
             "bwd_weights": "CnnlabOnednnConvBwdWeights"}
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
-# Hand oneDNN the weights in JAX's HWIO layout directly (False) or let it pick its blocked
-# layout and reorder each call (True). Measured in /tmp/coord/notes-onednn.md.
-WEIGHTS_ANY = False
+# Let oneDNN pick its blocked weights layout and reorder the (small) weights each call (True),
+# or hand it JAX's HWIO buffer directly (False). With plain weights oneDNN 3.2 has only its
+# gemm-based backward passes, 1.5-40x slower per layer here (experiments/bench_onednn.py).
+WEIGHTS_ANY = True
 
 
 @functools.cache
