@@ -26,6 +26,7 @@ struct Geometry {
   bool weights_any = false;     // let oneDNN pick the weights layout (+ reorder)
 
   std::string Key(Pass pass) const;
+  int64_t Flops() const;        // multiply-adds x 2 of the forward pass
   // Empty when the geometry is consistent; otherwise a one-line reason.
   std::string Check() const;
 };

@@ -18,6 +18,10 @@ using cnnlab_onednn::Pass;
 
 namespace {
 
+// Below this much work (~0.1 ms on one core) a convolution runs on one thread: an OpenMP
+// team's synchronisation would cost more, and far more when other processes share the cores.
+constexpr int64_t kParallelFlops = 10'000'000;
+
 std::vector<int64_t> ToVector(ffi::Span<const int64_t> s) { return {s.begin(), s.end()}; }
 
 ffi::Error Convolve(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
@@ -40,12 +44,13 @@ ffi::Error Convolve(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyB
   if (pass == Pass::kBackwardWeights) g.x = a_dims, g.y = b_dims, g.w = o_dims;
   g.strides = ToVector(strides), g.pad_lo = ToVector(pad_lo), g.pad_hi = ToVector(pad_hi);
   g.dilation = ToVector(dilation), g.groups = groups, g.weights_any = weights_any;
+  const std::string bad = g.Check();
+  if (!bad.empty()) return ffi::Error::InvalidArgument("cnnlab oneDNN conv: " + bad);
   int64_t threads = pool.num_threads();
   if (threads < 1) threads = 1;
   if (max_threads > 0 && threads > max_threads) threads = max_threads;
+  if (g.Flops() < kParallelFlops) threads = 1;
   g.threads = static_cast<int>(threads);
-  const std::string bad = g.Check();
-  if (!bad.empty()) return ffi::Error::InvalidArgument("cnnlab oneDNN conv: " + bad);
   try {
     cnnlab_onednn::Run(pass, g, a.untyped_data(), b.untyped_data(), out->untyped_data());
   } catch (const dnnl::error& e) {
