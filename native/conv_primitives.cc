@@ -175,7 +175,7 @@ int64_t Geometry::Flops() const {
 std::string Geometry::Key(Pass pass) const {
   std::ostringstream s;
   s << static_cast<int>(pass) << '|' << static_cast<int>(dtype) << '|' << groups << '|'
-    << threads << '|' << weights_any;
+    << threads << '|' << weights_any << '|' << device;
   for (const auto* v : {&x, &w, &y, &strides, &pad_lo, &pad_hi, &dilation}) {
     s << '|';
     for (int64_t d : *v) s << d << ',';
@@ -235,11 +235,11 @@ void RunHere(Pass pass, const Geometry& g, const void* a, const void* b, void* o
 
 namespace {
 
-// Every oneDNN call runs on this one thread, one at a time. Each convolution already spreads
-// over the cores with its OpenMP team; XLA calls the handlers from several pool threads, and
-// each OpenMP master thread would keep its own team (oversubscribed, cold). oneDNN's
-// gemm-based backward-data also fails ("invalid arguments") when executed from a thread other
-// than the one that created it.
+// A device's oneDNN calls all run on one thread, one at a time. Each convolution already
+// spreads over its cores with an OpenMP team; XLA calls the handlers from several pool
+// threads, and each OpenMP master thread would keep its own team (oversubscribed, cold).
+// oneDNN's gemm-based backward-data also failed ("invalid arguments") when executed from a
+// thread other than the one that created it.
 class Worker {
  public:
   Worker() : thread_([this] { Loop(); }) {}
@@ -293,7 +293,17 @@ class Worker {
 }  // namespace
 
 void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out) {
-  static Worker* worker = new Worker();  // never destroyed: may be called during exit
+  // One worker per XLA device (data-parallel CPU devices run their steps concurrently).
+  // Never destroyed: a handler may still be called while the process exits.
+  static std::mutex mu;
+  static auto* workers = new std::unordered_map<int, Worker*>();
+  Worker* worker;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    Worker*& slot = (*workers)[g.device];
+    if (slot == nullptr) slot = new Worker();
+    worker = slot;
+  }
   worker->Call([&] { RunHere(pass, g, a, b, out); });
 }
 

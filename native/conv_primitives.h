@@ -24,6 +24,7 @@ struct Geometry {
   int64_t groups = 1;
   int threads = 1;              // OpenMP team size the primitive is built and run with
   bool weights_any = false;     // let oneDNN pick the weights layout (+ reorder)
+  int device = 0;               // XLA device ordinal: each device has its own worker thread
 
   std::string Key(Pass pass) const;
   int64_t Flops() const;        // multiply-adds x 2 of the forward pass

@@ -24,11 +24,11 @@ constexpr int64_t kParallelFlops = 10'000'000;
 
 std::vector<int64_t> ToVector(ffi::Span<const int64_t> s) { return {s.begin(), s.end()}; }
 
-ffi::Error Convolve(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                    ffi::Result<ffi::AnyBuffer> out, ffi::Span<const int64_t> strides,
-                    ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
-                    ffi::Span<const int64_t> dilation, int64_t groups, int64_t max_threads,
-                    bool weights_any) {
+ffi::Error Convolve(Pass pass, ffi::ThreadPool pool, int32_t device, ffi::AnyBuffer a,
+                    ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+                    ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
+                    ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
+                    int64_t groups, int64_t max_threads, bool weights_any) {
   const ffi::DataType t = a.element_type();
   if (b.element_type() != t || out->element_type() != t ||
       (t != ffi::DataType::F32 && t != ffi::DataType::BF16))
@@ -44,6 +44,7 @@ ffi::Error Convolve(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyB
   if (pass == Pass::kBackwardWeights) g.x = a_dims, g.y = b_dims, g.w = o_dims;
   g.strides = ToVector(strides), g.pad_lo = ToVector(pad_lo), g.pad_hi = ToVector(pad_hi);
   g.dilation = ToVector(dilation), g.groups = groups, g.weights_any = weights_any;
+  g.device = device;
   const std::string bad = g.Check();
   if (!bad.empty()) return ffi::Error::InvalidArgument("cnnlab oneDNN conv: " + bad);
   int64_t threads = pool.num_threads();
@@ -65,18 +66,19 @@ ffi::Error Convolve(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyB
 }
 
 template <Pass kPass>
-ffi::Error Handler(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                   ffi::Result<ffi::AnyBuffer> out, ffi::Span<const int64_t> strides,
-                   ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
-                   ffi::Span<const int64_t> dilation, int64_t groups, int64_t max_threads,
-                   bool weights_any) {
-  return Convolve(kPass, pool, a, b, out, strides, pad_lo, pad_hi, dilation, groups,
+ffi::Error Handler(ffi::ThreadPool pool, int32_t device, ffi::AnyBuffer a,
+                   ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
+                   ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
+                   int64_t groups, int64_t max_threads, bool weights_any) {
+  return Convolve(kPass, pool, device, a, b, out, strides, pad_lo, pad_hi, dilation, groups,
                   max_threads, weights_any);
 }
 
 auto Binding() {
   return ffi::Ffi::Bind()
       .Ctx<ffi::ThreadPool>()
+      .Ctx<ffi::DeviceOrdinal>()
       .Arg<ffi::AnyBuffer>()
       .Arg<ffi::AnyBuffer>()
       .Ret<ffi::AnyBuffer>()

@@ -2,6 +2,9 @@
 the model zoo uses; fallbacks, primitive caching, vmap, a train step and bit-identical resume."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -209,3 +212,27 @@ def test_resume_is_bit_identical():
     resumed = step_again(resumed, batch)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+_DATA_PARALLEL = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from cnnlab.models import onednn
+kw = dict(strides=(2, 2), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+rng = np.random.default_rng(0)
+x = jax.device_put(rng.standard_normal((4, 9, 9, 4), np.float32), NamedSharding(mesh, P("data")))
+w = jax.device_put(rng.standard_normal((3, 3, 4, 8), np.float32), NamedSharding(mesh, P()))
+grads = lambda c: jax.jit(jax.grad(lambda x, w: (c(x, w, **kw) ** 2).sum(), (0, 1)))(x, w)
+for got, want in zip(grads(onednn.conv), grads(onednn.xla_conv)):
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(abs(want).max()))
+assert onednn.primitives_created() == 6, onednn.primitives_created()  # 3 passes x 2 devices
+print("ok")
+"""
+
+
+def test_data_parallel_devices_match_xla():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  done = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
