@@ -114,6 +114,10 @@ def _attribution(run, kind, layers, x, label, index, out_dir):
     where = f" at {layer}" if layer else ""
     title = (f"{run.name} {explainers.TITLES[kind]}{where}, example {index}: true "
              f"{run.class_name(label)}, predicted {run.class_name(pred)} ({probs[pred]:.2f})")
+    if kind == "integrated_gradients":
+      c = explainers.ig_completeness(run.model, run.variables, x[None], [pred])
+      title += (f"\nsum of attributions {c['sum'][0]:.3f} vs f(x) - f(0) = "
+                f"{c['delta'][0]:.3f} (completeness gap {c['gap'][0]:.3g})")
     stem = f"{kind}_{_safe(layer)}" if layer else kind
     out[layer or kind] = heatmaps.plot_heatmap(x, heat, os.path.join(out_dir, f"{stem}.png"),
                                                title=title)
