@@ -19,7 +19,7 @@ from cnnlab.bench.torch_client import TorchUnavailable, TorchWorker
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One model per family (and both LeNets) get the full train + eval step traced.
 TRACED = ("lenet5", "lenet5_1998", "alexnet", "alexnet_2012", "vgg11_bn", "googlenet",
-          "resnet18", "resnet20")
+          "resnet18", "resnet20", "fcn1d", "resnet18_1d", "r3d_18")   # + 1-D and video inputs
 
 
 def _run(*args, timeout=240):
