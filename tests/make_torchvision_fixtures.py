@@ -31,6 +31,7 @@ transform of PCG64's bits, cheaper than normals and stable across numpy versions
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -164,7 +165,8 @@ def unpack_shapes(ndims: np.ndarray, flat: np.ndarray) -> list[tuple[int, ...]]:
 def load_fixture(path: str) -> dict:
   """Reads a fixture written by ``main`` into plain Python / numpy values."""
   with np.load(path, allow_pickle=False) as z:
-    return {
+    extra = {"create_kwargs": json.loads(str(z["create_kwargs"]))} if "create_kwargs" in z else {}
+    return extra | {
         "model": str(z["model"]),
         "weight_seed": int(z["weight_seed"]),
         "input_seed": int(z["input_seed"]),
@@ -209,13 +211,115 @@ def make_case(case: str, torch, torchvision) -> dict:
           "logits_absmax": float(np.abs(logits).max()), "bytes": os.path.getsize(path)}
 
 
+# --- weights out: cnnlab-side weights, exported, in torchvision -------------------------------
+EXPORT_DIR = os.path.join(os.path.dirname(FIXTURE_DIR), "torchvision_export")
+EXPORT_SEED = 20261201
+# case -> (model, square input size, models.create kwargs). GoogLeNet with transform_input on,
+# so the exported model is only right in torch if torchvision_kwargs reports it.
+EXPORT_CASES = {
+    "export_alexnet_96": ("alexnet", 96, {"num_classes": 10}),
+    "export_googlenet_99": ("googlenet", 99, {"num_classes": 10, "aux_logits": True,
+                                              "transform_input": True}),
+    "export_resnet18_64": ("resnet18", 64, {"num_classes": 10}),
+}
+
+
+def cnnlab_side_variables(name: str, seed: int, **create_kwargs) -> dict:
+  """Seeded cnnlab variables of ``name`` made in cnnlab's own layout (needs jax and cnnlab):
+  the rules of ``synthetic_tensor`` with fan-ins read off flax kernels (*k, I, O), each array
+  drawn from (seed, its flax path); never passes through torchvision's layout."""
+  import jax
+  import jax.numpy as jnp
+  from flax import traverse_util
+  from cnnlab import models
+  from cnnlab.interop import torchvision as tv
+  model = models.create(name, **create_kwargs)
+  shape = models.info(name).input_shape
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
+  flat = traverse_util.flatten_dict(dict(abstract))
+  ends = residual_branch_ends(tv.torch_key(p) for p in flat)
+  out = {}
+  for path, leaf in flat.items():
+    rng = np.random.default_rng([seed, zlib.crc32("/".join(path).encode())])
+    dims, leaf_name = tuple(leaf.shape), path[-1]
+    if leaf_name == "kernel":
+      gain = 2.0 if len(dims) > 2 else 1.0
+      bound = math.sqrt(3.0 * gain / math.prod(dims[:-1]))
+      out[path] = _uniform(rng, dims, -bound, bound)
+    elif leaf_name == "scale":
+      low, high = (0.1, 0.2) if tv.torch_key(path) in ends else (0.5, 1.5)
+      out[path] = _uniform(rng, dims, low, high)
+    else:
+      low, high = {"bias": (-0.1, 0.1), "mean": (-0.5, 0.5), "var": (0.5, 2.0)}[leaf_name]
+      out[path] = _uniform(rng, dims, low, high)
+  return traverse_util.unflatten_dict(out)
+
+
+def _export_worker(name: str, seed: int, create_kwargs: str, out: str) -> int:
+  """Runs under the interpreter that has cnnlab (not torch): writes ``out`` (.safetensors) and
+  ``out``.json, the torchvision builder kwargs."""
+  from cnnlab.interop import torchvision as tv
+  kwargs = json.loads(create_kwargs)
+  variables = cnnlab_side_variables(name, seed, **kwargs)
+  tv.save(variables, name, out)
+  tv_kwargs = tv.torchvision_kwargs(variables, name,
+                                    transform_input=kwargs.get("transform_input", False))
+  with open(out + ".json", "w") as f:
+    json.dump(tv_kwargs, f)
+  return 0
+
+
+def make_export_case(case: str, torch, torchvision, python: str) -> dict:
+  import subprocess
+  import tempfile
+  from safetensors.torch import load_file
+  name, size, create_kwargs = EXPORT_CASES[case]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, f"{name}.safetensors")
+    subprocess.run([python, os.path.abspath(__file__), "--export-worker", name,
+                    str(EXPORT_SEED), json.dumps(create_kwargs), out], check=True, cwd=root,
+                   env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"))
+    with open(out + ".json") as f:
+      tv_kwargs = json.load(f)
+    state = load_file(out)
+  model = getattr(torchvision.models, name)(weights=None, **tv_kwargs)
+  model.load_state_dict(state, strict=True)
+  model.eval()
+  input_shape = (BATCH, 3, size, size)
+  with torch.no_grad():
+    logits = model(torch.from_numpy(synthetic_inputs(INPUT_SEED, input_shape))).numpy()
+  numpy_state = {k: v.numpy() for k, v in state.items()}
+  ndims, dims = pack_shapes([v.shape for v in numpy_state.values()])
+  os.makedirs(EXPORT_DIR, exist_ok=True)
+  path = os.path.join(EXPORT_DIR, f"{case}.npz")
+  np.savez_compressed(
+      path, model=np.asarray(name), weight_seed=np.asarray(EXPORT_SEED),
+      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(input_shape),
+      keys=np.asarray(list(numpy_state)), ndims=ndims, dims=dims,
+      checksum=np.asarray(checksum(numpy_state)), logits=logits.astype(np.float32),
+      create_kwargs=np.asarray(json.dumps(create_kwargs)),
+      torchvision_kwargs=np.asarray(json.dumps(tv_kwargs)),
+      versions=np.asarray(f"torch {torch.__version__}, torchvision {torchvision.__version__}"))
+  return {"path": path, "logits_std": float(logits.std()),
+          "logits_absmax": float(np.abs(logits).max()), "bytes": os.path.getsize(path)}
+
+
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] == ["--export-worker"]:   # the cnnlab half of an export case (see make_export_case)
+    name, seed, kwargs, out = argv[1:]
+    return _export_worker(name, int(seed), kwargs, out)
+  all_cases = list(CASES) + list(EXPORT_CASES)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(CASES)}")
+  parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(all_cases)}")
+  parser.add_argument("--cnnlab_python", default="python3",
+                      help="interpreter with jax and cnnlab, for the export cases")
   args = parser.parse_args(argv)
-  unknown = [c for c in args.cases if c not in CASES]
+  unknown = [c for c in args.cases if c not in all_cases]
   if unknown:
-    parser.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
+    parser.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(all_cases)}")
   try:
     import torch
     import torchvision
@@ -226,9 +330,12 @@ def main(argv=None) -> int:
   torch.manual_seed(0)  # unused by the synthetic weights; keeps any torch-side default fixed
   torch.set_num_threads(max(1, os.cpu_count() or 1))
   os.makedirs(FIXTURE_DIR, exist_ok=True)
-  for case in args.cases or list(CASES):
-    r = make_case(case, torch, torchvision)
-    print(f"{case:16s} logits std {r['logits_std']:.3f} max|.| {r['logits_absmax']:.3f} "
+  for case in args.cases or all_cases:
+    if case in EXPORT_CASES:
+      r = make_export_case(case, torch, torchvision, args.cnnlab_python)
+    else:
+      r = make_case(case, torch, torchvision)
+    print(f"{case:20s} logits std {r['logits_std']:.3f} max|.| {r['logits_absmax']:.3f} "
           f"-> {os.path.relpath(r['path'])} ({r['bytes']} bytes)", flush=True)
   return 0
 
