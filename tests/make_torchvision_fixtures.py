@@ -46,7 +46,7 @@ WEIGHT_SEED = 20240601
 INPUT_SEED = 7
 BATCH = 2
 
-# case name -> (torchvision builder, square input size). Small inputs keep the test fast on two
+# case name -> (torchvision builder, square input size or (T, H, W)). Small inputs keep the test fast on two
 # cores; AlexNet and ResNet-50 also run at the documented 224. VGG at 64 (and AlexNet at 96)
 # leaves 2x2 maps before the adaptive 7x7 (6x6) pool: the non-divisible adaptive-pool path.
 # ResNet-18 at 97 exercises odd sizes through the stride-2 convs and the max-pool.
@@ -68,6 +68,11 @@ CASES = {
     "resnet50_224": ("resnet50", 224),
     "resnet101_64": ("resnet101", 64),
     "resnet152_64": ("resnet152", 64),
+    # Video (torchvision.models.video), inputs N, C, T, H, W: small clips; odd sizes for
+    # R(2+1)D run the stride-2 (2+1)-D convs on odd lengths.
+    "r3d_18_4x32": ("r3d_18", (4, 32, 32)),
+    "mc3_18_4x32": ("mc3_18", (4, 32, 32)),
+    "r2plus1d_18_5x29": ("r2plus1d_18", (5, 29, 29)),
 }
 
 
@@ -91,7 +96,7 @@ def synthetic_tensor(seed: int, key: str, shape: tuple[int, ...],
   rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
   if leaf == "weight" and len(shape) >= 2:  # conv (O, I, kh, kw) or Linear (O, I)
     fan_in = math.prod(shape[1:])
-    gain = 2.0 if len(shape) == 4 else 1.0
+    gain = 2.0 if len(shape) >= 3 else 1.0
     bound = math.sqrt(3.0 * gain / fan_in)   # uniform with std sqrt(gain / fan_in)
     return _uniform(rng, shape, -bound, bound)
   if leaf == "weight":                       # BatchNorm scale
@@ -106,6 +111,8 @@ def synthetic_tensor(seed: int, key: str, shape: tuple[int, ...],
 
 
 _BLOCK_BN = re.compile(r"^(layer\d+\.\d+)\.bn(\d)\.weight$")
+# A video ResNet block's branch ends in conv2 = Sequential(conv, BatchNorm3d).
+_VIDEO_BRANCH_END = re.compile(r"^layer\d+\.\d+\.conv2\.1\.weight$")
 
 
 def residual_branch_ends(keys) -> set[str]:
@@ -113,6 +120,8 @@ def residual_branch_ends(keys) -> set[str]:
   keys = set(keys)
   ends = set()
   for k in keys:
+    if _VIDEO_BRANCH_END.match(k):
+      ends.add(k)
     m = _BLOCK_BN.match(k)
     if m:
       last = 3 if f"{m.group(1)}.conv3.weight" in keys else 2
@@ -179,11 +188,25 @@ def load_fixture(path: str) -> dict:
     }
 
 
+VIDEO = ("r3d_18", "mc3_18", "r2plus1d_18")   # in torchvision.models.video
+
+
+def builder(torchvision, name: str):
+  """torchvision's builder of ``name`` (image models, or video ones from models.video)."""
+  return getattr(torchvision.models.video if name in VIDEO else torchvision.models, name)
+
+
+def input_shape(size) -> tuple[int, ...]:
+  """NC* input shape for a case's size: an int (square image) or a (T, H, W) tuple (video)."""
+  spatial = (size, size) if isinstance(size, int) else tuple(size)
+  return (BATCH, 3, *spatial)
+
+
 def _build(torchvision, name: str):
-  builder = getattr(torchvision.models, name)
+  builder_fn = builder(torchvision, name)
   if name == "googlenet":  # keep the aux heads so their weights are part of the fixture too
-    return builder(weights=None, aux_logits=True, init_weights=False)
-  return builder(weights=None)
+    return builder_fn(weights=None, aux_logits=True, init_weights=False)
+  return builder_fn(weights=None)
 
 
 def make_case(case: str, torch, torchvision) -> dict:
@@ -195,15 +218,15 @@ def make_case(case: str, torch, torchvision) -> dict:
   weights = synthetic_state_dict(WEIGHT_SEED, keys, shapes)
   model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
   model.eval()
-  input_shape = (BATCH, 3, size, size)
-  x = torch.from_numpy(synthetic_inputs(INPUT_SEED, input_shape))
+  shape = input_shape(size)
+  x = torch.from_numpy(synthetic_inputs(INPUT_SEED, shape))
   with torch.no_grad():
     logits = model(x).numpy().astype(np.float32)
   ndims, dims = pack_shapes(shapes)
   path = os.path.join(FIXTURE_DIR, f"{case}.npz")
   np.savez_compressed(
       path, model=np.asarray(name), weight_seed=np.asarray(WEIGHT_SEED),
-      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(input_shape),
+      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(shape),
       keys=np.asarray(keys), ndims=ndims, dims=dims, checksum=np.asarray(checksum(weights)),
       logits=logits,
       versions=np.asarray(f"torch {torch.__version__}, torchvision {torchvision.__version__}"))
@@ -221,6 +244,7 @@ EXPORT_CASES = {
     "export_googlenet_99": ("googlenet", 99, {"num_classes": 10, "aux_logits": True,
                                               "transform_input": True}),
     "export_resnet18_64": ("resnet18", 64, {"num_classes": 10}),
+    "export_r2plus1d_18_4x32": ("r2plus1d_18", (4, 32, 32), {"num_classes": 10}),
 }
 
 
@@ -284,19 +308,19 @@ def make_export_case(case: str, torch, torchvision, python: str) -> dict:
     with open(out + ".json") as f:
       tv_kwargs = json.load(f)
     state = load_file(out)
-  model = getattr(torchvision.models, name)(weights=None, **tv_kwargs)
+  model = builder(torchvision, name)(weights=None, **tv_kwargs)
   model.load_state_dict(state, strict=True)
   model.eval()
-  input_shape = (BATCH, 3, size, size)
+  shape = input_shape(size)
   with torch.no_grad():
-    logits = model(torch.from_numpy(synthetic_inputs(INPUT_SEED, input_shape))).numpy()
+    logits = model(torch.from_numpy(synthetic_inputs(INPUT_SEED, shape))).numpy()
   numpy_state = {k: v.numpy() for k, v in state.items()}
   ndims, dims = pack_shapes([v.shape for v in numpy_state.values()])
   os.makedirs(EXPORT_DIR, exist_ok=True)
   path = os.path.join(EXPORT_DIR, f"{case}.npz")
   np.savez_compressed(
       path, model=np.asarray(name), weight_seed=np.asarray(EXPORT_SEED),
-      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(input_shape),
+      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(shape),
       keys=np.asarray(list(numpy_state)), ndims=ndims, dims=dims,
       checksum=np.asarray(checksum(numpy_state)), logits=logits.astype(np.float32),
       create_kwargs=np.asarray(json.dumps(create_kwargs)),

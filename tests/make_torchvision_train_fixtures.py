@@ -35,14 +35,20 @@ LABEL_SEED = 11
 SAMPLES = 8          # entries kept per gradient tensor
 AUX_WEIGHT = 0.3     # GoogLeNet's aux-loss weight (Szegedy et al. 2015, Sec. 5)
 
-# case -> (torchvision builder, square input size, batch): the smallest sizes that keep every
-# layer's maps non-empty and every BatchNorm's batch > 1 value per channel.
+# case -> (torchvision builder, square input size or (T, H, W), batch): small sizes that keep
+# every layer's maps non-empty and every BatchNorm's batch at >= 4 values per channel.
 TRAIN_CASES = {
     "alexnet_64": ("alexnet", 64, 2),
     "vgg11_bn_32": ("vgg11_bn", 32, 2),
     "googlenet_64": ("googlenet", 64, 2),
     "resnet18_64": ("resnet18", 64, 2),
     "resnet50_64": ("resnet50", 64, 2),
+    # Video at batch 4: layer4's maps are 1x1x1 at this size, and a BatchNorm over only 2
+    # values per channel (batch 2) is degenerate (its outputs are +-1 whatever the input, and
+    # its input gradient a difference of nearly equal terms; see the notes), so none sees < 4.
+    "r3d_18_4x16": ("r3d_18", (4, 16, 16), 4),
+    "mc3_18_4x16": ("mc3_18", (4, 16, 16), 4),
+    "r2plus1d_18_4x16": ("r2plus1d_18", (4, 16, 16), 4),
 }
 
 
@@ -85,13 +91,14 @@ def load_train_fixture(path: str) -> dict:
 
 def make_case(case: str, torch, torchvision) -> dict:
   name, size, batch = TRAIN_CASES[case]
-  model = getattr(torchvision.models, name)(weights=None, **dropout_off(name))
+  model = fx.builder(torchvision, name)(weights=None, **dropout_off(name))
   reference = model.state_dict()
   keys, shapes = list(reference), [tuple(v.shape) for v in reference.values()]
   weights = fx.synthetic_state_dict(fx.WEIGHT_SEED, keys, shapes)
   model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
   model.double().train()
-  x = torch.from_numpy(fx.synthetic_inputs(fx.INPUT_SEED, (batch, 3, size, size))).double()
+  shape = (batch, *fx.input_shape(size)[1:])
+  x = torch.from_numpy(fx.synthetic_inputs(fx.INPUT_SEED, shape)).double()
   y = torch.from_numpy(labels(model.state_dict()[_head(keys)].shape[0], batch))
   out = model(x)
   ce = torch.nn.functional.cross_entropy
@@ -110,7 +117,7 @@ def make_case(case: str, torch, torchvision) -> dict:
   np.savez_compressed(
       path, model=np.asarray(name), weight_seed=np.asarray(fx.WEIGHT_SEED),
       input_seed=np.asarray(fx.INPUT_SEED), label_seed=np.asarray(LABEL_SEED),
-      input_shape=np.asarray((batch, 3, size, size)), keys=np.asarray(keys), ndims=ndims,
+      input_shape=np.asarray(shape), keys=np.asarray(keys), ndims=ndims,
       dims=dims, checksum=np.asarray(fx.checksum(weights)), loss=np.asarray(loss.item()),
       grad_keys=np.asarray(list(grads)),
       grad_sum=np.asarray([d[0] for d in digests]), grad_abs=np.asarray([d[1] for d in digests]),

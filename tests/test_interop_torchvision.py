@@ -46,7 +46,7 @@ def test_parity_with_torchvision(path):
   assert tv.infer_model_name(weights) == f["model"]
   variables = tv.convert(weights)
   del weights
-  x = np.transpose(fx.synthetic_inputs(f["input_seed"], f["input_shape"]), (0, 2, 3, 1))
+  x = np.moveaxis(fx.synthetic_inputs(f["input_seed"], f["input_shape"]), 1, -1)   # NC* -> N*C
   model = models.create(f["model"], num_classes=f["logits"].shape[-1])
   logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
   diff = float(np.abs(logits - f["logits"]).max())
