@@ -23,10 +23,19 @@ conv kernels He-uniform (std sqrt(2 / fan_in)), Linear weights std sqrt(1 / fan_
 U(-0.1, 0.1); BatchNorm is far from the identity: scale U(0.5, 1.5), running_mean U(-0.5, 0.5),
 running_var U(0.5, 2.0). Random running statistics do not normalise, so in a ResNet each block
 would multiply the residual stream's variance by about 3 (3^50 in ResNet-152); the last
-BatchNorm of every residual branch (``layerS.i.bn2`` of a basic block, ``bn3`` of a bottleneck)
-therefore gets scale U(0.1, 0.2), which keeps the stream O(1) while every branch still moves
-the logits by far more than the tolerance. Every draw is a float32 uniform (``Generator.random``), a plain
-transform of PCG64's bits, cheaper than normals and stable across numpy versions.
+BatchNorm of every residual branch (``layerS.i.bn2`` of a basic block, ``bn3`` of a bottleneck,
+``conv2.1`` of a video block) therefore gets scale U(0.1, 0.2), which keeps the stream O(1)
+while every branch still moves the logits by far more than the tolerance. Every draw is a
+float32 uniform (``Generator.random``), a plain transform of PCG64's bits, cheaper than normals
+and stable across numpy versions.
+
+Weights out (``EXPORT_CASES``, fixtures in tests/fixtures/torchvision_export/): the other way
+round. A worker process with jax and cnnlab (``--cnnlab_python``, default ``python3``) makes
+seeded variables in cnnlab's own layout (``cnnlab_side_variables``) and writes them with
+``cnnlab.interop.torchvision.save`` as .safetensors; this script loads the file into the
+torchvision model built with ``torchvision_kwargs`` using ``load_state_dict(strict=True)`` and
+stores torch's eval logits. tests/test_parity_export.py compares cnnlab's logits on the same
+variables with them.
 """
 from __future__ import annotations
 
@@ -46,8 +55,8 @@ WEIGHT_SEED = 20240601
 INPUT_SEED = 7
 BATCH = 2
 
-# case name -> (torchvision builder, square input size or (T, H, W)). Small inputs keep the test fast on two
-# cores; AlexNet and ResNet-50 also run at the documented 224. VGG at 64 (and AlexNet at 96)
+# case name -> (torchvision builder, square input size or (T, H, W)). Small inputs keep the
+# test fast on two cores; AlexNet and ResNet-50 also run at the documented 224. VGG at 64 (and AlexNet at 96)
 # leaves 2x2 maps before the adaptive 7x7 (6x6) pool: the non-divisible adaptive-pool path.
 # ResNet-18 at 97 exercises odd sizes through the stride-2 convs and the max-pool.
 CASES = {
@@ -248,20 +257,26 @@ EXPORT_CASES = {
 }
 
 
-def cnnlab_side_variables(name: str, seed: int, **create_kwargs) -> dict:
-  """Seeded cnnlab variables of ``name`` made in cnnlab's own layout (needs jax and cnnlab):
-  the rules of ``synthetic_tensor`` with fan-ins read off flax kernels (*k, I, O), each array
-  drawn from (seed, its flax path); never passes through torchvision's layout."""
+def abstract_variables(name: str, **create_kwargs) -> dict:
+  """Flat {path: ShapeDtypeStruct} of cnnlab's ``name`` (needs jax and cnnlab; no compute)."""
   import jax
   import jax.numpy as jnp
   from flax import traverse_util
   from cnnlab import models
-  from cnnlab.interop import torchvision as tv
   model = models.create(name, **create_kwargs)
   shape = models.info(name).input_shape
   abstract = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
-  flat = traverse_util.flatten_dict(dict(abstract))
+  return traverse_util.flatten_dict(dict(abstract))
+
+
+def cnnlab_side_variables(name: str, seed: int, **create_kwargs) -> dict:
+  """Seeded cnnlab variables of ``name`` made in cnnlab's own layout (needs jax and cnnlab):
+  the rules of ``synthetic_tensor`` with fan-ins read off flax kernels (*k, I, O), each array
+  drawn from (seed, its flax path); never passes through torchvision's layout."""
+  from flax import traverse_util
+  from cnnlab.interop import torchvision as tv
+  flat = abstract_variables(name, **create_kwargs)
   ends = residual_branch_ends(tv.torch_key(p) for p in flat)
   out = {}
   for path, leaf in flat.items():

@@ -16,7 +16,6 @@ import os
 import zlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -44,11 +43,7 @@ LAYOUTS = _torchvision_layouts()
 
 @functools.lru_cache(maxsize=None)
 def _abstract_variables(name: str, kwargs: tuple) -> dict:
-  model = models.create(name, **dict(kwargs))
-  shape = models.info(name).input_shape
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
-  return traverse_util.flatten_dict(dict(abstract))
+  return fx.abstract_variables(name, **dict(kwargs))
 
 
 def _random_variables(name: str, **kwargs) -> dict:
