@@ -157,9 +157,9 @@ def run_models(names, opts: runner.Options, torch) -> list[dict]:
   print(runner.table(ok))
   for r in ok:
     if r["ratio_train"] is not None:
-      cpu = runner._fmt(r["ratio_train_cpu"], "{:.2f}")
+      ev = "" if r["ratio_eval"] is None else f" (eval {r['ratio_eval']:.2f}x)"
       print(f"{r['model']}: cnnlab / PyTorch train = {r['ratio_train']:.2f}x wall-clock, "
-            f"{cpu}x per CPU-second (eval {runner._fmt(r['ratio_eval'], '{:.2f}')}x)")
+            f"{r['ratio_train_cpu']:.2f}x per CPU-second{ev}")
   return results
 
 

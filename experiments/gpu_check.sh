@@ -24,7 +24,7 @@
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #         --implementation cp --platform manylinux2014_x86_64 -d .whl ml_collections==1.1.0
 # (its requirements, absl-py and PyYAML, are in the image); this script installs .whl/*.whl
-# into /tmp/site when the directory exists.
+# into /tmp/cnnlab_site when the directory exists.
 #
 # On a CPU, GPU_CHECK_TINY=1 runs the same steps with the tiny suite in seconds (the test
 # tests/test_gpu_check.py does so). Other knobs: GPU_CHECK_WALL_S (total wall budget, default
@@ -45,8 +45,8 @@ elapsed() { echo $(( $(date +%s) - START )); }
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 || { say "error: wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    --target /tmp/cnnlab_site .whl/*.whl >>"$LOG" 2>&1 || { say "error: wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/cnnlab_site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
@@ -72,6 +72,10 @@ timeout $(( WALL - $(elapsed) )) "$PY" -m experiments.benchmark --suite="$SUITE"
   --suite_budget_s="$BUDGET" --json_out="$JSON" --compare=torch \
   --torch_python="${GPU_CHECK_TORCH_PYTHON:-python3}" 2>&1 | tee -a "$LOG"
 RC=${PIPESTATUS[0]}
+if [ "$RC" = 124 ]; then   # stopped by the wall budget (not the device tool's own limit)
+  say "== the suite was stopped at the wall budget; the report holds the cases it finished"
+  RC=3
+fi
 say "== suite exit status $RC after $(elapsed) s"
 
 if [ "${GPU_CHECK_FLAG_TRIALS:-1}" = 1 ] && [ -f "$JSON" ]; then
@@ -91,6 +95,11 @@ if [ "${GPU_CHECK_FLAG_TRIALS:-1}" = 1 ] && [ -f "$JSON" ]; then
       --xla_flags="$FLAG" --suite_trial_of="$JSON" 2>&1 | tee -a "$LOG"
     say "== trial exit status ${PIPESTATUS[0]}"
   done <<<"$FLAGS"
+fi
+if [ -f "$JSON" ]; then
+  say "== summary"
+  "$PY" -c "import json, sys; from cnnlab.bench import suite
+print(suite.summary_table(json.load(open(sys.argv[1]))))" "$JSON" 2>&1 | tee -a "$LOG"
 fi
 say "== gpu_check done in $(elapsed) s; report: $JSON"
 exit "$RC"

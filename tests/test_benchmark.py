@@ -202,3 +202,27 @@ def test_input_shapes_follow_model_info():
     jax_side.input_shape("resnet50", 0, (224, 3))
   r = _run("--model=resnet50", "--input_shape=224,3", "--pipeline=false")
   assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --input_shape")
+
+
+# --- the PyTorch side builds the same networks ----------------------------------------------------
+TORCH_PYTHON = "/work/torchvenv/bin/python"   # this machine's torch venv, where it exists
+SAME_ON_BOTH_SIDES = ("lenet5", "resnet20", "resnet18", "fcn1d", "resnet1d",
+                      "resnet18_1d", "resnet50_1d", "resnet18_3d", "r3d_18", "mc3_18",
+                      "r2plus1d_18")
+
+
+@pytest.mark.skipif(not os.path.exists(TORCH_PYTHON), reason="no torch venv on this machine")
+def test_torch_side_has_the_same_parameter_counts():
+  """Each registered model's PyTorch counterpart (torchvision's, or torch_bench's own for the
+  CIFAR ResNets, LeNet-5, the 1-D baselines and the 1-D / 3-D ResNets) has exactly the
+  trainable parameters ModelInfo documents, at the documented classes and input channels."""
+  names = [n for n in SAME_ON_BOTH_SIDES if n in models.names()]
+  specs = [(n, models.info(n).num_classes, models.info(n).input_shape[-1]) for n in names]
+  code = ("import json, sys; sys.path.insert(0, 'experiments'); import torch_bench as t; "
+          "print(json.dumps({n: sum(p.numel() for p in t.build(n, k, c).parameters() "
+          "if p.requires_grad) for n, k, c in json.loads(sys.argv[1])}))")
+  r = subprocess.run([TORCH_PYTHON, "-c", code, json.dumps(specs)], cwd=ROOT,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  counts = json.loads(r.stdout)
+  assert counts == {n: models.info(n).num_params for n in names}

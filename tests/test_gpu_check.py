@@ -35,7 +35,10 @@ def test_tiny_gpu_check_runs_end_to_end(tmp_path):
   r = subprocess.run(["bash", os.path.join(ROOT, "experiments", "gpu_check.sh")], env=env,
                      capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-  assert "gpu_check done" in (tmp_path / "gpu_check.log").read_text()
+  log = (tmp_path / "gpu_check.log").read_text()
+  assert "gpu_check done" in log
+  summary = log[log.index("== summary"):]             # the table printed last
+  assert "lenet5_bfloat16_b8: " in summary and "trial --xla_cpu_enable_fast_math" in summary
   report = json.loads((tmp_path / "gpu_check.json").read_text())
   assert report["environment"]["backend"] == "cpu"
   assert report["environment"]["versions"]["jax"]

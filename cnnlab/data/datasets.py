@@ -28,8 +28,8 @@ Mean/std constants (per channel, pixels scaled to [0, 1]):
 Fail-fast: ``ensure_prepared`` checks, from local files only, that a dataset has been built in
 the TFDS data dir before anything asks TFDS to load it. TFDS alone would try to download and
 retry for minutes on a machine without network; we raise ``DatasetUnavailableError`` naming the
-offline prepare command instead. Under ``tfds.testing.mock_data`` (which replaces TFDS's
-``download_and_prepare`` with a no-op and serves random examples) the check is skipped.
+offline prepare command instead. (Under ``tfds.testing.mock_data``, whose
+``download_and_prepare`` is a no-op, pass ``download=True``.)
 """
 from __future__ import annotations
 
@@ -226,13 +226,6 @@ def resolve_data_dir(data_dir: str | None) -> str:
   return os.path.expanduser(constants.get_default_data_dir())
 
 
-def tfds_is_mocked() -> bool:
-  """True inside ``tfds.testing.mock_data``, which swaps out ``download_and_prepare``."""
-  import tensorflow_datasets as tfds
-  fn = tfds.core.DatasetBuilder.download_and_prepare
-  return not getattr(fn, "__module__", "").startswith("tensorflow_datasets.core")
-
-
 def prepare_command(name: str, data_dir: str | None = None) -> str:
   cmd = f"python -m experiments.prepare_data --dataset={name}"
   cmd += "" if name == SYNTHETIC_VOLUMES else " --source_dir=DIR"
@@ -263,7 +256,7 @@ def builder(info: DatasetInfo, data_dir: str | None, *, download: bool = False):
     return local.open_builder(*local_key(info.name), directory)
   import tensorflow_datasets as tfds
   b = tfds.builder(info.tfds_name, data_dir=directory)
-  if tfds_is_mocked() or b.is_prepared():
+  if b.is_prepared():
     return b
   if download:
     b.download_and_prepare()

@@ -33,6 +33,11 @@ def _opt(opts, key):
   return DEFAULTS[key] if value is None else value
 
 
+def _preprocess(info, opts) -> str:
+  """The preprocess option; unset means the catalogue's default for the family."""
+  return datasets.check_preprocess(info, opts.get("preprocess"))
+
+
 def described(info, opts) -> datasets.DatasetInfo:
   """``info`` with its prepared metadata (local datasets; others are returned as they are)."""
   if info.local and not info.metadata:
@@ -85,13 +90,13 @@ def load_arrays(info, builder, split: str, opts, *, cache: bool = True):
   """(inputs, int32 labels) of ``split`` held in memory, in the stored order."""
   if info.family == "series":
     length = series_length(info, opts)
-    znorm = opts.get("preprocess") in (None, "znorm")
+    znorm = _preprocess(info, opts) == "znorm"
     key = ("series", builder.name, str(builder.data_dir), split, length, znorm)
     raw, labels = memory.load_split(builder, split, cache=cache, feature="series")
     return memory.cached(key, cache, lambda: (
         preprocess.series_batch(raw, length=length, znorm=znorm), labels))
   if info.family == "volume":
-    mode = opts.get("preprocess") or "zscore"
+    mode = _preprocess(info, opts)
     key = ("volume", builder.name, str(builder.data_dir), split, mode)
     raw, labels = memory.load_split(builder, split, cache=cache, feature="volume")
     return memory.cached(key, cache, lambda: (preprocess.volume_intensity(raw, mode), labels))
@@ -102,7 +107,7 @@ def _volume_transform(info, opts, train: bool) -> memory.Transform:
   stored = tuple(described(info, opts).input_shape[:3])
   crop, axes = crop_shape(info, opts), flip_axes(opts)
   center = preprocess.volume_center(stored, crop)
-  if not (train and opts.get("augment", True)):
+  if not (train and opts["augment"]):
     if crop == stored:
       return lambda x, rng, sl, g: x
     return lambda x, rng, sl, g: preprocess.volume_crop_flip(
@@ -166,15 +171,15 @@ def eval_inputs(info, opts, raw, *, builder=None) -> np.ndarray:
                          f"{channels})")
     return preprocess.series_batch([np.asarray(x, np.float32) for x in raw],
                                    length=series_length(info, opts),
-                                   znorm=opts.get("preprocess") in (None, "znorm"))
+                                   znorm=_preprocess(info, opts) == "znorm")
   if info.family == "volume":
     raw = [x if np.ndim(x) == 4 else np.asarray(x)[..., None] for x in raw]
     x = preprocess.volume_intensity(_stack(raw, info.input_shape, info.name),
-                                    opts.get("preprocess") or "zscore")
+                                    _preprocess(info, opts))
     return transform(info, opts, train=False)(x, None, slice(0, len(x)), len(x))
   if info.family == "imagenet":
     import tensorflow as tf
-    kw = dict(image_size=opts["image_size"], eval_resize=opts.get("eval_resize") or 256,
+    kw = dict(image_size=opts["image_size"], eval_resize=opts["eval_resize"],
               mean=info.mean, std=info.std)
     return np.stack([preprocess.imagenet_eval(tf.constant(b), **kw).numpy() for b in raw])
   x = _stack(raw, info.input_shape, info.name).astype(np.uint8)

@@ -14,6 +14,7 @@ series of an unequal-length archive dataset or the sha256 of each source file.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -44,20 +45,29 @@ def is_prepared(family: str, config: str, data_dir: str) -> bool:
                                      "dataset_info.json"))
 
 
-def _builder_class(family: str) -> type:
-  if family in _CLASSES:
-    return _CLASSES[family]
+def _builder_class(family: str, config: str, description: str) -> type:
+  """An unregistered builder class for one dataset (its one BuilderConfig declared, so TFDS
+  does not warn about a custom configuration)."""
+  key = (family, config)
+  if key in _CLASSES:
+    return _CLASSES[key]
   import tensorflow_datasets as tfds
 
   class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """One cnnlab-built dataset of ``family``; configured by a LocalSpec."""
     name = family
     VERSION = tfds.core.Version(VERSION)
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config, description=description)]
 
     def __init__(self, *, spec: LocalSpec, **kwargs):
       self._spec = spec
-      super().__init__(config=tfds.core.BuilderConfig(name=spec.config,
-                                                      description=spec.description), **kwargs)
+      super().__init__(config=spec.config, **kwargs)
+
+    def _log_download_bytes(self):   # TFDS's "Downloading and preparing ..." banner
+      pass
+
+    def _log_download_done(self):
+      pass
 
     def _info(self):
       return self.dataset_info_from_configs(
@@ -74,8 +84,21 @@ def _builder_class(family: str) -> type:
       for i, example in enumerate(make()):
         yield i, example
 
-  _CLASSES[family] = LocalBuilder
+  _CLASSES[key] = LocalBuilder
   return LocalBuilder
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+  """TFDS's progress bars off for the block (restored after): a build shows no nested bars."""
+  from tensorflow_datasets.core.utils import tqdm_utils
+  import tensorflow_datasets as tfds
+  before = bool(getattr(tqdm_utils, "_active", True))
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(before)
 
 
 def build(spec: LocalSpec, data_dir: str, *, overwrite: bool = False) -> str:
@@ -89,13 +112,15 @@ def build(spec: LocalSpec, data_dir: str, *, overwrite: bool = False) -> str:
   if is_prepared(spec.family, spec.config, data_dir) and not overwrite:
     return path
   os.makedirs(data_dir, exist_ok=True)
-  builder = _builder_class(spec.family)(spec=spec, data_dir=data_dir)
+  builder = _builder_class(spec.family, spec.config, spec.description)(spec=spec,
+                                                                       data_dir=data_dir)
   if overwrite and os.path.isdir(path):   # asked for: the old build goes first
     import shutil
     shutil.rmtree(path)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
-      try_download_gcs=False))
+  with quiet_tfds():
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+        try_download_gcs=False))
   return path
 
 

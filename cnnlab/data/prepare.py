@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from cnnlab.data import datasets
+from cnnlab.data import datasets, local
 
 KNOWN_MD5 = {
     "mnist": {
@@ -259,8 +259,9 @@ def prepare(name: str, source_dir: str | None, data_dir: str | None = None, *,
         manual_dir=manual_dir, try_download_gcs=False, download_mode=mode,
         max_examples_per_split=max_examples_per_split)
     try:
-      builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"),
-                                   download_config=config)
+      with local.quiet_tfds():
+        builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"),
+                                     download_config=config)
     except download_manager.NonMatchingChecksumError as e:
       raise PrepareError(f"TFDS rejected a file for {name}: {str(e).splitlines()[0]}") from e
   return str(builder.data_path)
@@ -271,7 +272,7 @@ def prepare_local(info: datasets.DatasetInfo, source_dir: str | None, data_dir: 
                   overwrite: bool = False) -> str:
   """Builds a local dataset (ucr/<Name>, volumes/<name>, synthetic_volumes); returns its dir.
   Bad input (missing file, malformed line, wrong checksum) -> PrepareError, one line."""
-  from cnnlab.data import local, ucr, volumes
+  from cnnlab.data import ucr, volumes
   root = datasets.resolve_data_dir(data_dir)
   key = datasets.local_key(info.name)
   if local.is_prepared(*key, root) and not overwrite:
@@ -325,7 +326,7 @@ def prepare_if_needed(ds_cfg) -> str | None:
       return None
     print(f"writing {info.name} (first use)", flush=True)
     return prepare(info.name, None, data_dir)
-  if not root or datasets.tfds_is_mocked() or datasets.is_prepared(info, data_dir):
+  if not root or datasets.is_prepared(info, data_dir):
     return None
   source = os.path.join(os.path.expanduser(root), *info.name.split("/"))
   if not os.path.isdir(source):

@@ -75,7 +75,7 @@ class TsFile:
 
   @property
   def channels(self) -> int:
-    return int(self.series[0].shape[1]) if self.series else int(self.header.get("dims", 0))
+    return int(self.series[0].shape[1]) if self.series else int(self.header.get("dimensions", 0))
 
   @property
   def declared_labels(self) -> tuple[str, ...]:
