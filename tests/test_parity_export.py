@@ -130,7 +130,8 @@ def test_googlenet_pretrained_needs_transform_input():
   assert model.transform_input and not model.aux_logits and model.num_classes == 10
   model, _ = tv.build(sd)
   assert not model.transform_input
-  assert tv.model_kwargs("googlenet", torchvision_pretrained=True) == {"transform_input": True}
+  assert tv.model_kwargs("googlenet") == {"transform_input": True}   # what evaluate.py uses
+  assert tv.model_kwargs("googlenet", torchvision_pretrained=False) == {}
   assert tv.model_kwargs("resnet50", torchvision_pretrained=True) == {}
   assert tv.torchvision_kwargs(v, "googlenet", transform_input=True) == {
       "num_classes": 10, "aux_logits": False, "transform_input": True, "init_weights": False}

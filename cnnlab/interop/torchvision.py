@@ -279,11 +279,12 @@ def _torch_size(model_name: str, arrays: Mapping[str, np.ndarray]) -> tuple[int,
   return num_classes, any(k.startswith(("aux1.", "aux2.")) for k in arrays)
 
 
-def model_kwargs(model_name: str, *, torchvision_pretrained: bool = False) -> dict:
-  """``models.create`` arguments that torchvision weights need beyond their shapes.
+def model_kwargs(model_name: str, *, torchvision_pretrained: bool = True) -> dict:
+  """``models.create`` arguments that torchvision's published weights need beyond their shapes.
 
-  For torchvision's published (pretrained) GoogLeNet weights: ``transform_input=True``, as
-  torchvision's own builder sets whenever it is given weights. Nothing for other models.
+  GoogLeNet: ``transform_input=True``, as torchvision's own builder sets whenever it is given
+  weights (``torchvision_pretrained=False``, for weights trained from scratch in torch with
+  the default builder, gives none). Nothing for other models.
   """
   _check_name(model_name)
   if model_name == "googlenet" and torchvision_pretrained:
