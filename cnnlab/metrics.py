@@ -61,10 +61,11 @@ class MetricWriter:
         raise OSError(e.errno, f"cannot write metrics to {self._jsonl.name}: {e.strerror}")
 
 
-def read_jsonl(workdir: str) -> list[dict]:
-  """The metrics a run wrote (skips a torn last line left by a crash)."""
+def read_jsonl(workdir: str, name: str = METRICS_FILE) -> list[dict]:
+  """The metrics a run wrote, or another JSON-lines file of the workdir (skips a torn last
+  line left by a crash)."""
   rows = []
-  path = os.path.join(workdir, METRICS_FILE)
+  path = os.path.join(workdir, name)
   if not os.path.exists(path):
     return rows
   with open(path) as f:
@@ -95,9 +96,17 @@ class Progress:
   def line(self, step: int, scalars: Mapping[str, float]) -> str:
     eta = scalars.get("eta_sec", math.nan)
     eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
-    shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items()
+    shown = " ".join(f"{k}={format_value(k, v)}" for k, v in scalars.items()
                      if k not in ("eta_sec", "steps_per_sec"))
     return f"step {step}/{self.total} {shown} eta={eta_s}"
+
+
+def format_value(key: str, value: float) -> str:
+  """How the console shows a scalar: rates as whole numbers with thousands separators
+  (12,900 images/s, not 1.29e+04), everything else to 4 significant digits."""
+  if key.endswith("per_sec") and np.isfinite(value) and abs(value) >= 100:
+    return f"{value:,.0f}"
+  return f"{value:.4g}"
 
 
 def parameter_table(params) -> str:

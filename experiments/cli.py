@@ -93,15 +93,75 @@ def _one_line(e: BaseException) -> str:
   return text[0] if text else type(e).__name__
 
 
+def resolve(config, *, prepare: bool = True):
+  """The RunSpec of ``config`` — with first-use preparation: when the dataset is not prepared
+  and $CNNLAB_RAW_DATA_DIR holds its original files, it is built from them (one progress
+  line) and the config resolved again. Raises what ``cnnlab.config.resolve`` raises."""
+  from cnnlab import config as config_lib
+  from cnnlab.data import datasets
+  try:
+    return config_lib.resolve(config)
+  except datasets.DatasetUnavailableError:
+    if not prepare:
+      raise
+    from cnnlab.data import prepare as prepare_lib
+    if prepare_lib.prepare_if_needed(config.dataset) is None:
+      raise
+    return config_lib.resolve(config)
+
+
+def setup_compilation_cache(spec, workdir: str) -> None:
+  """JAX's persistent compilation cache (a process-wide setting), so restarts do not
+  recompile: ``compilation_cache_dir`` None -> <workdir>/../.jax_cache, "" -> off."""
+  cache_dir = spec.loop.compilation_cache_dir
+  if cache_dir == "":
+    return
+  if cache_dir is None:
+    cache_dir = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+  import jax
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class StopFlag:
+  """Set by SIGTERM (what SLURM and cloud schedulers send before killing a job); the training
+  loop polls it and checkpoints. Installed by the entry point, restored on exit."""
+
+  def __init__(self):
+    self.raised = False
+    self._old = None
+
+  def __enter__(self):
+    import signal
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (called from a test's worker thread)
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    self.raised = True
+
+  def __call__(self) -> bool:
+    return self.raised
+
+  def __exit__(self, *exc):
+    import signal
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
 @contextlib.contextmanager
 def errors_to_exit_codes():
   """Known failures become one line on stderr and a documented exit status."""
   from cnnlab import checkpoint, training
-  from cnnlab.data import datasets
+  from cnnlab.data import datasets, prepare
   try:
     yield
   except (training.ConfigError, checkpoint.CheckpointMismatchError,
-          datasets.DatasetUnavailableError) as e:
+          checkpoint.DamagedCheckpointError, datasets.DatasetUnavailableError,
+          prepare.PrepareError) as e:
     usage_error(_one_line(e))
   except training.NonFiniteError as e:
     print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
@@ -127,16 +187,17 @@ def _parse_flags(argv):
 
 
 class _DropNoise(logging.Filter):
-  """Orbax warns on every save without metrics (ours rank only eval-step saves), and logs a
-  traceback for a failed background write that cnnlab then reports in one line; TFDS warns
-  while probing a data dir where the dataset is not built, which cnnlab then reports in one
-  line naming the prepare command."""
+  """Drops library log records that cnnlab reports itself, chosen by the module that logs
+  them, not by their text: everything Orbax logs below CRITICAL (a warning on every save
+  without metrics — ours rank only eval-step saves — and a traceback for a failed background
+  write that cnnlab then reports in one line), and TFDS's file_utils warnings while it probes a
+  data dir where the dataset is not built (cnnlab then names the prepare command)."""
+
+  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py")
 
   def filter(self, record):
-    message = record.getMessage()
-    if "did not provide metrics" in message or "has no dataset_info.json" in message:
-      return False
-    return "/orbax/" not in (record.pathname or "") or record.levelno >= logging.CRITICAL
+    path = record.pathname or ""
+    return record.levelno >= logging.CRITICAL or not any(q in path for q in self.QUIET)
 
 
 def _quiet_logs() -> None:

@@ -11,7 +11,6 @@ import json
 import os
 
 from absl import flags
-import ml_collections
 from ml_collections import config_flags
 
 from experiments import cli
@@ -27,41 +26,21 @@ _TV = flags.DEFINE_string("torchvision_weights", None, "A torchvision .pth / .sa
 cli.define_distributed_flags()
 
 
-def _load_config(workdir):
-  config = cli.load_config(_CONFIG, required=False)
-  if config is not None:
-    return config
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    cli.usage_error(f"--config is required: {path} does not exist")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_weights=None):
-  """Returns the metrics dict it also writes to ``<workdir>/eval_<split>.json``."""
+  """Returns the metrics dict it also writes to ``<workdir>/eval_<split>.json``. ``config``:
+  None for the workdir's own config.json."""
   import jax
   import numpy as np
-  from cnnlab.training import loop, steps, validation
+  from cnnlab.training import builders, load_trained
 
-  validation.validate(config)
-  run = loop.Run(config)
-  split = split or validation.eval_split(config)
   if torchvision_weights:
-    from cnnlab.interop import torchvision as tv
-    variables = tv.load(torchvision_weights, config.model.name)
-    fresh = run.init_state()
-    state = fresh.replace(params=variables["params"],
-                          batch_stats=variables.get("batch_stats", {}))
-    state = jax.device_put(state, run.state_sharding)
-    source = torchvision_weights
+    trained_state, spec, parts, source = _torchvision_state(config, torchvision_weights)
   else:
-    state, step = run.restore_checkpoint(workdir, checkpoint)
-    source = os.path.join(workdir, "checkpoints", str(step))
-  eval_step = jax.jit(steps.make_eval_step(run.model, confusion=True,
-                                           use_ema=float(config.get("ema_decay", 0)) > 0),
-                      in_shardings=(run.state_sharding, None))
-  result = run.evaluate(state, split=split, eval_step=eval_step)
+    t = load_trained(workdir, checkpoint, spec=config, confusion=True)
+    trained_state, spec, parts = t.state, t.spec, t.parts
+    source = os.path.join(workdir, "checkpoints", str(t.step))
+  split = split or spec.data.eval_split
+  result = builders.evaluate(spec, trained_state, parts.eval_step, parts.mesh, split=split)
   confusion = result.pop("confusion")
   per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
   result.update(split=split, source=source, per_class_accuracy=per_class.tolist(),
@@ -71,6 +50,26 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
     with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
       json.dump(result, f)
   return result
+
+
+def _torchvision_state(config, path):
+  """(state holding the converted weights, spec, parts, source) for ``config``'s model, built
+  as torchvision builds it for published weights (e.g. GoogLeNet's transform_input), unless
+  the config's model.kwargs says otherwise."""
+  import jax
+  from cnnlab import config as config_lib
+  from cnnlab.interop import torchvision as tv
+  from cnnlab.training import build_parts
+  config = config_lib.complete(config)
+  tv_kwargs = getattr(tv, "model_kwargs", None)
+  if tv_kwargs is not None:
+    config.model.kwargs = {**tv_kwargs(config.model.name), **dict(config.model.kwargs)}
+  spec = config_lib.resolve(config)
+  parts = build_parts(spec, confusion=True)
+  variables = tv.load(path, spec.model.name)
+  state = parts.init().replace(params=variables["params"],
+                               batch_stats=variables.get("batch_stats", {}))
+  return jax.device_put(state, parts.shardings.sharding), spec, parts, path
 
 
 def main(argv):
@@ -83,7 +82,8 @@ def main(argv):
   if _TV.value and _CONFIG.value is None:
     cli.usage_error("--torchvision_weights needs --config (which model and dataset)")
   with cli.errors_to_exit_codes():
-    r = evaluate(_load_config(workdir), workdir, checkpoint=_CHECKPOINT.value,
+    r = evaluate(cli.load_config(_CONFIG, required=False), workdir,
+                 checkpoint=_CHECKPOINT.value,
                  split=_SPLIT.value, torchvision_weights=_TV.value)
   print(f"{r['split']}: top1={r['eval_accuracy']:.4f} top5={r['eval_top5']:.4f} "
         f"loss={r['eval_loss']:.4f} count={int(r['eval_count'])} -> "

@@ -2,6 +2,10 @@ r"""Builds a TFDS dataset offline from its original files, so ``tfds.load`` need
 
     python -m experiments.prepare_data --dataset=mnist --source_dir=../shared/datasets/mnist \
         [--data_dir=DIR]
+    python -m experiments.prepare_data --dataset=ucr/GunPoint \
+        --source_dir=../shared/datasets/ucr/GunPoint       # any UCR/UEA archive dataset
+    python -m experiments.prepare_data --dataset=volumes/NAME --source_dir=DIR  # class/*.npy|nii
+    python -m experiments.prepare_data --dataset=synthetic_volumes              # no source
 
 --data_dir defaults to $TFDS_DATA_DIR, else ~/tensorflow_datasets (where training looks too).
 Each input file's checksum is verified first (see cnnlab/data/prepare.py for the files each
@@ -15,7 +19,8 @@ from absl import flags
 from experiments import cli
 
 _DATASET = flags.DEFINE_string("dataset", None, "Catalogue name: mnist, fashion_mnist, cifar10, "
-                               "cifar100, imagenet2012, imagenette, imagenette_320.")
+                               "cifar100, imagenet2012, imagenette, imagenette_320, "
+                               "synthetic_volumes, ucr/<archive name>, volumes/<name>.")
 _SOURCE_DIR = flags.DEFINE_string("source_dir", None, "Directory holding the original files.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir to build into.")
 _VERIFY = flags.DEFINE_bool("verify_checksums", True, "Check each file's md5/sha256 first "
@@ -26,13 +31,16 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if already prep
 def main(argv):
   if len(argv) > 1:
     cli.usage_error(f"unexpected arguments {argv[1:]!r}")
+  import tensorflow_datasets as tfds
   from cnnlab.data import datasets, prepare
-  if _DATASET.value not in datasets.names():
-    cli.usage_error(f"--dataset={_DATASET.value!r} is invalid: valid datasets are "
-                    f"{', '.join(datasets.names())}")
-  if not _SOURCE_DIR.value:
+  try:
+    info = datasets.get(_DATASET.value)
+  except ValueError as e:
+    cli.usage_error(f"--dataset={_DATASET.value!r} is invalid: {str(e).split(': ', 1)[1]}")
+  if not _SOURCE_DIR.value and info.name != datasets.SYNTHETIC_VOLUMES:
     cli.usage_error("--source_dir is required (the directory holding "
                     f"{', '.join(prepare.expected_files(_DATASET.value))})")
+  tfds.disable_progress_bar()
   start = time.time()
   try:
     path = prepare.prepare(_DATASET.value, _SOURCE_DIR.value, _DATA_DIR.value,

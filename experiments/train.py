@@ -1,7 +1,10 @@
 r"""Trains a recipe: ``python -m experiments.train --config=experiments/configs/<recipe>.py
 --workdir=DIR [--config.key=value ...] [--host_devices=N]``.
 
-A thin shell over ``cnnlab.training.train_and_evaluate``. Exit status: 0 done, 2 usage or
+A thin shell over ``cnnlab.training.train_and_evaluate``; the process-wide set-up lives here:
+XLA host devices (experiments/perf.py), jax.distributed, the config resolved once
+(``cnnlab.config.resolve``, with first-use dataset preparation from $CNNLAB_RAW_DATA_DIR), the
+persistent compilation cache and the SIGTERM handler. Exit status: 0 done, 2 usage or
 config error (one line, no traceback), 3 non-finite loss (nothing saved after the last good
 step), 74 a checkpoint could not be written (disk full, unwritable; earlier ones intact),
 75 preempted (SIGTERM; checkpoint written — run the same command again to resume),
@@ -19,7 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (experime
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices", 0, "CPU hosts: split this host into N XLA devices and train data-parallel "
-    "over them (cnnlab.perf; 1.1-1.3x faster for LeNet-5 / ResNet-20 / ResNet-18 on 2 cores, "
+    "over them (experiments/perf.py; 1.1-1.3x faster for LeNet-5 / ResNet-20 / ResNet-18 on 2 cores, "
     "see BUILD_NOTES.md); "
     "0: one device per host.")
 cli.define_distributed_flags()
@@ -32,19 +35,30 @@ def main(argv):
     cli.usage_error("--workdir is required")
   if _HOST_DEVICES.value < 0:
     cli.usage_error(f"--host_devices={_HOST_DEVICES.value} must be >= 0")
+  applied = {}
   if _HOST_DEVICES.value:   # before anything starts JAX's backend (loading the config may)
-    from cnnlab import perf
-    perf.configure(host_devices=_HOST_DEVICES.value)
+    from experiments import perf
+    applied = perf.configure(host_devices=_HOST_DEVICES.value)
   config = cli.load_config(_CONFIG)
   cli.init_distributed()
-  from cnnlab import training  # after jax.distributed is initialised
   workdir = os.path.abspath(_WORKDIR.value)
   with cli.errors_to_exit_codes():
-    final = training.train_and_evaluate(config, workdir)
+    final = train(config, workdir, perf_applied=applied)
   print(f"done: eval_accuracy={final.get('eval_accuracy', float('nan')):.4f} "
         f"after {final['step']} steps")
   print(f"results in {workdir} (metrics.jsonl, final_metrics.json, checkpoints/); "
         f"TensorBoard: tensorboard --logdir {workdir}")
+
+
+def train(config, workdir: str, *, perf_applied: dict | None = None) -> dict:
+  """What the command does after parsing flags (tests call it in-process)."""
+  from cnnlab import training  # after jax.distributed is initialised
+  from experiments import perf
+  spec = cli.resolve(config)
+  perf.check_applied(perf_applied or {})
+  cli.setup_compilation_cache(spec, workdir)
+  with cli.StopFlag() as stop:
+    return training.train_and_evaluate(spec, workdir, stop_requested=stop)
 
 
 if __name__ == "__main__":

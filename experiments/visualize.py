@@ -1,18 +1,24 @@
-r"""Pictures of a trained workdir: first-layer filters, feature maps of one evaluation image,
-training curves and the confusion matrix.
+r"""Pictures of a trained workdir: what the network learned, where it looks, how it trained.
 
-    python -m experiments.visualize --workdir=runs/lenet5_mnist/seed0 [--out_dir=DIR] \
-        [--checkpoint=latest|best|STEP] [--layer=conv2] [--image_index=0] [--split=test]
+    python -m experiments.visualize --workdir=runs/lenet5_mnist/seed0 \
+        --what=filters,feature_maps,saliency,gradcam,mistakes,curves,confusion \
+        [--layer=conv1,conv2] [--image_index=0] [--split=test] [--out_dir=DIR] \
+        [--checkpoint=auto|best|latest|STEP]
 
-Restores the checkpoint (with the workdir's config.json) and writes to ``--out_dir`` (default
-``<workdir>/figures``):
-- ``filters.png``: the kernels of the first convolution the model calls;
-- ``feature_maps.png``: the input and the output maps of ``--layer`` (default: the first layer
-  with a spatial output) for image ``--image_index`` of the eval split;
-- ``curves.png``: loss and accuracy against steps and wall time, from ``metrics.jsonl``;
-- ``confusion.png``: when ``eval_<split>.json`` exists (``python -m experiments.evaluate``).
+``--what`` lists any of (default filters,feature_maps,curves,confusion):
+- ``filters``: the kernels of each ``--layer`` (default: the first convolution called);
+- ``feature_maps``: the input and the maps of each ``--layer`` (default: the first layer with a
+  spatial output) for example ``--image_index`` of the eval split;
+- ``saliency``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``: a heat map over that
+  example for its predicted class; ``gradcam`` at each ``--layer`` (default: the last feature
+  map);
+- ``mistakes``: the most confident mistakes among the first ``--max_examples`` eval examples;
+- ``curves``: loss and accuracy against steps and wall time, from ``metrics.jsonl``;
+- ``confusion``: from ``eval_<split>.json`` (python -m experiments.evaluate), else computed on
+  the first ``--max_examples`` examples.
+PNGs go to ``--out_dir`` (default ``<workdir>/figures``); each path is printed.
 
-Exit status: 0 done; 2 usage error (no checkpoint, unknown layer, bad flag values).
+Exit status: 0 done; 2 usage error (never-trained workdir, unknown --what or layer, bad values).
 """
 from __future__ import annotations
 
@@ -20,18 +26,27 @@ import json
 import os
 
 from absl import flags
+import numpy as np
 
 from experiments import cli
 
+KINDS = ("filters", "feature_maps", "saliency", "smoothgrad", "integrated_gradients",
+         "gradcam", "occlusion", "mistakes", "curves", "confusion")
+DEFAULT_WHAT = ("filters", "feature_maps", "curves", "confusion")
+ATTRIBUTIONS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
+
 _WORKDIR = cli.shared_string_flag("workdir", None, "Training workdir (holds config.json and "
-                               "checkpoints/).")
+                                  "checkpoints/).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default: "
                                "<workdir>/figures).")
-_CHECKPOINT = cli.shared_string_flag("checkpoint", "latest", "latest, best, or a step number.")
-_LAYER = flags.DEFINE_string("layer", None, "Module path of the layer whose feature maps to "
-                             "draw (default: the first layer with a spatial output).")
-_IMAGE_INDEX = flags.DEFINE_integer("image_index", 0, "Index of the image in the eval split.")
+_CHECKPOINT = cli.shared_string_flag("checkpoint", "latest", "auto (best, else latest), best, "
+                                     "latest, or a step number.")
+_WHAT = flags.DEFINE_list("what", list(DEFAULT_WHAT), f"Pictures to draw: {', '.join(KINDS)}.")
+_LAYER = cli.shared_string_flag("layer", None, "Layer name(s), comma-separated, for filters, "
+                                "feature_maps and gradcam.")
+_IMAGE_INDEX = flags.DEFINE_integer("image_index", 0, "Index of the example in the eval split.")
 _SPLIT = cli.shared_string_flag("split", None, "Dataset split (default: the recipe's eval split).")
+_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 2000, "Examples searched for mistakes.")
 
 
 def _load_json(path):
@@ -41,85 +56,162 @@ def _load_json(path):
     return json.load(f)
 
 
-def _restore(config, workdir, checkpoint):
-  """(run, state, step) for ``checkpoint`` in ``latest`` / ``best`` / a saved step."""
-  from cnnlab.training import loop
-  run = loop.Run(config)
-  state, step = run.restore_checkpoint(workdir, checkpoint)
-  return run, state, step
+def check_what(what) -> tuple[str, ...]:
+  from cnnlab.training import ConfigError
+  what = tuple(w.strip() for w in what if w.strip())
+  bad = [w for w in what if w not in KINDS]
+  if bad or not what:
+    raise ConfigError(f"--what={','.join(what)!r}: {', '.join(bad) or 'nothing'} is not a "
+                      f"picture kind; valid: {', '.join(KINDS)}")
+  return what
 
 
-def eval_image(config, split, index):
-  """(image [H, W, C] as the model sees it, label) of example ``index`` of ``split``."""
-  from cnnlab.data import pipeline
-  from cnnlab.training import validation
-  batch_size = validation.eval_batch_size(config)
-  seen = 0
-  for batch in pipeline.eval_batches(config.dataset, split=split,
-                                     global_batch_size=batch_size):
-    n = int(batch["mask"].sum())
-    if index < seen + n:
-      return batch["image"][index - seen], int(batch["label"][index - seen])
-    seen += n
-  raise ValueError(f"--image_index={index} is out of range: split {split!r} has {seen} "
-                   "examples")
-
-
-def visualize(config, workdir: str, out_dir: str, *, checkpoint: str = "latest",
-              layer: str | None = None, image_index: int = 0,
-              split: str | None = None) -> dict[str, str]:
-  """Writes the pictures; returns ``{kind: path}``."""
-  import jax
-  from cnnlab import viz
-  from cnnlab.metrics import read_jsonl
-  from cnnlab.training import state as state_lib, validation
-
-  validation.validate(config)
-  split = split or validation.eval_split(config)
-  if image_index < 0:
-    raise validation.ConfigError(f"--image_index={image_index} must be >= 0")
-  run, state, step = _restore(config, workdir, checkpoint)
-  variables = jax.device_get(state_lib.eval_variables(
-      state, use_ema=float(config.get("ema_decay", 0.0)) > 0))
-  model = run.model
-  name = config.model.name
-  dataset = config.dataset.name
+def _filters(run, layers, out_dir):
+  from cnnlab.explain import features, grids
+  found = features.layers(run.model, run.variables, run.input_shape)
+  with_kernel = [l for l in found if np.ndim(features.kernel_of(run.variables, l.name)) >= 3]
+  if not layers:
+    layers = [features.first_kernel_layer(run.model, run.variables, run.input_shape).name]
   out = {}
+  for name in layers:
+    layer = features.check_layer(name, with_kernel, "layer with a convolution kernel")
+    kernel = np.asarray(features.kernel_of(run.variables, layer.name), np.float32)
+    shape = "x".join(map(str, kernel.shape[:-1]))
+    out[name] = grids.plot_filters(
+        kernel, os.path.join(out_dir, f"filters_{_safe(name)}.png"),
+        title=f"{run.name} {name}: {kernel.shape[-1]} filters {shape}, step {run.step}")
+  return out
 
-  conv_name, kernel = viz.first_conv_kernel(model, variables, run.image_shape)
-  out["filters"] = viz.plot_filters(
-      kernel, os.path.join(out_dir, "filters.png"),
-      title=f"{name} {conv_name}: {kernel.shape[3]} filters "
-            f"{kernel.shape[0]}x{kernel.shape[1]}x{kernel.shape[2]}, step {step}")
 
-  image, label = eval_image(config, split, image_index)
-  try:
-    layer_name, maps = viz.feature_maps(model, variables, image, layer)
-  except ValueError as e:
-    raise validation.ConfigError(str(e)) from None
-  names = viz.CLASS_NAMES.get(dataset)
-  label_text = names[label] if names and label < len(names) else str(label)
-  out["feature_maps"] = viz.plot_feature_maps(
-      maps, os.path.join(out_dir, "feature_maps.png"), image=image,
-      title=f"{name} {layer_name}: {maps.shape[2]} maps {maps.shape[0]}x{maps.shape[1]}, "
-            f"{split} image {image_index} ({label_text}), step {step}")
+def _feature_maps(run, layers, x, label_text, index, out_dir):
+  from cnnlab.explain import features, grids
+  out = {}
+  for name in layers or [None]:
+    layer_name, maps = features.feature_maps(run.model, run.variables, x, name)
+    shape = "x".join(map(str, maps.shape[:-1]))
+    out[layer_name] = grids.plot_feature_maps(
+        maps, os.path.join(out_dir, f"feature_maps_{_safe(layer_name)}.png"), image=x,
+        title=f"{run.name} {layer_name}: {maps.shape[-1]} maps {shape}, example {index} "
+              f"({label_text}), step {run.step}")
+  return out
 
+
+def _safe(name: str) -> str:
+  return name.replace("/", "_").replace("#", "_")
+
+
+def _attribution(run, kind, layers, x, label, index, out_dir):
+  from cnnlab.explain import explainers, heatmaps
+  from cnnlab.explain.features import apply_inference
+  import jax
+  probs = np.asarray(jax.nn.softmax(apply_inference(run.model, run.variables, x[None])))[0]
+  pred = int(probs.argmax())
+  out = {}
+  for layer in (layers or [explainers.default_layer(run.model, run.variables, x.shape)]
+                if kind == "gradcam" else [None]):
+    heat = explainers.heat_maps(kind, run.model, run.variables, x[None], [pred],
+                                layer=layer)[0]
+    where = f" at {layer}" if layer else ""
+    title = (f"{run.name} {explainers.TITLES[kind]}{where}, example {index}: true "
+             f"{run.class_name(label)}, predicted {run.class_name(pred)} ({probs[pred]:.2f})")
+    stem = f"{kind}_{_safe(layer)}" if layer else kind
+    out[layer or kind] = heatmaps.plot_heatmap(x, heat, os.path.join(out_dir, f"{stem}.png"),
+                                               title=title)
+  return out
+
+
+def _predictions(run, split, max_examples):
+  import jax
+  from cnnlab.explain import features, trained_run
+  x, labels = trained_run.eval_examples(run, split, limit=max_examples)
+  fn = jax.jit(lambda b: jax.nn.softmax(features.apply_inference(run.model, run.variables, b)))
+  probs = np.concatenate([np.asarray(fn(x[i:i + 250])) for i in range(0, len(x), 250)])
+  return x, labels, probs
+
+
+def _mistakes(run, split, max_examples, out_dir):
+  from cnnlab.explain import grids
+  x, labels, probs = _predictions(run, split, max_examples)
+  wrong = int((probs.argmax(-1) != labels).sum())
+  if not wrong:
+    return {}
+  shown = grids.confident_mistakes(probs, labels, 16)
+  return {"mistakes": grids.plot_mistakes(
+      x, probs, labels, os.path.join(out_dir, "mistakes.png"), indices=shown,
+      class_names=run.class_names,
+      title=f"{run.name}: the {len(shown)} most confident of {wrong} mistakes on "
+            f"{len(labels)} {split} examples (true→predicted, probability)")}
+
+
+def _curves(workdir, config, out_dir):
+  from cnnlab.explain import training_plots
+  from cnnlab.metrics import read_jsonl
   rows = [r for r in read_jsonl(workdir) if "step" in r and "time" in r]
-  if rows:
-    info = _load_json(os.path.join(workdir, "run_info.json")) or {}
-    clock = viz.run_clock(rows, info.get("attempts"))
-    rows = [{**r, "elapsed_sec": clock(r["time"])} for r in rows]
-    out["curves"] = viz.plot_curves({os.path.basename(workdir.rstrip("/")): rows},
-                                    os.path.join(out_dir, "curves.png"),
-                                    title=f"{name} on {dataset}")
+  if not rows:
+    return {}
+  info = _load_json(os.path.join(workdir, "run_info.json")) or {}
+  clock = training_plots.run_clock(rows, info.get("attempts"))
+  rows = [{**r, "elapsed_sec": clock(r["time"])} for r in rows]
+  return {"curves": training_plots.plot_curves(
+      {os.path.basename(workdir.rstrip("/")): rows}, os.path.join(out_dir, "curves.png"),
+      title=f"{config.model.name} on {config.dataset.name}")}
 
+
+def _confusion(run, workdir, config, split, max_examples, out_dir, load):
+  from cnnlab.explain import figures, training_plots
   ev = _load_json(os.path.join(workdir, f"eval_{split}.json"))
   if ev and "confusion_matrix" in ev:
-    n = len(ev["confusion_matrix"])
-    out["confusion"] = viz.plot_confusion(
-        ev["confusion_matrix"], os.path.join(out_dir, "confusion.png"),
-        class_names=names if names and len(names) == n else None,
-        title=f"{name} on {dataset}, {split} split: {100 * ev['eval_accuracy']:.2f} %")
+    matrix, acc, where = np.asarray(ev["confusion_matrix"]), ev["eval_accuracy"], ""
+  else:
+    _, labels, probs = _predictions(run or load(), split, max_examples)
+    k = probs.shape[-1]
+    matrix = np.bincount(labels * k + probs.argmax(-1), minlength=k * k).reshape(k, k)
+    acc, where = float(np.trace(matrix) / matrix.sum()), f" (first {len(labels)} examples)"
+  names = figures.CLASS_NAMES.get(config.dataset.name)
+  return {"confusion": training_plots.plot_confusion(
+      matrix, os.path.join(out_dir, "confusion.png"),
+      class_names=names if names and len(names) == len(matrix) else None,
+      title=f"{config.model.name} on {config.dataset.name}, {split} split{where}: "
+            f"{100 * acc:.2f} %")}
+
+
+def visualize(workdir: str, out_dir: str, *, what=DEFAULT_WHAT, checkpoint: str = "latest",
+              layers=(), image_index: int = 0, split: str | None = None,
+              max_examples: int = 2000) -> dict[str, str]:
+  """Writes the pictures; returns ``{kind: path}`` (``kind[layer]`` when several layers)."""
+  from cnnlab.explain import trained_run
+  from cnnlab.training import ConfigError, validation
+  what = check_what(what)
+  if image_index < 0:
+    raise ConfigError(f"--image_index={image_index} must be >= 0")
+  layers = [l for l in layers if l]
+  config = trained_run.workdir_config(workdir)
+  split = split or validation.eval_split(config)
+  needs_model = [w for w in what if w not in ("curves", "confusion")]
+  run = trained_run.load(workdir, checkpoint) if needs_model else None
+  out = {}
+  if run is not None and {"feature_maps", *ATTRIBUTIONS} & set(what):
+    xs, ys = trained_run.eval_examples(run, split, start=image_index, limit=1)
+    x, label = xs[0], int(ys[0])
+  for kind in what:
+    try:
+      if kind == "filters":
+        got = _filters(run, layers, out_dir)
+      elif kind == "feature_maps":
+        got = _feature_maps(run, layers, x, run.class_name(label), image_index, out_dir)
+      elif kind in ATTRIBUTIONS:
+        got = _attribution(run, kind, layers, x, label, image_index, out_dir)
+      elif kind == "mistakes":
+        got = _mistakes(run, split, max_examples, out_dir)
+      elif kind == "curves":
+        got = _curves(workdir, config, out_dir)
+      else:
+        got = _confusion(run, workdir, config, split, max_examples, out_dir,
+                         lambda: trained_run.load(workdir, checkpoint))
+    except ValueError as e:   # unknown layer, example out of range
+      raise ConfigError(str(e).splitlines()[0]) from None
+    for key, path in got.items():
+      out[kind if len(got) == 1 else f"{kind}[{key}]"] = path
   return out
 
 
@@ -129,15 +221,11 @@ def main(argv):
   if not _WORKDIR.value:
     cli.usage_error("--workdir is required")
   workdir = os.path.abspath(_WORKDIR.value)
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
-    cli.usage_error(f"--workdir={_WORKDIR.value!r} holds no config.json")
-  import ml_collections
-  config = ml_collections.ConfigDict(_load_json(config_path))
   out_dir = _OUT_DIR.value or os.path.join(workdir, "figures")
   with cli.errors_to_exit_codes():
-    written = visualize(config, workdir, out_dir, checkpoint=_CHECKPOINT.value,
-                        layer=_LAYER.value, image_index=_IMAGE_INDEX.value, split=_SPLIT.value)
+    written = visualize(workdir, out_dir, what=_WHAT.value, checkpoint=_CHECKPOINT.value,
+                        layers=(_LAYER.value or "").split(","), image_index=_IMAGE_INDEX.value,
+                        split=_SPLIT.value, max_examples=_MAX_EXAMPLES.value)
   for kind, path in written.items():
     print(f"{kind}: {path}")
 

@@ -13,6 +13,16 @@ SMALL_SPLIT = 1024
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_decoded_data():
+  """The in-memory back end caches decoded splits per process, keyed by data dir and split;
+  tests under tfds.testing.mock_data serve other examples from the same key, so each test
+  starts with an empty cache."""
+  yield
+  from cnnlab.data import memory
+  memory.clear_cache()
+
+
 @pytest.fixture(scope="session")
 def mnist_data_dir(tmp_path_factory):
   """TFDS data dir holding MNIST cut to 1,024 train / 1,024 test examples (TFDS's own

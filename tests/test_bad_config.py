@@ -127,17 +127,47 @@ def test_missing_dataset_offline_fails_fast(capsys, tmp_path):
 
 
 def test_raw_data_dir_without_the_dataset_names_where_it_looked(capsys, tmp_path, monkeypatch):
-  from cnnlab.training import train_and_evaluate
+  from experiments import train   # first-use preparation is the entry point's
   empty = tmp_path / "empty_tfds"
   empty.mkdir()
   monkeypatch.setenv("CNNLAB_RAW_DATA_DIR", str(tmp_path / "raw"))   # no mnist/ inside
-  status, err = _exit_status(lambda: train_and_evaluate(_lenet(empty), str(tmp_path / "wd")),
+  status, err = _exit_status(lambda: train.train(_lenet(empty), str(tmp_path / "wd")),
                              capsys)
   lines = err.strip().splitlines()
   assert status == 2 and len(lines) == 1, err
   assert f"CNNLAB_RAW_DATA_DIR={str(tmp_path / 'raw')!r}" in lines[0]
   assert str(tmp_path / "raw" / "mnist") in lines[0]
   assert not os.path.exists(tmp_path / "wd" / "checkpoints")
+
+
+def test_corrupt_raw_file_during_first_use_preparation_is_one_line(capsys, tmp_path,
+                                                                   monkeypatch):
+  """A damaged original file met while preparing from $CNNLAB_RAW_DATA_DIR: PrepareError as
+  one line, exit 2 — not a traceback."""
+  from experiments import train
+  raw = tmp_path / "raw" / "mnist"
+  raw.mkdir(parents=True)
+  for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    (raw / name).write_bytes(b"not the original file")
+  empty = tmp_path / "empty_tfds"
+  empty.mkdir()
+  monkeypatch.setenv("CNNLAB_RAW_DATA_DIR", str(tmp_path / "raw"))
+  status, err = _exit_status(lambda: train.train(_lenet(empty), str(tmp_path / "wd")), capsys)
+  lines = err.strip().splitlines()
+  assert status == 2 and len(lines) == 1, err
+  assert lines[0].startswith("error: ") and "mnist" in lines[0]
+  assert not os.path.exists(tmp_path / "wd" / "checkpoints")
+
+
+def test_features_only_num_classes_is_refused_with_a_reason(capsys, tmp_path, mnist_data_dir):
+  from cnnlab.training import train_and_evaluate
+  config = _lenet(mnist_data_dir, **{"model.num_classes": 0})
+  status, err = _exit_status(lambda: train_and_evaluate(config, str(tmp_path)), capsys)
+  lines = err.strip().splitlines()
+  assert status == 2 and len(lines) == 1, err
+  assert "config.model.num_classes=0" in lines[0] and "features-only" in lines[0]
+  assert "10 classes" in lines[0]
 
 
 def test_workdir_of_another_model_is_refused_untouched(capsys, tmp_path, mnist_data_dir):

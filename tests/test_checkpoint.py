@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnlab import checkpoint
+from cnnlab import checkpoint, integrity
 
 
 def _state(v=1.0, shape=(3, 4)):
@@ -22,6 +22,11 @@ def test_round_trip_and_keep(tmp_path):
   # Latest two kept, plus the best (step 1).
   assert ck.all_steps() == [1, 3, 4]
   assert ck.best_step() == 1
+  # Every kept step has an integrity record that still matches after the later saves and
+  # the keep/best clean-up.
+  assert [(v.step, v.status) for v in integrity.verify_workdir(str(tmp_path))] == \
+      [(1, "verified"), (3, "verified"), (4, "verified")]
+  assert ck.latest_verified_step() == 4
   abstract = jax.eval_shape(lambda: _state())
   restored, step = ck.restore_latest(abstract)
   assert step == 4
@@ -52,7 +57,9 @@ def test_damaged_latest_falls_back_and_is_kept(tmp_path, capsys):
   assert step == 1
   np.testing.assert_array_equal(restored["params"]["w"], np.full((3, 4), 1.0))
   out = capsys.readouterr().out
-  assert "checkpoint step 2 is unreadable" in out and len(out.strip().splitlines()) == 1
+  # Caught by the integrity record before Orbax reads anything (test_integrity.py has the rest).
+  assert "checkpoint step 2 is damaged" in out and "truncated" in out
+  assert len(out.strip().splitlines()) == 1
   # The damaged step was moved aside, not deleted.
   assert os.listdir(os.path.join(str(tmp_path), "checkpoints_corrupt"))
   assert ck2.all_steps() == [1]

@@ -121,7 +121,7 @@ def test_imagenet_transforms_accept_png_too():
 ])
 def test_family_on_mock_data(name, kw, shape):
   with tfds.testing.mock_data(num_examples=12):
-    c = cfg(name, "/nonexistent/dir", **kw)
+    c = cfg(name, "/nonexistent/dir", download=True, **kw)   # mock's download: a no-op
     assert pipeline.output_shape(c) == shape
     batch = next(pipeline.train_batches(c, global_batch_size=4, seed=0, **HOST))
     assert batch["image"].shape == (4, *shape) and batch["image"].dtype == np.float32
@@ -254,7 +254,7 @@ def test_eval_counts_through_the_pipeline(data_dir, process_count):
 
 def test_measure_throughput_on_mock():
   with tfds.testing.mock_data(num_examples=64):
-    rate = pipeline.measure_throughput(cfg("mnist"), global_batch_size=16, num_batches=5,
+    rate = pipeline.measure_throughput(cfg("mnist", download=True), global_batch_size=16, num_batches=5,
                                        warmup=1)
   assert rate > 0
 

@@ -59,6 +59,30 @@ def test_resume_is_bit_identical(mnist_data_dir, tmp_path):
   assert other["params_fingerprint"] != full["params_fingerprint"]
 
 
+def test_plateau_and_train_loss_selection_resume_bit_identically(mnist_data_dir, tmp_path):
+  """A plateau schedule's counters are optimizer state: 5 + restart + 5 == 10 steps to the
+  bit; the final metrics are those of the checkpoint with the lowest train loss."""
+  cfg = dict(num_train_steps=10, checkpoint_every_steps=2, eval_every_steps=5,
+             **{"schedule.name": "plateau", "schedule.plateau_every_steps": 2,
+                "schedule.plateau_patience": 1, "schedule.plateau_rtol": 0.5,
+                "schedule.plateau_factor": 0.5, "optimizer.learning_rate": 1e-3,
+                "best_metric": "train_loss", "report_best": True})
+  full = _train(lenet_config(mnist_data_dir, **cfg), tmp_path / "full")
+  rates = [r["learning_rate"] for r in json_rows(tmp_path / "full") if "learning_rate" in r]
+  assert rates[0] == pytest.approx(1e-3) and min(rates) < 1e-3      # it did reduce
+  shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+  for step in ("6", "8", "10"):
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / step, ignore_errors=True)
+  resumed = _train(lenet_config(mnist_data_dir, **cfg), tmp_path / "resumed")
+  assert resumed["params_fingerprint"] == full["params_fingerprint"]
+  assert full["selected_by"] == "train_loss (min)" and full["selected_step"] in (2, 4, 6, 8, 10)
+  assert {"last_eval_accuracy", "eval_accuracy", "eval_count"} <= set(full)
+
+
+def json_rows(workdir):
+  return [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
 def _cli(args, **kw):
   env = dict(os.environ, XLA_FLAGS=kw.pop("xla_flags", ""))
   return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=env,

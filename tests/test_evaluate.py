@@ -46,6 +46,7 @@ def test_evaluate_torchvision_weights(tmp_path):
   config.dataset.image_size = 64
   config.dataset.eval_resize = 72
   config.compilation_cache_dir = ""
+  config.dataset.download = True   # under mock_data TFDS's "download" is a no-op
   with tfds.testing.mock_data(num_examples=10):
     result = evaluate.evaluate(config, str(tmp_path), torchvision_weights=path)
   assert result["eval_count"] == 10 and result["source"] == path

@@ -1,5 +1,5 @@
-"""experiments/report.py on small synthetic workdirs whose numbers are known, and the
-run_info.json that experiments/reproduce.py records (no training here)."""
+"""cnnlab.report (and its command, experiments/report.py) on small synthetic workdirs whose numbers are known, and the
+run_info.json that cnnlab.reproduce records (no training here)."""
 import json
 import os
 import re
@@ -82,7 +82,7 @@ def runs_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(runs_dir, tmp_path_factory):
-  from experiments import report as report_lib
+  from cnnlab import report as report_lib
   out = tmp_path_factory.mktemp("docs")
   text = report_lib.build_report(runs_dir, str(out / "RESULTS.md"), str(out / "figures"))
   assert (out / "RESULTS.md").read_text() == text
@@ -157,7 +157,7 @@ def test_figures_are_valid_pngs_linked_from_the_report(report):
 
 
 def test_mean_std_and_formatting():
-  from experiments import report as report_lib
+  from cnnlab import report as report_lib
   assert report_lib.config_differences([_config("lenet5", "mnist", 0),
                                         _config("lenet5", "mnist", 1)]) == []
   assert report_lib.config_differences([_config("lenet5", "mnist", 0),
@@ -170,7 +170,7 @@ def test_mean_std_and_formatting():
 
 
 def test_time_to_accuracy_skips_gaps_between_attempts():
-  from experiments import report as report_lib
+  from cnnlab import report as report_lib
   run = report_lib.RunRecord(
       name="s", path="", config={}, final=None, evals={},
       rows=[{"step": 1, "time": 105.0, "eval_accuracy": 0.5},
@@ -182,7 +182,7 @@ def test_time_to_accuracy_skips_gaps_between_attempts():
 
 
 def test_reproduce_records_the_command_hardware_and_attempts(tmp_path):
-  from experiments import reproduce
+  from cnnlab import reproduce
   argv = reproduce.train_argv("lenet5_mnist", None, "runs/g/seed1", 1, ["num_epochs=1"])
   assert argv[-2:] == ["--config.seed=1", "--config.num_epochs=1"]
   command = reproduce.shell_command(argv, env={"CNNLAB_RAW_DATA_DIR": "../shared/datasets"})
@@ -223,7 +223,7 @@ def test_main_writes_the_report_and_rejects_a_missing_runs_dir(runs_dir, tmp_pat
 
 
 def test_a_configs_expected_dict_overrides_the_table(monkeypatch):
-  from experiments import report as report_lib
+  from cnnlab import report as report_lib
   from experiments.configs import lenet5_fashion_mnist
   monkeypatch.setattr(lenet5_fashion_mnist, "EXPECTED", raising=False, value=dict(
       paper="≥ 90.0 % test accuracy", target=["accuracy", ">=", 0.9], unknown_key=1))

@@ -55,7 +55,7 @@ def _run_until(cmd, step, sig, wait_for_path=None):
     seen.append(line)
     if line.startswith(f"step {step}/"):
       deadline = time.time() + 60
-      while wait_for_path and not os.path.isdir(wait_for_path) and time.time() < deadline:
+      while wait_for_path and not os.path.exists(wait_for_path) and time.time() < deadline:
         time.sleep(0.01)
       p.send_signal(sig)
       break
@@ -94,31 +94,63 @@ def test_sigterm_writes_checkpoint_and_resumes(mnist_data_dir, reference, tmp_pa
   assert _final(wd)["params_fingerprint"] == reference["fingerprint"]
 
 
-def _truncate_data_files(step_dir):
-  hit = 0
-  for root, _, files in os.walk(step_dir):
-    for name in files:
-      path = os.path.join(root, name)
-      if "/d/" in path + "/" and os.path.getsize(path) > 0:
-        with open(path, "r+b") as f:
-          f.truncate(os.path.getsize(path) // 2)
-        hit += 1
-  assert hit, f"no data files under {step_dir}"
+def _data_files(step_dir):
+  return sorted((os.path.join(root, name) for root, _, names in os.walk(step_dir)
+                 for name in names if "/d/" in os.path.join(root, name)),
+                key=os.path.getsize)
+
+
+def _truncate(ckdir):
+  for path in _data_files(os.path.join(ckdir, "8")):
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip64(ckdir):
+  """The report in issue 18: 64 bytes flipped inside the largest data file — Orbax alone
+  restores that without a word."""
+  path = _data_files(os.path.join(ckdir, "8"))[-1]
+  with open(path, "r+b") as f:
+    data = bytearray(f.read())
+    mid = len(data) // 2
+    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+    f.seek(0)
+    f.write(data)
+
+
+def _swap(ckdir):
+  """A partial copy between clusters: step 4's largest data file under step 8's name."""
+  import shutil
+  shutil.copyfile(_data_files(os.path.join(ckdir, "4"))[-1],
+                  _data_files(os.path.join(ckdir, "8"))[-1])
+
+
+@pytest.fixture(scope="module")
+def killed_after_8(mnist_data_dir, reference, tmp_path_factory):
+  """A run SIGKILLed at step 9, once step 8's integrity record is on disk: steps 4 and 8."""
+  wd = str(tmp_path_factory.mktemp("killed"))
+  ckdir = os.path.join(wd, "checkpoints")
+  _run_until(_cmd(wd, mnist_data_dir, reference["cache"]), 9, signal.SIGKILL,
+             wait_for_path=os.path.join(ckdir, "8", "cnnlab_integrity.json"))
+  from cnnlab import integrity
+  assert [(v.step, v.status) for v in integrity.verify_workdir(wd)] == \
+      [(4, "verified"), (8, "verified")]
+  return wd
 
 
 @pytest.mark.slow
-def test_damaged_latest_checkpoint_falls_back(mnist_data_dir, reference, tmp_path):
-  wd = str(tmp_path)
+@pytest.mark.parametrize("damage", [_truncate, _flip64, _swap], ids=["truncate", "flip64", "swap"])
+def test_damaged_latest_checkpoint_falls_back(mnist_data_dir, reference, killed_after_8,
+                                              tmp_path, damage):
+  import shutil
+  wd = str(tmp_path / "wd")
+  shutil.copytree(killed_after_8, wd)
+  damage(os.path.join(wd, "checkpoints"))
   cmd = _cmd(wd, mnist_data_dir, reference["cache"])
-  ckdir = os.path.join(wd, "checkpoints")
-  _run_until(cmd, 9, signal.SIGKILL, wait_for_path=os.path.join(ckdir, "8"))
-  steps = sorted(int(s) for s in os.listdir(ckdir) if s.isdigit())
-  assert steps[-1] == 8
-  _truncate_data_files(os.path.join(ckdir, "8"))
   proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   warnings = [l for l in proc.stdout.splitlines() if l.startswith("WARNING: checkpoint step 8")]
-  assert len(warnings) == 1
+  assert len(warnings) == 1 and "is damaged (default/" in warnings[0], warnings
   assert "resumed from checkpoint step 4" in proc.stdout
   assert os.listdir(os.path.join(wd, "checkpoints_corrupt"))   # kept, not deleted
   assert _final(wd)["params_fingerprint"] == reference["fingerprint"]
@@ -173,18 +205,36 @@ def test_checkpoint_write_failure_is_clear_and_keeps_previous(mnist_data_dir, tm
     assert len(lines) == 1, lines
     assert "could not write a checkpoint" in lines[0] or "cannot write metrics" in lines[0]
     assert any(w in lines[0] for w in ("No space left on device", "RESOURCE_EXHAUSTED"))
-    if "(step " in lines[0]:
-      good = int(lines[0].split("(step ")[1].split(")")[0])
-    else:
-      good = max(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
-    assert good >= CKPT_EVERY
-    # The last complete checkpoint restores.
+    # The last checkpoint whose files match their integrity record restores. A step that
+    # Orbax committed just before the disk filled, but whose record could not be written, is
+    # reported damaged (unverifiable), never used: resume would move it aside.
     import jax
-    from cnnlab import checkpoint
+    from cnnlab import checkpoint, integrity
     ck = checkpoint.Checkpointer(wd)
-    assert ck.latest_step() == good
+    good = ck.latest_verified_step()
+    assert good is not None and good >= CKPT_EVERY
+    if "(step " in lines[0]:
+      assert int(lines[0].split("(step ")[1].split(")")[0]) == good
+    for v in integrity.verify_workdir(wd):
+      assert (v.status == "verified") if v.step <= good else ("missing" in v.detail), v
     meta = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
                         ck._manager.item_metadata(good))
     ck.restore(good, meta)
   finally:
     subprocess.run(["umount", wd])
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_damaged_step_in_one_line(killed_after_8, tmp_path):
+  import shutil
+  wd = str(tmp_path / "wd")
+  shutil.copytree(killed_after_8, wd)
+  _flip64(os.path.join(wd, "checkpoints"))
+  proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={wd}",
+                         "--checkpoint=8"], cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=300)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert len(lines) == 1 and "checkpoint step 8" in lines[0] and "is damaged" in lines[0], lines
+  assert "steps that verify: [4]" in lines[0]
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["4", "8"]   # nothing moved

@@ -7,9 +7,22 @@ import numpy as np
 import optax
 import pytest
 
+from cnnlab import config as config_lib
 from cnnlab.training import optim, steps
 from cnnlab.training.state import create_state
 from experiments.configs.base import base
+
+
+def _spec(c):
+  c.model.name, c.dataset.name = "lenet5", "mnist"
+  c.batch_size = 16
+  return config_lib.resolve(c, process_count=1, device_count=1, check_model=False,
+                            train_examples=160)
+
+
+def _train_step(model, tx, c, sched):
+  spec = _spec(c)
+  return steps.make_train_step(model, tx, spec.train, spec.optim, sched)
 
 
 class Tiny(nn.Module):
@@ -36,7 +49,7 @@ def _setup(lr=0.1, model=None, **cfg):
     c[k] = v
   model = model or Tiny()
   sched = optax.constant_schedule(lr)
-  tx = optim.create_optimizer(c, sched)
+  tx = optim.create_optimizer(_spec(c).optim, sched)
   state = create_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
   return c, model, tx, sched, state
 
@@ -50,7 +63,7 @@ def _batch(n=16, seed=0):
 
 def test_train_step_learns_and_updates_batch_stats():
   c, model, tx, sched, state = _setup()
-  step = jax.jit(steps.make_train_step(model, tx, c, sched))
+  step = jax.jit(_train_step(model, tx, c, sched))
   batch = _batch()
   first = None
   for _ in range(30):
@@ -63,7 +76,7 @@ def test_train_step_learns_and_updates_batch_stats():
 
 def test_nonfinite_step_leaves_state_untouched():
   c, model, tx, sched, state = _setup()
-  step = jax.jit(steps.make_train_step(model, tx, c, sched))
+  step = jax.jit(_train_step(model, tx, c, sched))
   bad = _batch()
   bad["image"] = bad["image"].at[0, 0, 0, 0].set(jnp.nan)
   new, m = step(state, bad)
@@ -83,7 +96,7 @@ def test_grad_accumulation_matches_full_batch_without_bn():
   outs = []
   for k in (1, 4):
     c, model, tx, sched, state = _setup(model=NoBN(), grad_accum_steps=k)
-    step = jax.jit(steps.make_train_step(model, tx, c, sched))
+    step = jax.jit(_train_step(model, tx, c, sched))
     state, m = step(state, _batch())
     outs.append((state.params, float(m["train_loss"])))
   assert outs[0][1] == pytest.approx(outs[1][1], rel=1e-5)
@@ -95,7 +108,7 @@ def test_aux_heads_add_weighted_loss():
   losses = {}
   for w in (0.0, 0.3):
     c, model, tx, sched, state = _setup(model=Tiny(aux=True), aux_loss_weight=w)
-    _, m = jax.jit(steps.make_train_step(model, tx, c, sched))(state, _batch())
+    _, m = jax.jit(_train_step(model, tx, c, sched))(state, _batch())
     losses[w] = float(m["total_loss"])
   assert losses[0.3] > losses[0.0]
 
@@ -125,9 +138,9 @@ def test_bf16_compute_keeps_float32_params():
   c = base()
   c.optimizer.learning_rate = 0.05
   sched = optax.constant_schedule(0.05)
-  tx = optim.create_optimizer(c, sched)
+  tx = optim.create_optimizer(_spec(c).optim, sched)
   state = create_state(model, tx, jax.random.PRNGKey(0), (28, 28, 1))
-  step = jax.jit(steps.make_train_step(model, tx, c, sched))
+  step = jax.jit(_train_step(model, tx, c, sched))
   r = np.random.default_rng(0)
   batch = {"image": jnp.asarray(r.normal(size=(16, 28, 28, 1)), jnp.float32),
            "label": jnp.asarray(r.integers(0, 10, 16), jnp.int32)}
@@ -145,14 +158,14 @@ def test_lenet_map_loss_is_eq9_and_differs_from_cross_entropy():
   c = base()
   outputs = jnp.array([[-1.0, -5.0, -9.0], [-4.0, -0.5, -3.0]])
   labels = jnp.array([0, 2])
-  ce = float(steps.make_loss(c)(outputs, labels))
+  ce = float(steps.make_loss(_spec(c).train)(outputs, labels))
   c.loss = "lenet_map"
   c.loss_rubbish_j = 1.0
-  got = float(steps.make_loss(c)(outputs, labels))
+  got = float(steps.make_loss(_spec(c).train)(outputs, labels))
   # eq. 9 by hand: y_correct + log(e^-j + sum_i e^-y_i), outputs are -y
   want = np.mean([1.0 + np.log(np.exp(-1.0) + np.exp(-1.0) + np.exp(-5.0) + np.exp(-9.0)),
                   3.0 + np.log(np.exp(-1.0) + np.exp(-4.0) + np.exp(-0.5) + np.exp(-3.0))])
   assert got == pytest.approx(want, rel=1e-6) and got != pytest.approx(ce)
   c.loss = "hinge"
   with pytest.raises(ValueError, match="loss='hinge'"):
-    steps.make_loss(c)
+    steps.make_loss(_spec(c).train)

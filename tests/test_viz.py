@@ -1,8 +1,6 @@
-"""cnnlab.viz on small models with random parameters (layer tracing, feature maps, filters,
-curves, confusion matrices: PNGs of the documented pixel size), and experiments/visualize.py on
-a workdir trained for a few steps on a small real MNIST."""
-import json
-import os
+"""cnnlab.viz (the names kept for existing callers of what moved to cnnlab.explain) on small
+models with random parameters: layer tracing, feature maps, filters, curves, confusion
+matrices: PNGs of the documented pixel size."""
 
 import flax.linen as nn
 import jax
@@ -11,7 +9,6 @@ import numpy as np
 import pytest
 
 from cnnlab import models, viz
-from conftest import lenet_config
 
 
 def _png_size(path):
@@ -131,23 +128,4 @@ def test_confusion(tmp_path):
     viz.plot_confusion(cm, str(tmp_path / "bad.png"), class_names=["a", "b"])
 
 
-@pytest.mark.slow
-def test_visualize_a_trained_workdir(mnist_data_dir, tmp_path):
-  import matplotlib.image
-  from cnnlab.training import train_and_evaluate
-  from experiments import visualize   # (not with experiments.evaluate: both define --workdir)
-  config = lenet_config(mnist_data_dir, num_train_steps=3, eval_every_steps=3)
-  workdir = str(tmp_path / "wd")
-  final = train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, "eval_test.json"), "w") as f:   # as experiments.evaluate
-    json.dump({"eval_accuracy": final["eval_accuracy"], "split": "test",
-               "confusion_matrix": (np.eye(10, dtype=int) * 90 + 1).tolist()}, f)
-  written = visualize.visualize(config, workdir, str(tmp_path / "fig"), layer="conv2",
-                                image_index=40)
-  assert sorted(written) == ["confusion", "curves", "feature_maps", "filters"]
-  assert _png_size(written["filters"]) == _grid_px(6, 0.8)
-  assert _png_size(written["feature_maps"]) == _grid_px(16 + 1, 1.0)
-  for path in written.values():
-    assert matplotlib.image.imread(path).std() > 0
-  with pytest.raises(Exception, match="valid: conv1, conv2"):
-    visualize.visualize(config, workdir, str(tmp_path / "fig"), layer="nope")
+# experiments/visualize.py on a trained workdir: tests/test_predict.py (one shared workdir).

@@ -1,9 +1,19 @@
 """The datasets catalogue: what each dataset is, as data, and where its prepared files live.
 
-Each ``DatasetInfo`` names the TFDS dataset behind a cnnlab name, its classes, stored image
+Each ``DatasetInfo`` names the TFDS dataset behind a cnnlab name, its classes, stored input
 shape, splits with their example counts, default train/eval splits, the preprocessing family
-('mnist' | 'cifar' | 'imagenet'), the per-channel mean/std used to normalise inputs, and
-whether the split is small enough to hold decoded in host memory (``in_memory``).
+('mnist' | 'cifar' | 'imagenet' | 'series' | 'volume'), the per-channel mean/std used to
+normalise images, and whether the split is small enough to hold decoded in host memory
+(``in_memory``).
+
+Besides the fixed entries, three kinds of names stand for datasets built from local files
+(local.py), whose classes, shapes and sizes are known only once prepared:
+- ``ucr/<Name>``: any dataset of the UCR/UEA time-series archive (ucr.py), input (L, C);
+- ``volumes/<name>``: a researcher's folder of labelled volumes (volumes.py), (D, H, W, C);
+- ``synthetic_volumes``: a small volumetric task the project writes itself on first use.
+``get(name)`` gives their entry with what the name alone tells (num_classes 0, shape and split
+sizes None); ``describe(name, data_dir)`` fills them in from the prepared metadata (a JSON
+read, no example decoded) and is what anything needing the class count or input shape uses.
 
 Mean/std constants (per channel, pixels scaled to [0, 1]):
 - MNIST 0.13066 / 0.30811 and Fashion-MNIST 0.28604 / 0.35302: computed by us over the 60,000
@@ -18,19 +28,23 @@ Mean/std constants (per channel, pixels scaled to [0, 1]):
 Fail-fast: ``ensure_prepared`` checks, from local files only, that a dataset has been built in
 the TFDS data dir before anything asks TFDS to load it. TFDS alone would try to download and
 retry for minutes on a machine without network; we raise ``DatasetUnavailableError`` naming the
-offline prepare command instead. Under ``tfds.testing.mock_data`` (which replaces TFDS's
-``download_and_prepare`` with a no-op and serves random examples) the check is skipped.
+offline prepare command instead. (Under ``tfds.testing.mock_data``, whose
+``download_and_prepare`` is a no-op, pass ``download=True``.)
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Mapping
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 MNIST_PREPROCESS = ("standard", "lenet1998")
+SERIES_PREPROCESS = ("znorm", "raw")       # per-series, per-channel z-normalisation, or none
+VOLUME_PREPROCESS = ("zscore", "raw")      # per-volume intensity z-score, or none
+SYNTHETIC_VOLUMES = "synthetic_volumes"
 CIFAR_PREPROCESS = ("standard", "per_pixel_mean")
 IMAGENET_PREPROCESS = ("inception", "vgg", "alexnet")
 
@@ -44,43 +58,55 @@ class DatasetInfo:
   """One catalogue entry. ``splits`` maps split name -> number of examples in the full data."""
   name: str
   tfds_name: str
-  family: str                       # 'mnist' | 'cifar' | 'imagenet'
-  num_classes: int
-  image_shape: tuple                # stored shape; None for a variable dimension
-  splits: Mapping[str, int]
+  family: str                       # 'mnist' | 'cifar' | 'imagenet' | 'series' | 'volume'
+  num_classes: int                  # 0 while unknown (a local dataset not yet described)
+  input_shape: tuple                # stored shape; None for a variable dimension
+  splits: Mapping[str, int | None]
   train_split: str
   eval_split: str
   mean: tuple[float, ...]
   std: tuple[float, ...]
   in_memory: bool
   preprocess_options: tuple[str, ...]
+  class_names: tuple[str, ...] | None = None
+  metadata: Mapping = dataclasses.field(default_factory=dict)   # local datasets' metadata.json
 
   @property
   def default_preprocess(self) -> str:
     return self.preprocess_options[0]
 
   @property
+  def image_shape(self) -> tuple:
+    """The stored input shape (the name predates 1-D and 3-D inputs)."""
+    return self.input_shape
+
+  @property
   def channels(self) -> int:
-    return int(self.image_shape[-1])
+    return int(self.input_shape[-1])
+
+  @property
+  def local(self) -> bool:
+    """Built by cnnlab from local files (local.py) rather than by a TFDS catalogue builder."""
+    return self.family in ("series", "volume")
 
 
 def _mnist_like(name, mean, std):
   return DatasetInfo(name=name, tfds_name=name, family="mnist", num_classes=10,
-                     image_shape=(28, 28, 1), splits={"train": 60_000, "test": 10_000},
+                     input_shape=(28, 28, 1), splits={"train": 60_000, "test": 10_000},
                      train_split="train", eval_split="test", mean=(mean,), std=(std,),
                      in_memory=True, preprocess_options=MNIST_PREPROCESS)
 
 
 def _cifar(name, classes, mean, std):
   return DatasetInfo(name=name, tfds_name=name, family="cifar", num_classes=classes,
-                     image_shape=(32, 32, 3), splits={"train": 50_000, "test": 10_000},
+                     input_shape=(32, 32, 3), splits={"train": 50_000, "test": 10_000},
                      train_split="train", eval_split="test", mean=mean, std=std,
                      in_memory=True, preprocess_options=CIFAR_PREPROCESS)
 
 
 def _imagenet(name, tfds_name, classes, train, validation):
   return DatasetInfo(name=name, tfds_name=tfds_name, family="imagenet", num_classes=classes,
-                     image_shape=(None, None, 3),
+                     input_shape=(None, None, 3),
                      splits={"train": train, "validation": validation},
                      train_split="train", eval_split="validation", mean=_IMAGENET_MEAN,
                      std=_IMAGENET_STD, in_memory=False, preprocess_options=IMAGENET_PREPROCESS)
@@ -101,17 +127,80 @@ CATALOGUE: dict[str, DatasetInfo] = {
 }
 
 
+# Local families: name prefix -> (family, preprocess options).
+LOCAL_PREFIXES = {"ucr": ("series", SERIES_PREPROCESS), "volumes": ("volume", VOLUME_PREPROCESS)}
+_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+_NAME_FORMS = "ucr/<archive name> (e.g. ucr/GunPoint), volumes/<folder name>"
+
+
 def names() -> list[str]:
-  return list(CATALOGUE)
+  """The fixed names (``ucr/<Name>`` and ``volumes/<name>`` come in addition)."""
+  return list(CATALOGUE) + [SYNTHETIC_VOLUMES]
+
+
+def local_key(name: str) -> tuple[str, str] | None:
+  """(prefix, config) of a local dataset's name — its TFDS dir is <prefix>/<config> — or None
+  for a catalogue name."""
+  if name == SYNTHETIC_VOLUMES:
+    return "volumes", SYNTHETIC_VOLUMES
+  prefix, sep, config = str(name).partition("/")
+  if sep and prefix in LOCAL_PREFIXES and _LOCAL_NAME.match(config) and (
+      config != SYNTHETIC_VOLUMES):
+    return prefix, config
+  return None
+
+
+def _local_entry(name: str, prefix: str, config: str) -> DatasetInfo:
+  family, options = LOCAL_PREFIXES[prefix]
+  return DatasetInfo(name=name, tfds_name=f"{prefix}/{config}", family=family, num_classes=0,
+                     input_shape=None, splits={"train": None, "test": None},
+                     train_split="train", eval_split="test", mean=(), std=(), in_memory=True,
+                     preprocess_options=options)
 
 
 def get(name: str) -> DatasetInfo:
   """The catalogue entry for ``name``; ValueError listing the valid names otherwise."""
-  try:
+  if name in CATALOGUE:
     return CATALOGUE[name]
-  except (KeyError, TypeError):
+  key = local_key(name) if isinstance(name, str) else None
+  if key is None:
     raise ValueError(f"unknown dataset {name!r}: valid datasets are "
-                     f"{', '.join(CATALOGUE)}") from None
+                     f"{', '.join(names())}, {_NAME_FORMS}")
+  return _local_entry(name, *key)
+
+
+def is_prepared(info: DatasetInfo, data_dir: str | None) -> bool:
+  """Whether ``info``'s dataset is built in the data dir (local files only)."""
+  directory = resolve_data_dir(data_dir)
+  if info.local:
+    from cnnlab.data import local
+    return local.is_prepared(*local_key(info.name), directory)
+  import tensorflow_datasets as tfds
+  return tfds.builder(info.tfds_name, data_dir=directory).is_prepared()
+
+
+def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
+  """``get(name)`` with everything known: for a local dataset, class count and names, stored
+  input shape (the longest series for unequal-length archives), split sizes and metadata, read
+  from its prepared metadata files (no TensorFlow, no examples decoded). Raises
+  ``DatasetUnavailableError`` when it is not prepared."""
+  info = get(name)
+  if not info.local:
+    return info
+  from cnnlab.data import local
+  directory = resolve_data_dir(data_dir)
+  key = local_key(name)
+  if not local.is_prepared(*key, directory):
+    raise _unavailable(info, data_dir, directory)
+  found = local.read_info(*key, directory)
+  meta = found["metadata"]
+  if info.family == "series":
+    shape = (int(meta["max_length"]), int(meta["channels"]))
+  else:
+    shape = tuple(int(d) for d in meta["shape"])
+  return dataclasses.replace(info, num_classes=len(found["class_names"]), input_shape=shape,
+                             splits=found["splits"], class_names=tuple(found["class_names"]),
+                             metadata=meta)
 
 
 def check_split(info: DatasetInfo, split: str) -> str:
@@ -137,34 +226,45 @@ def resolve_data_dir(data_dir: str | None) -> str:
   return os.path.expanduser(constants.get_default_data_dir())
 
 
-def tfds_is_mocked() -> bool:
-  """True inside ``tfds.testing.mock_data``, which swaps out ``download_and_prepare``."""
-  import tensorflow_datasets as tfds
-  fn = tfds.core.DatasetBuilder.download_and_prepare
-  return not getattr(fn, "__module__", "").startswith("tensorflow_datasets.core")
-
-
 def prepare_command(name: str, data_dir: str | None = None) -> str:
-  cmd = f"python -m experiments.prepare_data --dataset={name} --source_dir=DIR"
+  cmd = f"python -m experiments.prepare_data --dataset={name}"
+  cmd += "" if name == SYNTHETIC_VOLUMES else " --source_dir=DIR"
   return cmd + (f" --data_dir={data_dir}" if data_dir else "")
+
+
+def _unavailable(info: DatasetInfo, data_dir, directory) -> DatasetUnavailableError:
+  how = ("it is written on first use by experiments/train.py, or now with: "
+         if info.name == SYNTHETIC_VOLUMES else "build it offline from the original files with: ")
+  extra = "" if info.local else " (or set download=True to let TFDS download it)"
+  return DatasetUnavailableError(
+      f"dataset {info.name!r} (TFDS {info.tfds_name}) is not prepared in {directory}; {how}"
+      f"{prepare_command(info.name, data_dir and directory)}{extra}")
 
 
 def builder(info: DatasetInfo, data_dir: str | None, *, download: bool = False):
   """TFDS builder for ``info`` in ``data_dir``, after the fail-fast check (local files only).
 
   ``download=True`` lets TFDS fetch and build the dataset itself when it is missing (needs
-  network); by default a missing dataset raises ``DatasetUnavailableError`` at once.
+  network); by default a missing dataset raises ``DatasetUnavailableError`` at once. Local
+  datasets (ucr/..., volumes/...) are opened read-only from their directory.
   """
-  import tensorflow_datasets as tfds
   directory = resolve_data_dir(data_dir)
+  if info.local:
+    from cnnlab.data import local
+    if not local.is_prepared(*local_key(info.name), directory):
+      raise _unavailable(info, data_dir, directory)
+    return local.open_builder(*local_key(info.name), directory)
+  import tensorflow_datasets as tfds
   b = tfds.builder(info.tfds_name, data_dir=directory)
-  if tfds_is_mocked() or b.is_prepared():
+  if tfds_is_mocked() or b.is_prepared():   # TODO(data): mock check goes with spec's tests
     return b
   if download:
     b.download_and_prepare()
     return b
-  raise DatasetUnavailableError(
-      f"dataset {info.name!r} (TFDS {info.tfds_name}) is not prepared in {directory}; build "
-      f"it offline from the original files with: "
-      f"{prepare_command(info.name, data_dir and directory)} (or set download=True to let "
-      "TFDS download it)")
+  raise _unavailable(info, data_dir, directory)
+
+
+def tfds_is_mocked() -> bool:  # TODO(data): delete when spec's pipeline.py (no caller) is on main
+  import tensorflow_datasets as tfds
+  fn = tfds.core.DatasetBuilder.download_and_prepare
+  return not getattr(fn, "__module__", "").startswith("tensorflow_datasets.core")

@@ -37,24 +37,11 @@ _CACHE_SIZE = 6
 Transform = Callable[[np.ndarray, "np.random.Generator | None", slice, int], np.ndarray]
 
 
-def load_split(builder, split: str, *, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-  """All of ``split`` decoded to (uint8 [N, H, W, C], int32 [N]), in the stored order."""
-  key = (builder.name, str(builder.data_dir), split)
+def cached(key, cache: bool, make):
   if cache and key in _CACHE:
     _CACHE.move_to_end(key)
     return _CACHE[key]
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
-  options = tf.data.Options()
-  options.deterministic = True
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          read_config=tfds.ReadConfig(options=options, try_autocache=False))
-  ds = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32))).batch(4096)
-  images, labels = [], []
-  for x, y in tfds.as_numpy(ds.prefetch(2)):
-    images.append(x)
-    labels.append(y)
-  result = (np.concatenate(images), np.concatenate(labels))
+  result = make()
   if cache:
     _CACHE[key] = result
     while len(_CACHE) > _CACHE_SIZE:
@@ -62,16 +49,38 @@ def load_split(builder, split: str, *, cache: bool = True) -> tuple[np.ndarray, 
   return result
 
 
+def load_split(builder, split: str, *, cache: bool = True,
+               feature: str = "image") -> tuple[np.ndarray | list, np.ndarray]:
+  """All of ``split`` decoded to (inputs, int32 [N]) in the stored order: inputs an array
+  [N, *shape] (uint8 images as stored), or a list of arrays when ``feature`` has a variable
+  dimension (unequal-length series)."""
+  key = (builder.name, str(builder.data_dir), split, feature)
+
+  def make():
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            read_config=tfds.ReadConfig(options=options, try_autocache=False))
+    ds = ds.map(lambda ex: (ex[feature], tf.cast(ex["label"], tf.int32)))
+    ragged = None in tuple(builder.info.features[feature].shape)
+    inputs, labels = [], []
+    for x, y in tfds.as_numpy(ds.prefetch(64) if ragged else ds.batch(4096).prefetch(2)):
+      inputs.append(x)
+      labels.append(y)
+    if ragged:
+      return inputs, np.asarray(labels, np.int32)
+    return np.concatenate(inputs), np.concatenate(labels)
+  return cached(key, cache, make)
+
+
 def mean_image(builder, split: str, *, cache: bool = True) -> np.ndarray:
   """Per-pixel mean of ``split`` in [0, 1] units, float32 [H, W, C] (cached with the split)."""
-  key = ("mean_image", builder.name, str(builder.data_dir), split)
-  if cache and key in _CACHE:
-    return _CACHE[key]
-  images = load_split(builder, split, cache=cache)[0]
-  result = (images.mean(axis=0, dtype=np.float64) / 255.0).astype(np.float32)
-  if cache:
-    _CACHE[key] = result
-  return result
+  def make():
+    images = load_split(builder, split, cache=cache)[0]
+    return (images.mean(axis=0, dtype=np.float64) / 255.0).astype(np.float32)
+  return cached(("mean_image", builder.name, str(builder.data_dir), split), cache, make)
 
 
 def clear_cache() -> None:

@@ -15,7 +15,9 @@ Imagenette: tf.data over TFDS records). Both guarantee:
 - nothing is downloaded: a dataset missing from the data dir raises
   ``datasets.DatasetUnavailableError`` at once (unless ``download=True``).
 
-``ds_cfg`` (an ml_collections ConfigDict or a dict; ``make_config`` fills every key):
+``ds_cfg``: a resolved ``cnnlab.config.DataSpec`` (what the trainer passes: options resolved
+once), or an ml_collections ConfigDict / dict (``make_config`` fills every key), resolved on
+each call:
   name             catalogue name (datasets.names()).
   data_dir         TFDS data dir; None -> $TFDS_DATA_DIR, else ~/tensorflow_datasets.
   preprocess       family option (catalogue ``preprocess_options``; first is the default).
@@ -40,14 +42,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from cnnlab.data import datasets, memory, preprocess, streaming
+from cnnlab import streams
+from cnnlab.data import datasets, families, memory, streaming
 
-# Every optional ds_cfg key with its default (None: decided by the dataset); recipes' configs
-# are built from this table (experiments/configs/base.py).
+# Every optional ds_cfg key with its default (None: decided by the dataset), the series /
+# volume options of families.py included; cnnlab.config.defaults() builds the config's dataset
+# section from this table, typed by OPTION_TYPES where the default is None.
 DEFAULTS = dict(data_dir=None, preprocess=None, image_size=None, eval_resize=256,
                 shuffle_buffer=10_000, train_split=None, eval_split=None, augment=True,
                 crop_area_min=0.08, scale_min=256, scale_max=512, pca_lighting=0.0,
-                prefetch=2, num_parallel_calls=-1, download=False)
+                prefetch=2, num_parallel_calls=-1, download=False, **families.DEFAULTS)
+OPTION_TYPES = {"image_size": int, "series_length": int, "crop_shape": tuple}
 
 
 def make_config(name: str, **overrides):
@@ -61,33 +66,58 @@ def make_config(name: str, **overrides):
   return ml_collections.ConfigDict({"name": name, **DEFAULTS, **overrides})
 
 
-def _options(ds_cfg) -> tuple[datasets.DatasetInfo, dict[str, Any]]:
-  """Catalogue entry + every option resolved to a concrete value (validated)."""
-  info = datasets.get(ds_cfg.get("name", None))
+def resolve_options(ds_cfg) -> dict[str, Any]:
+  """Every option of ``ds_cfg`` (a DataSpec, ConfigDict or dict) resolved to a concrete value
+  and checked: the catalogue's defaults filled in, splits named, ``image_size`` fixed. A
+  DataSpec (cnnlab.config) is already resolved and passes through."""
+  if _is_spec(ds_cfg):
+    return dict(ds_cfg.options)
+  info = datasets.describe(ds_cfg.get("name", None), ds_cfg.get("data_dir", None))
   opts = {k: ds_cfg.get(k, None) for k in DEFAULTS}
   opts = {k: (DEFAULTS[k] if v is None else v) for k, v in opts.items()}
   opts["preprocess"] = datasets.check_preprocess(info, opts["preprocess"])
   opts["image_size"] = _image_size(info, opts["preprocess"], ds_cfg.get("image_size", None))
-  return info, opts
+  for which in ("train", "eval"):
+    split = opts[f"{which}_split"] or getattr(info, f"{which}_split")
+    opts[f"{which}_split"] = datasets.check_split(info, split)
+  return opts
 
 
-def _image_size(info, pre, requested) -> int:
+def _is_spec(ds) -> bool:
+  return hasattr(ds, "options") and hasattr(ds, "train_examples")
+
+
+def _options(ds_cfg) -> tuple[datasets.DatasetInfo, dict[str, Any]]:
+  name = ds_cfg.name if _is_spec(ds_cfg) else ds_cfg.get("name", None)
+  opts = resolve_options(ds_cfg)
+  return datasets.describe(name, opts["data_dir"]), opts
+
+
+def _image_size(info, pre, requested) -> int | None:
   if info.family == "mnist":
     fixed = 32 if pre == "lenet1998" else 28
   elif info.family == "cifar":
     fixed = 32
-  else:
+  elif info.family == "imagenet":
     return int(requested or (227 if pre == "alexnet" else 224))
+  else:   # a family whose examples keep their stored shape (series, volumes)
+    return requested
   if requested not in (None, fixed):
     raise ValueError(f"image_size={requested!r} is not available for {info.name} with "
                      f"preprocess {pre!r}: it gives {fixed}x{fixed} inputs")
   return fixed
 
 
-def output_shape(ds_cfg) -> tuple[int, int, int]:
-  """(H, W, C) of the images the pipeline yields for ``ds_cfg``."""
+def input_shape(info, opts) -> tuple[int, ...]:
+  """One example's shape as the pipeline yields it: (H, W, C) images, (L, C) series,
+  (D, H, W, C) volumes (families.input_shape)."""
+  return tuple(int(d) for d in families.input_shape(info, opts))
+
+
+def output_shape(ds_cfg) -> tuple[int, ...]:
+  """The shape of one example the pipeline yields for ``ds_cfg``."""
   info, opts = _options(ds_cfg)
-  return (opts["image_size"], opts["image_size"], info.channels)
+  return input_shape(info, opts)
 
 
 def _builder(info, opts):
@@ -95,8 +125,7 @@ def _builder(info, opts):
 
 
 def _split(info, opts, split, which) -> str:
-  return datasets.check_split(info, split or opts[f"{which}_split"] or
-                              getattr(info, f"{which}_split"))
+  return datasets.check_split(info, split or opts[f"{which}_split"])
 
 
 def _hosts(global_batch_size, process_index, process_count) -> tuple[int, int, int]:
@@ -114,12 +143,13 @@ def _hosts(global_batch_size, process_index, process_count) -> tuple[int, int, i
 
 
 def _arrays(info, opts, split):
-  b = _builder(info, opts)
-  return memory.load_split(b, split, cache=not datasets.tfds_is_mocked())
+  return families.load_arrays(info, _builder(info, opts), split, opts)
 
 
 def num_examples(ds_cfg, split: str | None = None) -> int:
-  """Examples in the whole ``split`` (all hosts), as the prepared data has them."""
+  """Examples in the whole ``split`` (all hosts) as the data holds them: the in-memory back
+  end counts the decoded split (kept for the run that follows), streaming reads the split's
+  metadata."""
   info, opts = _options(ds_cfg)
   split = _split(info, opts, split, "train")
   if info.in_memory:
@@ -128,24 +158,8 @@ def num_examples(ds_cfg, split: str | None = None) -> int:
 
 
 def _memory_transform(info, opts, *, train: bool) -> memory.Transform:
-  pre, mean, std = opts["preprocess"], info.mean, info.std
-  if info.family == "mnist":
-    if pre == "lenet1998":
-      return lambda x, rng, sl, g: preprocess.mnist_lenet1998(x)
-    return lambda x, rng, sl, g: preprocess.mnist_standard(x, mean, std)
-  if pre == "per_pixel_mean":
-    pixel_mean = memory.mean_image(_builder(info, opts), info.train_split,
-                                   cache=not datasets.tfds_is_mocked())
-    normalize = lambda x: preprocess.subtract_pixel_mean(x, pixel_mean)  # noqa: E731
-  else:
-    normalize = lambda x: preprocess.normalize_channels(x, mean, std)  # noqa: E731
-  if not (train and opts["augment"]):
-    return lambda x, rng, sl, g: normalize(x)
-
-  def augment(x, rng, sl, g):
-    dy, dx, flip = preprocess.cifar_crop_flip_params(rng, g)
-    return normalize(preprocess.cifar_crop_flip(x, dy[sl], dx[sl], flip[sl]))
-  return augment
+  builder = _builder(info, opts) if opts["preprocess"] == "per_pixel_mean" else None
+  return families.transform(info, opts, train=train, builder=builder)
 
 
 def train_batches(ds_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
@@ -172,7 +186,8 @@ def train_batches(ds_cfg, *, global_batch_size: int, seed: int, start_step: int 
   train_fn, _ = streaming.imagenet_fns(info, opts)
   return streaming.train_batches(
       b, split, train_fn, lo=lo, hi=hi, host_batch=bh, block=int(opts["shuffle_buffer"]),
-      seed=seed, start_step=start_step, aug_key=streaming._key(seed, 3, p, n_proc),
+      seed=seed, start_step=start_step,
+      aug_key=streaming._key(seed, streams.STREAMING_AUGMENT, p, n_proc),
       parallel=int(opts["num_parallel_calls"]))
 
 
@@ -196,7 +211,7 @@ def eval_batches(ds_cfg, *, split: str | None = None, global_batch_size: int,
   _, eval_fn = streaming.imagenet_fns(info, opts)
   return streaming.eval_batches(
       b, split, eval_fn, n=n, lo=lo, hi=hi, global_batch=bh * n_proc, host_batch=bh,
-      image_shape=output_shape(ds_cfg), parallel=int(opts["num_parallel_calls"]))
+      image_shape=input_shape(info, opts), parallel=int(opts["num_parallel_calls"]))
 
 
 def measure_throughput(ds_cfg, *, global_batch_size: int, num_batches: int = 50,

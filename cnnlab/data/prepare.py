@@ -19,6 +19,9 @@ Inputs (``source_dir`` holds them under their original names):
   Pickles are read with an unpickler that only admits NumPy arrays.
 - imagenet2012: ``ILSVRC2012_img_train.tar`` and ``ILSVRC2012_img_val.tar`` (TFDS's manual dir).
 - imagenette, imagenette_320: ``imagenette2.tgz`` / ``imagenette2-320.tgz``.
+- ucr/<Name>: ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` (ucr.py); volumes/<name>: class
+  folders of .npy / NIfTI volumes (volumes.py); synthetic_volumes: nothing (generated). These
+  are built by cnnlab's own builder (local.py), not a TFDS catalogue one.
 
 Checksums: md5 of each file against the values published with the data (MNIST/Fashion: the
 project README and torchvision; CIFAR: the CIFAR page; ImageNet: torchvision's table), or
@@ -37,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from cnnlab.data import datasets
+from cnnlab.data import datasets, local
 
 KNOWN_MD5 = {
     "mnist": {
@@ -176,6 +179,11 @@ def expected_files(name: str) -> list[str]:
   info = datasets.get(name)
   if name in _MANUAL:
     return list(_MANUAL[name])
+  if info.family == "series":
+    problem = name.split("/", 1)[1]
+    return [f"{problem}_TRAIN.ts", f"{problem}_TEST.ts"]
+  if info.family == "volume":
+    return ["<class>/*.npy|*.nii|*.nii.gz (optionally under train/ and test/)"]
   import tensorflow_datasets as tfds
   files = [i.filename for i in _registry(tfds.builder(info.tfds_name)).values()]
   if name in _PYTHON_TAR:
@@ -183,7 +191,7 @@ def expected_files(name: str) -> list[str]:
   return files
 
 
-def prepare(name: str, source_dir: str, data_dir: str | None = None, *,
+def prepare(name: str, source_dir: str | None, data_dir: str | None = None, *,
             checksums: dict[str, str] | None = None, verify_checksums: bool = True,
             max_examples_per_split: int | None = None, overwrite: bool = False) -> str:
   """Builds dataset ``name`` into ``data_dir`` from ``source_dir``; returns the dataset dir.
@@ -198,9 +206,14 @@ def prepare(name: str, source_dir: str, data_dir: str | None = None, *,
     info = datasets.get(name)
   except ValueError as e:
     raise PrepareError(str(e)) from None
+  if info.name == datasets.SYNTHETIC_VOLUMES:
+    return prepare_local(info, None, data_dir, overwrite=overwrite)
   source_dir = os.path.abspath(os.path.expanduser(source_dir))
   if not os.path.isdir(source_dir):
     raise PrepareError(f"--source_dir={source_dir} is not a directory")
+  if info.local:
+    return prepare_local(info, source_dir, data_dir, checksums=checksums,
+                         verify_checksums=verify_checksums, overwrite=overwrite)
   root = datasets.resolve_data_dir(data_dir)
   builder = tfds.builder(info.tfds_name, data_dir=root)
   if builder.is_prepared() and not overwrite:
@@ -246,23 +259,47 @@ def prepare(name: str, source_dir: str, data_dir: str | None = None, *,
         manual_dir=manual_dir, try_download_gcs=False, download_mode=mode,
         max_examples_per_split=max_examples_per_split)
     try:
-      builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"),
-                                   download_config=config)
+      with local.quiet_tfds():
+        builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"),
+                                     download_config=config)
     except download_manager.NonMatchingChecksumError as e:
       raise PrepareError(f"TFDS rejected a file for {name}: {str(e).splitlines()[0]}") from e
   return str(builder.data_path)
 
 
+def prepare_local(info: datasets.DatasetInfo, source_dir: str | None, data_dir: str | None,
+                  *, checksums: dict | None = None, verify_checksums: bool = True,
+                  overwrite: bool = False) -> str:
+  """Builds a local dataset (ucr/<Name>, volumes/<name>, synthetic_volumes); returns its dir.
+  Bad input (missing file, malformed line, wrong checksum) -> PrepareError, one line."""
+  from cnnlab.data import ucr, volumes
+  root = datasets.resolve_data_dir(data_dir)
+  key = datasets.local_key(info.name)
+  if local.is_prepared(*key, root) and not overwrite:
+    return local.dataset_dir(*key, root)
+  try:
+    if info.name == datasets.SYNTHETIC_VOLUMES:
+      spec = volumes.synthetic_spec()
+    elif info.family == "series":
+      spec = ucr.local_spec(info.name, source_dir, checksums=checksums,
+                            verify_checksums=verify_checksums)
+    else:
+      spec = volumes.local_spec(info.name, source_dir)
+  except (ValueError, OSError) as e:   # TsFormatError and VolumeError are ValueErrors
+    raise PrepareError(str(e).splitlines()[0]) from e
+  return local.build(spec, root, overwrite=overwrite)
+
+
 def summary(name: str, data_dir: str | None = None) -> str:
   """One line per split: count and label histogram of the prepared dataset."""
   import tensorflow_datasets as tfds
-  info = datasets.get(name)
-  b = tfds.builder(info.tfds_name, data_dir=datasets.resolve_data_dir(data_dir))
+  info = datasets.describe(name, data_dir)
+  b = datasets.builder(info, data_dir)
+  skip = {k: tfds.decode.SkipDecoding() for k in ("image",) if k in b.info.features}
   lines = []
   for split in b.info.splits:
     labels = np.concatenate([y for y in tfds.as_numpy(b.as_dataset(
-        split=split, decoders={"image": tfds.decode.SkipDecoding()}).map(
-            lambda ex: ex["label"]).batch(65536))])
+        split=split, decoders=skip or None).map(lambda ex: ex["label"]).batch(65536))])
     hist = np.bincount(labels[labels >= 0], minlength=info.num_classes)
     shown = " ".join(map(str, hist)) if info.num_classes <= 20 else f"{len(hist)} classes"
     lines.append(f"{split}: {len(labels)} examples; per class: {shown}")
@@ -275,19 +312,23 @@ RAW_DATA_ENV = "CNNLAB_RAW_DATA_DIR"
 def prepare_if_needed(ds_cfg) -> str | None:
   """First-use preparation for offline machines: when ``ds_cfg``'s dataset is not yet built in
   its data dir and ``$CNNLAB_RAW_DATA_DIR/<name>/`` holds the original files, build it from
-  them (checksums verified) and return the dataset dir. A variable naming a directory without
+  them (checksums verified) and return the dataset dir (``ucr/GunPoint`` looks in
+  ``$CNNLAB_RAW_DATA_DIR/ucr/GunPoint/``, the layout of ../shared/datasets). The synthetic
+  volumes are written whenever missing, variable or not. A variable naming a directory without
   ``<name>/`` raises ``DatasetUnavailableError`` (saying where it looked); an unset one does
   nothing (an unprepared dataset then fails fast, naming the prepare command). Each host
-  prepares its own data dir."""
-  root = os.environ.get(RAW_DATA_ENV)
-  if not root or datasets.tfds_is_mocked():
-    return None
-  import tensorflow_datasets as tfds
+  prepares its own data dir. Meant for entry points (it writes files)."""
   info = datasets.get(ds_cfg.get("name", None))
   data_dir = ds_cfg.get("data_dir", None)
-  if tfds.builder(info.tfds_name, data_dir=datasets.resolve_data_dir(data_dir)).is_prepared():
+  root = os.environ.get(RAW_DATA_ENV)
+  if info.name == datasets.SYNTHETIC_VOLUMES:
+    if datasets.is_prepared(info, data_dir):
+      return None
+    print(f"writing {info.name} (first use)", flush=True)
+    return prepare(info.name, None, data_dir)
+  if not root or datasets.is_prepared(info, data_dir):
     return None
-  source = os.path.join(os.path.expanduser(root), info.name)
+  source = os.path.join(os.path.expanduser(root), *info.name.split("/"))
   if not os.path.isdir(source):
     raise datasets.DatasetUnavailableError(
         f"${RAW_DATA_ENV}={root!r} holds no {info.name}/ folder (looked for "

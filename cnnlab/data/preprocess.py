@@ -244,3 +244,77 @@ def imagenet_train(encoded, seed, *, preprocess: str, image_size: int, eval_resi
   if pca_lighting:
     image = _pca_lighting(image, light_seed, pca_lighting)
   return _normalize_tf(image, mean, std)
+
+
+# ----------------------------------------------------------------- series and volumes (NumPy)
+
+def series_znorm(x: np.ndarray) -> np.ndarray:
+  """Per-series, per-channel z-normalisation of float [L, C] over its observed (non-NaN)
+  values; a constant channel becomes 0 (not 0/0). Missing values stay NaN."""
+  x = np.asarray(x, np.float64)
+  mean = np.nanmean(x, axis=0, keepdims=True) if x.size else 0.0
+  std = np.nanstd(x, axis=0, keepdims=True) if x.size else 1.0
+  std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+  return ((x - np.nan_to_num(mean)) / std).astype(np.float32)
+
+
+def series_to_length(x: np.ndarray, length: int) -> np.ndarray:
+  """float [L, C] -> float32 [length, C] by linear interpolation on a common [0, 1] time axis
+  (the first and last samples are kept); L == length is returned unchanged."""
+  x = np.asarray(x, np.float32)
+  if len(x) == length:
+    return x
+  if len(x) == 1:
+    return np.repeat(x, length, axis=0)
+  src = np.linspace(0.0, 1.0, len(x))
+  dst = np.linspace(0.0, 1.0, length)
+  return np.stack([np.interp(dst, src, x[:, c]) for c in range(x.shape[1])],
+                  axis=1).astype(np.float32)
+
+
+def series_batch(series, *, length: int, znorm: bool) -> np.ndarray:
+  """Stored series (each float32 [L_i, C]) -> float32 [N, length, C]: z-normalised per series
+  over the observed values (``znorm``), missing values set to 0 (the series mean when
+  normalised), then resampled to ``length`` (series_to_length)."""
+  out = np.zeros((len(series), length, series[0].shape[1] if len(series) else 1), np.float32)
+  for i, x in enumerate(series):
+    x = series_znorm(x) if znorm else np.asarray(x, np.float32)
+    out[i] = series_to_length(np.nan_to_num(x, nan=0.0), length)
+  return out
+
+
+def volume_intensity(volumes: np.ndarray, mode: str) -> np.ndarray:
+  """float [N, D, H, W, C]: 'zscore' = (v - mean) / std per volume and channel (a constant
+  volume becomes 0), 'raw' = unchanged. Done once when the split is loaded."""
+  v = np.asarray(volumes, np.float32)
+  if mode == "raw":
+    return v
+  if mode != "zscore":
+    raise ValueError(f"unknown volume preprocess {mode!r}: valid options are zscore, raw")
+  axes = tuple(range(1, v.ndim - 1))
+  mean = v.mean(axis=axes, keepdims=True, dtype=np.float64)
+  std = v.std(axis=axes, keepdims=True, dtype=np.float64)
+  return ((v - mean) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+
+
+def volume_crop_flip_params(rng: np.random.Generator, n: int, stored, crop, flip_axes):
+  """Per-example crop corners (int [n, 3]) and flips (bool [n, 3]) for n volumes at once."""
+  slack = np.asarray(stored, np.int64) - np.asarray(crop, np.int64)
+  corners = rng.integers(0, slack + 1, size=(n, 3))
+  flips = (rng.random((n, 3)) < 0.5) & np.isin(np.arange(3), list(flip_axes))[None]
+  return corners, flips
+
+
+def volume_crop_flip(volumes: np.ndarray, corners, flips, crop) -> np.ndarray:
+  """Crops each [D, H, W, C] volume to ``crop`` at its corner and mirrors the flagged axes."""
+  out = np.empty((len(volumes), *crop, volumes.shape[-1]), np.float32)
+  for i, v in enumerate(volumes):
+    (d, h, w), flip = corners[i], flips[i]
+    v = v[d:d + crop[0], h:h + crop[1], w:w + crop[2]]
+    out[i] = v[tuple(slice(None, None, -1) if f else slice(None) for f in flip)]
+  return out
+
+
+def volume_center(stored, crop) -> np.ndarray:
+  """The corner of the centred crop (eval)."""
+  return (np.asarray(stored, np.int64) - np.asarray(crop, np.int64)) // 2

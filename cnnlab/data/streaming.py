@@ -33,6 +33,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from cnnlab import streams
 from cnnlab.data import preprocess
 
 
@@ -76,7 +77,7 @@ def _read(builder, split: str, ranges: list[tuple[int, int]]):
 def epoch_plan(n: int, block: int, seed: int, epoch: int):
   """[(ranges, block_seed, size)] in visiting order: a shifted circular grid of
   ``block``-sized blocks over [0, n), visited in a random order. Pure function of its args."""
-  rng = np.random.default_rng([seed, 1, epoch])
+  rng = np.random.default_rng([seed, streams.DATA_ORDER, epoch])
   shift = int(rng.integers(n))
   nb = math.ceil(n / block)
   plan = []
@@ -85,7 +86,7 @@ def epoch_plan(n: int, block: int, seed: int, epoch: int):
     ranges = [(lo, min(hi, n))] if lo < n else []
     if hi > n:
       ranges.append((max(lo, n) - n, hi - n))
-    plan.append((ranges, _key(seed, 2, epoch, j), hi - lo))
+    plan.append((ranges, _key(seed, streams.DATA_AUGMENT, epoch, j), hi - lo))
   return plan
 
 

@@ -1,38 +1,38 @@
-"""``train_and_evaluate(config, workdir)``: one training run, start to finish.
+"""``train_and_evaluate(spec, workdir)``: one training run, start to finish.
 
-Sections, in order: validate → mesh → data → model/optimizer → state (fresh or restored) →
-compile → train loop (log / eval / checkpoint / preemption) → final save.
+A straight line over the builders (cnnlab/training/builders.py): parts → checkpointer →
+state (restored or fresh) → run files → the step loop (log / eval / checkpoint / stop
+request) → final metrics.
 
 Guarantees (tested in tests/test_resilience.py and tests/test_engine.py):
 - Resuming at step s reproduces an uninterrupted run bit for bit on CPU: the batch at step s
   is a pure function of (seed, s), the per-step rng is fold_in(state.rng, s), and the state is
-  checkpointed whole.
-- SIGTERM → checkpoint of the current step, pending writes finished, ``Preempted`` raised
-  (experiments/train.py exits with status 75, EX_TEMPFAIL: "run me again").
+  checkpointed whole (optimizer state included, so a plateau schedule resumes exactly).
+- ``stop_requested`` (the entry point sets it on SIGTERM) → checkpoint of the current step,
+  pending writes finished, ``Preempted`` raised (experiments/train.py exits 75).
 - A non-finite loss or gradient norm leaves the state untouched (see steps.py); the loop raises
   ``NonFiniteError`` naming the first bad step before anything is saved.
+No process-wide side effects: signals, the compilation cache and dataset preparation belong to
+the entry point (experiments/train.py).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
-import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cnnlab import checkpoint as ckpt_lib
 from cnnlab import metrics as metrics_lib
-from cnnlab import parallel
-from cnnlab.data import pipeline, prepare
-from cnnlab.training import optim, steps, validation
-from cnnlab.training.state import TrainState, create_state
+from cnnlab import provenance
+from cnnlab.config import RunSpec, resolve
+from cnnlab.training import builders
+from cnnlab.training.compat import Run  # noqa: F401  (visualize.py's import; to delete)
+from cnnlab.training.parts import Parts, build_parts, params_fingerprint
 
 PREEMPTED_EXIT_CODE = 75
 
@@ -48,252 +48,172 @@ class Preempted(RuntimeError):
     self.step = step
 
 
-class _SignalFlag:
-  """Records SIGTERM (what SLURM and cloud schedulers send before killing a job)."""
-
-  def __init__(self):
-    self.raised = False
-    self._old = None
-
-  def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: leave signals alone
-      self._old = None
-    return self
-
-  def _handle(self, signum, frame):
-    self.raised = True
-
-  def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+def as_spec(spec_or_config) -> RunSpec:
+  return spec_or_config if isinstance(spec_or_config, RunSpec) else resolve(spec_or_config)
 
 
-def setup_compilation_cache(config, workdir: str) -> None:
-  """JAX's persistent compilation cache, so restarts do not recompile."""
-  cache_dir = config.get("compilation_cache_dir", None)
-  if cache_dir == "":
-    return
-  if cache_dir is None:
-    cache_dir = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
-  jax.config.update("jax_compilation_cache_dir", cache_dir)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-class Run:
-  """Everything a run needs, built from a validated config (also used by evaluate/benchmark)."""
-
-  def __init__(self, config, mesh=None):
-    self.config = config
-    prepare.prepare_if_needed(config.dataset)
-    self.mesh = mesh or parallel.create_mesh()
-    parallel.check_batch_size(config.batch_size, self.mesh)
-    self.model = validation.build_model(config)
-    self.image_shape = validation.image_shape(config)
-    self.train_examples = pipeline.num_examples(config.dataset, validation.train_split(config))
-    self.steps_per_epoch = max(1, self.train_examples // config.batch_size)
-    n = int(config.get("num_train_steps", -1))
-    self.total_steps = n if n > 0 else int(math.ceil(config.num_epochs * self.steps_per_epoch))
-    self.schedule = optim.create_schedule(config, self.steps_per_epoch, self.total_steps)
-    self.tx = optim.create_optimizer(config, self.schedule)
-    self.repl = parallel.replicated(self.mesh)
-    ema = float(config.get("ema_decay", 0.0)) > 0
-    rng = jax.random.PRNGKey(int(config.seed))
-    self._init = lambda: create_state(self.model, self.tx, rng, self.image_shape, ema=ema)
-    self.abstract_state = jax.eval_shape(self._init)
-    self.state_sharding = jax.tree.map(lambda _: self.repl, self.abstract_state)
-    train_step = steps.make_train_step(self.model, self.tx, config, self.schedule)
-    eval_step = steps.make_eval_step(self.model, use_ema=ema)
-    self.p_train, self.p_eval = steps.jit_steps(self.mesh, train_step, eval_step,
-                                                self.state_sharding)
-
-  def init_state(self) -> TrainState:
-    return jax.jit(self._init, out_shardings=self.state_sharding)()
-
-  def abstract_with_sharding(self):
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        self.abstract_state, self.state_sharding)
-
-  def restore_checkpoint(self, workdir: str, which: str = "latest") -> tuple[TrainState, int]:
-    """The state saved in ``workdir`` at ``which``: 'latest', 'best' or a step number."""
-    ck = ckpt_lib.Checkpointer(workdir, best_metric=self.config.get("best_metric",
-                                                                    "eval_accuracy"))
-    try:
-      step = {"latest": ck.latest_step, "best": ck.best_step}.get(which, lambda: None)()
-      if step is None and which not in ("latest", "best"):
-        if not str(which).isdigit() or int(which) not in ck.all_steps():
-          raise validation.ConfigError(f"--checkpoint={which!r} is not one of latest, best, "
-                                       f"or a saved step {ck.all_steps()}")
-        step = int(which)
-      if step is None:
-        raise validation.ConfigError(f"--workdir={workdir!r} holds no checkpoint")
-      ck.check_compatible(step, self.abstract_with_sharding())
-      return ck.restore(step, self.abstract_with_sharding()), step
-    finally:
-      ck.close(raise_errors=False)
-
-  def evaluate(self, state, split: str | None = None, eval_step=None) -> dict[str, float]:
-    """Every example of the split counted once (padded batches carry a mask)."""
-    cfg = self.config
-    split = split or validation.eval_split(cfg)
-    batches = pipeline.eval_batches(cfg.dataset, split=split,
-                                    global_batch_size=validation.eval_batch_size(cfg, self.mesh))
-    eval_step = eval_step or self.p_eval
-    sync = parallel.needs_step_sync(self.mesh)
-    totals = None
-    for batch in parallel.prefetch_to_device(batches, self.mesh):
-      out = eval_step(state, batch)
-      if sync:
-        jax.block_until_ready(out)
-      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
-    count = float(totals["count"])
-    result = {"eval_loss": float(totals["loss_sum"]) / count,
-              "eval_accuracy": float(totals["correct"]) / count,
-              "eval_top5": float(totals["correct5"]) / count, "eval_count": count}
-    if "confusion" in totals:
-      result["confusion"] = np.asarray(totals["confusion"])
-    return result
-
-
-def params_fingerprint(params) -> str:
-  """SHA-256 of every parameter's bytes (this process's replica): equal fingerprints mean
-  bit-identical parameters, across restarts, device counts and processes."""
-  digest = hashlib.sha256()
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  for path, leaf in flat:
-    digest.update(jax.tree_util.keystr(path).encode())
-    digest.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
-  return digest.hexdigest()
-
-
-def _write_config(config, workdir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(tmp, path)
-
-
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns final metrics."""
-  # --- validate and set up ----------------------------------------------------------------
-  validation.validate(config)
-  setup_compilation_cache(config, workdir)
-  run = Run(config)
-  ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
-                               best_metric=config.get("best_metric", "eval_accuracy"))
+def train_and_evaluate(spec_or_config, workdir: str, *,
+                       stop_requested: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+  """Trains in ``workdir`` (resuming if it holds checkpoints); returns the final metrics."""
+  spec = as_spec(spec_or_config)
+  parts = build_parts(spec)
+  ckpt = builders.checkpointer(spec, workdir)
   is_main = jax.process_index() == 0
-
-  # --- state: restore or start fresh ------------------------------------------------------
-  state, start_step = ckpt.restore_latest(run.abstract_with_sharding())
+  try:
+    state, start_step = ckpt.restore_latest(parts.shardings.with_sharding())
+  except BaseException:
+    ckpt.close(raise_errors=False)
+    raise
   if state is None:
-    state, start_step = run.init_state(), 0
+    state, start_step = parts.init(), 0
     if is_main:
-      print(metrics_lib.parameter_summary(config.model.name, state.params, workdir), flush=True)
+      print(metrics_lib.parameter_summary(spec.model.name, state.params, workdir), flush=True)
   else:
     logging.info("resumed from step %d", start_step)
     print(f"resumed from checkpoint step {start_step}", flush=True)
   if is_main:
-    print(f"data parallel: {run.mesh.size} {jax.devices()[0].platform} device(s) in "
-          f"{jax.process_count()} process(es), global batch {config.batch_size}", flush=True)
-  _write_config(config, workdir)
-  writer = metrics_lib.MetricWriter(workdir)
-
-  log_every = int(config.get("log_every_steps", 100))
-  log_every = run.steps_per_epoch if log_every < 0 else log_every
-  eval_every = int(config.get("eval_every_steps", -1))
-  eval_every = run.steps_per_epoch if eval_every < 0 else eval_every
-  ckpt_every = int(config.get("checkpoint_every_steps", -1))
-  ckpt_every = run.steps_per_epoch if ckpt_every < 0 else ckpt_every
-  total = run.total_steps
-  sync = parallel.needs_step_sync(run.mesh)
-
-  host_batches = pipeline.train_batches(config.dataset, global_batch_size=config.batch_size,
-                                        seed=int(config.seed), start_step=start_step)
-  batches = parallel.prefetch_to_device(host_batches, run.mesh)
-  progress = metrics_lib.Progress(total, config.batch_size, start_step)
-  pending: list[dict] = []
-  last_eval: dict[str, float] = {}
-  t_start = time.time()
-
-  def flush_train_metrics(step: int, write: bool) -> None:
-    """Checks every pending step for a non-finite loss; with ``write``, logs their means.
-    Without it (before an eval or a save) the steps stay pending for the next log line."""
-    if not pending:
-      return
-    got = jax.device_get(pending)
-    bad = [int(m["step"]) for m in got if not m["finite"]]
-    if bad:
-      raise NonFiniteError(f"non-finite loss or gradient norm at step {bad[0] + 1}; stopped "
-                           f"before saving (last good checkpoint: step {ckpt.latest_step()})")
-    if not write:
-      pending[:] = got          # host copies: checked once, logged at the next log point
-      return
-    pending.clear()
-    scalars = {k: float(np.mean([m[k] for m in got]))
-               for k in ("train_loss", "train_accuracy", "grad_norm")}
-    scalars["learning_rate"] = float(got[-1]["learning_rate"])
-    rates = progress.update(step)
-    scalars["images_per_sec"] = rates["images_per_sec"]
-    writer.write(step, scalars)
-    if is_main:
-      print(progress.line(step, {**scalars, "eta_sec": rates["eta_sec"]}), flush=True)
-
-  def evaluate_and_log(step: int) -> dict[str, float]:
-    result = run.evaluate(state)
-    result.pop("confusion", None)
-    writer.write(step, result)
-    if is_main:
-      print(f"eval step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()),
-            flush=True)
-    return result
-
-  step = start_step
-  try:
-    with _SignalFlag() as sigterm:
-      while step < total:
-        state, m = run.p_train(state, next(batches))
-        pending.append(m)
-        step += 1
-        if sync:
-          jax.block_until_ready(state)
-        if step % log_every == 0 or step == total:
-          flush_train_metrics(step, write=True)
-        evaluated = (eval_every and step % eval_every == 0) or step == total
-        if evaluated:
-          flush_train_metrics(step, write=False)
-          last_eval = evaluate_and_log(step)
-        if step % ckpt_every == 0 or step == total:
-          flush_train_metrics(step, write=False)
-          ckpt.save(step, state, metrics=last_eval if evaluated else None)
-        if sigterm.raised:
-          flush_train_metrics(step, write=False)
-          ckpt.save(step, state)
-          ckpt.wait()
-          raise Preempted(step)
-    if step == start_step:  # nothing left to train: report the restored state
-      last_eval = evaluate_and_log(step)
-    ckpt.wait()
-  except ckpt_lib.CheckpointWriteError:
-    writer.close(raise_errors=False)   # the failed write is over: nothing left to wait for
-    raise
-  except BaseException:
-    # Whatever else stopped the run, finish the writes already started (never half a
-    # checkpoint), then re-raise.
-    ckpt.close(raise_errors=False)
-    writer.close(raise_errors=False)
-    raise
-  ckpt.close()
-  writer.close()
-  final = {**last_eval, "step": step, "wall_time_sec": time.time() - t_start,
+    print(f"data parallel: {parts.mesh.size} {jax.devices()[0].platform} device(s) in "
+          f"{jax.process_count()} process(es), global batch {spec.loop.global_batch}",
+          flush=True)
+    write_run_files(spec, workdir, start_step)
+  loop = _Loop(spec, parts, ckpt, metrics_lib.MetricWriter(workdir), start_step)
+  state = loop.run(state, stop_requested)
+  final = {**loop.last_eval, "step": loop.step, "wall_time_sec": time.time() - loop.t_start,
            "params_fingerprint": params_fingerprint(state.params)}
+  if spec.loop.report_best:
+    final.update({f"last_{k}": v for k, v in loop.last_eval.items()})
+    final.update(_best_checkpoint_eval(spec, parts, workdir))
   if is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(final, f, indent=2)
   return final
+
+
+def write_run_files(spec: RunSpec, workdir: str, start_step: int) -> None:
+  """config.json (the completed config) and one line of code identity per start."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(spec.config, f, indent=2, default=list)
+  os.replace(path + ".tmp", path)
+  provenance.record(workdir, start_step)
+
+
+class _Loop:
+  """The step loop's bookkeeping: pending train metrics, the last eval, the losses since the
+  last save (to rank checkpoints by train loss)."""
+
+  def __init__(self, spec: RunSpec, parts: Parts, ckpt, writer, start_step: int):
+    self.spec, self.parts, self.ckpt, self.writer = spec, parts, ckpt, writer
+    self.step = start_step
+    self.pending: list = []
+    self.losses: dict[int, float] = {}       # step -> train loss, since the last save
+    self.last_eval: dict[str, float] = {}
+    self.progress = metrics_lib.Progress(spec.loop.total_steps, spec.loop.global_batch,
+                                         start_step)
+    self.t_start = time.time()
+    self.is_main = jax.process_index() == 0
+
+  def run(self, state, stop_requested):
+    loop, parts = self.spec.loop, self.parts
+    total, sync = loop.total_steps, parts.sync
+    try:
+      batches = builders.train_batches(self.spec, parts.mesh, self.step)
+      start = self.step
+      while self.step < total:
+        state, m = parts.train_step(state, next(batches))
+        self.pending.append(m)
+        self.step += 1
+        step = self.step
+        if sync:
+          jax.block_until_ready(state)
+        if step % loop.log_every == 0 or step == total:
+          self.flush(write=True)
+        evaluated = (loop.eval_every and step % loop.eval_every == 0) or step == total
+        if evaluated:
+          self.flush(write=False)
+          self.last_eval = self.evaluate(state)
+        if step % loop.checkpoint_every == 0 or step == total:
+          self.save(state, self.last_eval if evaluated else None)
+        if stop_requested():
+          self.save(state, None)
+          self.ckpt.wait()
+          raise Preempted(step)
+      if self.step == start:  # nothing left to train: report the restored state
+        self.last_eval = self.evaluate(state)
+      self.ckpt.wait()
+    except ckpt_lib.CheckpointWriteError:
+      self.writer.close(raise_errors=False)   # the failed write is over: nothing to wait for
+      raise
+    except BaseException:
+      # Whatever else stopped the run, finish the writes already started (never half a
+      # checkpoint), then re-raise.
+      self.ckpt.close(raise_errors=False)
+      self.writer.close(raise_errors=False)
+      raise
+    self.ckpt.close()
+    self.writer.close()
+    return state
+
+  def flush(self, write: bool) -> None:
+    """Checks every pending step for a non-finite loss; with ``write``, logs their means.
+    Without it (before an eval or a save) the steps stay pending for the next log line."""
+    if not self.pending:
+      return
+    got = jax.device_get(self.pending)
+    bad = [int(m["step"]) for m in got if not m["finite"]]
+    if bad:
+      raise NonFiniteError(f"non-finite loss or gradient norm at step {bad[0] + 1}; stopped "
+                           f"before saving (last good checkpoint: step "
+                           f"{self.ckpt.latest_verified_step()})")
+    for m in got:
+      self.losses[int(m["step"]) + 1] = float(m["train_loss"])
+    if not write:
+      self.pending[:] = got          # host copies: checked once, logged at the next log point
+      return
+    self.pending.clear()
+    scalars = {k: float(np.mean([m[k] for m in got]))
+               for k in ("train_loss", "train_accuracy", "grad_norm")}
+    scalars["learning_rate"] = float(got[-1]["learning_rate"])
+    rates = self.progress.update(self.step)
+    scalars["images_per_sec"] = rates["images_per_sec"]
+    self.writer.write(self.step, scalars)
+    if self.is_main:
+      print(self.progress.line(self.step, {**scalars, "eta_sec": rates["eta_sec"]}), flush=True)
+
+  def evaluate(self, state) -> dict[str, float]:
+    result = builders.evaluate(self.spec, state, self.parts.eval_step, self.parts.mesh)
+    result.pop("confusion", None)
+    self.writer.write(self.step, result)
+    if self.is_main:
+      print(f"eval step {self.step}: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()),
+            flush=True)
+    return result
+
+  def save(self, state, eval_metrics: dict | None) -> None:
+    """Checkpoint at the current step, ranked by the eval metrics and by the mean train loss
+    since the previous save."""
+    self.flush(write=False)
+    metrics = dict(eval_metrics or {})
+    window = [v for s, v in self.losses.items() if s <= self.step]
+    if window:
+      metrics["train_loss"] = float(np.mean(window))
+    self.losses = {s: v for s, v in self.losses.items() if s > self.step}
+    self.ckpt.save(self.step, state, metrics=metrics or None)
+
+
+def _best_checkpoint_eval(spec: RunSpec, parts: Parts, workdir: str) -> dict[str, Any]:
+  """The eval metrics of the checkpoint ranked best by ``best_metric`` (e.g. the lowest train
+  loss — the test set never chooses it), as final metrics; the last ones stay as last_*."""
+  ckpt = builders.checkpointer(spec, workdir)
+  try:
+    step = ckpt.best_step()
+    if step is None:
+      return {"selected_step": None, "selected_by": spec.loop.best_metric}
+    state = ckpt.restore(step, parts.shardings.with_sharding())
+  finally:
+    ckpt.close(raise_errors=False)
+  result = builders.evaluate(spec, state, parts.eval_step, parts.mesh)
+  result.pop("confusion", None)
+  return {**result, "selected_step": step, "selected_by":
+          f"{spec.loop.best_metric} ({spec.loop.best_mode})"}

@@ -1,19 +1,18 @@
-"""Optimizers and learning-rate schedules from a config, all built from Optax pieces.
+"""Optimizers and learning-rate schedules from their specs (cnnlab.config), built from Optax.
 
-Keys read (``config.optimizer`` / ``config.schedule``):
-  optimizer.name            sgd | adamw | lars
-  optimizer.learning_rate   peak learning rate (for ``base_batch_size`` if that is > 0)
-  optimizer.base_batch_size linear scaling rule (Goyal et al. 2017): lr * batch / base; 0 = off
-  optimizer.momentum, optimizer.nesterov           (sgd, lars)
-  optimizer.b1, optimizer.b2, optimizer.eps        (adamw)
-  optimizer.weight_decay, optimizer.weight_decay_mode   'l2' (added to the loss, as the
-      papers did) | 'decoupled' (applied by the optimizer, Loshchilov & Hutter 2019)
-  optimizer.exclude_norm_and_bias   no decay on 1-D parameters (BN scale/bias, biases)
-  schedule.name             constant | step | piecewise | cosine
-  schedule.warmup_epochs    linear warm-up from 0 (all schedules)
-  schedule.boundaries       epochs at which step/piecewise change
-  schedule.decay_factor     step: multiply by this at each boundary
-  schedule.rates           piecewise: learning rates, one more than boundaries
+  OptimSpec.name            sgd | adamw | lars; ``learning_rate`` is the peak, already scaled
+                            by the linear scaling rule where the config asked for it
+  weight_decay_mode         'l2' (added to the loss, as the papers did) | 'decoupled'
+                            (applied by the optimizer, Loshchilov & Hutter 2019)
+  exclude_norm_and_bias     no decay on 1-D parameters (BN scale/bias, biases)
+  ScheduleSpec.name         constant | step | piecewise | cosine | plateau; boundaries and
+                            warm-up are in steps (resolve() converted them)
+
+``plateau`` is ``optax.contrib.reduce_on_plateau`` on the training loss: the loss averaged
+over ``plateau_every_steps`` steps is one measurement; after ``plateau_patience`` measurements
+without a relative improvement of ``plateau_rtol`` the learning rate is multiplied by
+``plateau_factor``, never below ``plateau_min_lr``. Its state lives in the optimizer state,
+so it is checkpointed with the run and a restart resumes it exactly.
 """
 from __future__ import annotations
 
@@ -23,38 +22,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("sgd", "adamw", "lars")
-SCHEDULES = ("constant", "step", "piecewise", "cosine")
-WEIGHT_DECAY_MODES = ("l2", "decoupled")
+from cnnlab.config import OptimSpec, ScheduleSpec
 
 
-def peak_learning_rate(config) -> float:
-  opt = config.optimizer
-  lr = float(opt.learning_rate)
-  base = int(opt.get("base_batch_size", 0) or 0)
-  return lr * config.batch_size / base if base > 0 else lr
-
-
-def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-  sched, peak = config.schedule, peak_learning_rate(config)
-  warmup = int(round(float(sched.get("warmup_epochs", 0.0)) * steps_per_epoch))
-  to_step = lambda epochs: int(round(float(epochs) * steps_per_epoch))
-  name = sched.name
-  if name == "constant":
+def create_schedule(spec: ScheduleSpec) -> optax.Schedule:
+  """The step -> learning-rate function (for ``plateau``: the rate before any reduction)."""
+  warmup, peak = spec.warmup_steps, spec.peak
+  if spec.name in ("constant", "plateau"):
     main = optax.constant_schedule(peak)
-  elif name == "step":
-    factor = float(sched.decay_factor)
-    main = optax.piecewise_constant_schedule(
-        peak, {to_step(b) - warmup: factor for b in sched.boundaries})
-  elif name == "piecewise":
-    values = [float(v) * peak / float(sched.rates[0]) for v in sched.rates]
-    bounds = [to_step(b) - warmup for b in sched.boundaries]
-    main = optax.piecewise_constant_schedule(
-        values[0], {b: values[i + 1] / values[i] for i, b in enumerate(bounds)})
-  elif name == "cosine":
-    main = optax.cosine_decay_schedule(peak, max(1, total_steps - warmup))
+  elif spec.name in ("step", "piecewise"):
+    scales = {b - warmup: spec.values[i + 1] / spec.values[i]
+              for i, b in enumerate(spec.boundaries)}
+    main = optax.piecewise_constant_schedule(spec.values[0], scales)
+  elif spec.name == "cosine":
+    main = optax.cosine_decay_schedule(peak, max(1, spec.total_steps - warmup))
   else:
-    raise ValueError(f"schedule.name={name!r} is not one of {', '.join(SCHEDULES)}")
+    raise ValueError(f"schedule.name={spec.name!r} is not a known schedule")
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
@@ -65,43 +48,61 @@ def decay_mask(params) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def _mask(config) -> Callable | None:
-  return decay_mask if config.optimizer.get("exclude_norm_and_bias", True) else None
+def _mask(spec: OptimSpec) -> Callable | None:
+  return decay_mask if spec.exclude_norm_and_bias else None
 
 
-def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  opt = config.optimizer
-  wd = float(opt.get("weight_decay", 0.0))
-  decoupled = opt.get("weight_decay_mode", "l2") == "decoupled" and wd > 0
-  name = opt.name
-  if name == "sgd":
-    parts = [optax.trace(decay=float(opt.momentum), nesterov=bool(opt.get("nesterov", False)))
-             if float(opt.get("momentum", 0.0)) > 0 else optax.identity()]
+def _base_optimizer(spec: OptimSpec, schedule) -> optax.GradientTransformation:
+  wd = spec.weight_decay
+  decoupled = spec.weight_decay_mode == "decoupled" and wd > 0
+  if spec.name == "sgd":
+    parts = [optax.trace(decay=spec.momentum, nesterov=spec.nesterov)
+             if spec.momentum > 0 else optax.identity()]
     if decoupled:
-      parts.append(optax.add_decayed_weights(wd, _mask(config)))
+      parts.append(optax.add_decayed_weights(wd, _mask(spec)))
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts)
-  if name == "adamw":
-    return optax.adamw(schedule, b1=float(opt.get("b1", 0.9)), b2=float(opt.get("b2", 0.999)),
-                       eps=float(opt.get("eps", 1e-8)), weight_decay=wd if decoupled else 0.0,
-                       mask=_mask(config))
-  if name == "lars":
+  if spec.name == "adamw":
+    return optax.adamw(schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps,
+                       weight_decay=wd if decoupled else 0.0, mask=_mask(spec))
+  if spec.name == "lars":
     return optax.lars(schedule, weight_decay=wd if decoupled else 0.0,
-                      weight_decay_mask=_mask(config) or True,
-                      trust_ratio_mask=_mask(config) or True,
-                      momentum=float(opt.get("momentum", 0.9)),
-                      nesterov=bool(opt.get("nesterov", False)))
-  raise ValueError(f"optimizer.name={name!r} is not one of {', '.join(OPTIMIZERS)}")
+                      weight_decay_mask=_mask(spec) or True,
+                      trust_ratio_mask=_mask(spec) or True,
+                      momentum=spec.momentum, nesterov=spec.nesterov)
+  raise ValueError(f"optimizer.name={spec.name!r} is not a known optimizer")
 
 
-def l2_penalty(config, params) -> jax.Array:
+def create_optimizer(spec: OptimSpec, schedule: optax.Schedule,
+                     sched: ScheduleSpec | None = None) -> optax.GradientTransformationExtraArgs:
+  """The optimizer; its ``update`` takes ``value=`` (the train loss), which only ``plateau``
+  uses."""
+  tx = _base_optimizer(spec, schedule)
+  if sched is not None and sched.name == "plateau":
+    tx = optax.chain(tx, optax.contrib.reduce_on_plateau(
+        factor=sched.plateau_factor, patience=sched.plateau_patience, rtol=sched.plateau_rtol,
+        atol=0.0, cooldown=sched.plateau_cooldown,
+        accumulation_size=sched.plateau_every_steps,
+        min_scale=sched.plateau_min_lr / sched.peak))
+  return optax.with_extra_args_support(tx)
+
+
+def learning_rate(schedule: optax.Schedule, opt_state, step) -> jax.Array:
+  """The learning rate applied at ``step``: the schedule's, times the plateau scale if any."""
+  lr = schedule(step)
+  for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
+      x, optax.contrib.ReduceLROnPlateauState)):
+    if isinstance(s, optax.contrib.ReduceLROnPlateauState):
+      lr = lr * s.scale
+  return lr
+
+
+def l2_penalty(spec: OptimSpec, params) -> jax.Array:
   """0.5 * wd * sum(w^2) over decayed parameters when weight decay lives in the loss."""
-  opt = config.optimizer
-  wd = float(opt.get("weight_decay", 0.0))
-  if wd <= 0 or opt.get("weight_decay_mode", "l2") != "l2":
+  if spec.weight_decay <= 0 or spec.weight_decay_mode != "l2":
     return jnp.zeros((), jnp.float32)
-  mask = decay_mask(params) if opt.get("exclude_norm_and_bias", True) else \
+  mask = decay_mask(params) if spec.exclude_norm_and_bias else \
       jax.tree.map(lambda _: True, params)
   leaves = [jnp.sum(jnp.square(p)) for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask))
             if m]
-  return 0.5 * wd * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
+  return 0.5 * spec.weight_decay * sum(leaves) if leaves else jnp.zeros((), jnp.float32)

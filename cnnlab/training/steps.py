@@ -19,6 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 from cnnlab import parallel
+from cnnlab.config import OptimSpec, TrainSpec
 from cnnlab.training import optim
 from cnnlab.training.state import TrainState, eval_variables
 
@@ -45,28 +46,25 @@ def topk_correct(logits, labels, k: int):
 LOSSES = ("cross_entropy", "lenet_map")
 
 
-def make_loss(config) -> Callable:
-  """Per-batch training loss ``(outputs, labels) -> scalar`` chosen by ``config.loss``:
+def make_loss(spec: TrainSpec) -> Callable:
+  """Per-batch training loss ``(outputs, labels) -> scalar`` chosen by ``spec.loss``:
   'cross_entropy' (softmax, optional label smoothing) or 'lenet_map', LeCun et al. 1998's
-  MAP criterion (eq. 9) on RBF outputs, with its constant ``config.loss_rubbish_j``."""
-  name = config.get("loss", "cross_entropy")
-  if name == "lenet_map":
+  MAP criterion (eq. 9) on RBF outputs, with its constant ``spec.loss_rubbish_j``."""
+  if spec.loss == "lenet_map":
     from cnnlab.models import lenet
-    j = float(config.get("loss_rubbish_j", 1.0))
-    return lambda outputs, labels: lenet.map_loss(outputs, labels, j)
-  if name != "cross_entropy":
-    raise ValueError(f"loss={name!r} is not one of {', '.join(LOSSES)}")
-  smoothing = float(config.get("label_smoothing", 0.0))
+    return lambda outputs, labels: lenet.map_loss(outputs, labels, spec.loss_rubbish_j)
+  if spec.loss != "cross_entropy":
+    raise ValueError(f"loss={spec.loss!r} is not one of {', '.join(LOSSES)}")
   return lambda outputs, labels: jnp.mean(
-      cross_entropy(outputs, labels, outputs.shape[-1], smoothing))
+      cross_entropy(outputs, labels, outputs.shape[-1], spec.label_smoothing))
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config,
+def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
+                    spec: TrainSpec, optim_spec: OptimSpec,
                     schedule: optax.Schedule) -> Callable:
-  objective = make_loss(config)
-  aux_weight = float(config.get("aux_loss_weight", 0.0))
-  accum = int(config.get("grad_accum_steps", 1))
-  ema_decay = float(config.get("ema_decay", 0.0))
+  """The pure train step; ``tx`` from optim.create_optimizer (its update takes ``value=``)."""
+  objective = make_loss(spec)
+  aux_weight, accum, ema_decay = spec.aux_loss_weight, spec.grad_accum_steps, spec.ema_decay
 
   def loss_fn(params, batch_stats, images, labels, rng):
     variables = {"params": params}
@@ -78,7 +76,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config,
     loss = objective(logits, labels)
     for a in aux:
       loss += aux_weight * objective(a, labels)
-    total = loss + optim.l2_penalty(config, params)
+    total = loss + optim.l2_penalty(optim_spec, params)
     correct = jnp.mean(jnp.argmax(logits, -1) == labels)
     return total, (updates.get("batch_stats", batch_stats), loss, correct)
 
@@ -86,30 +84,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config,
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    images, labels = batch["image"], batch["label"]
-    if accum == 1:
-      (total, (batch_stats, loss, acc)), grads = grad_fn(
-          state.params, state.batch_stats, images, labels, rng)
-    else:
-      # Micro-batch i takes rows i, i+k, i+2k, ...: each device's contiguous shard splits
-      # evenly, so the batch sharding survives the reshape.
-      def micro(x):
-        return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
-
-      def body(carry, xs):
-        grads_sum, bs = carry
-        img, lab, i = xs
-        (tot, (bs, l, a)), g = grad_fn(state.params, bs, img, lab, jax.random.fold_in(rng, i))
-        return (jax.tree.map(jnp.add, grads_sum, g), bs), (tot, l, a)
-
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grads, batch_stats), (tots, losses, accs) = jax.lax.scan(
-          body, (zeros, state.batch_stats), (micro(images), micro(labels), jnp.arange(accum)))
-      grads = jax.tree.map(lambda g: g / accum, grads)
-      total, loss, acc = tots.mean(), losses.mean(), accs.mean()
-
+    (total, (batch_stats, loss, acc)), grads = _gradients(
+        grad_fn, state, batch["image"], batch["label"], rng, accum)
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
@@ -120,11 +98,36 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config,
     # Non-finite step: keep every buffer of the old state (the step counter too).
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     metrics = {"train_loss": loss, "train_accuracy": acc, "total_loss": total,
-               "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+               "grad_norm": grad_norm,
+               "learning_rate": optim.learning_rate(schedule, opt_state, state.step),
                "finite": finite.astype(jnp.int32), "step": state.step}
     return new, metrics
 
   return train_step
+
+
+def _gradients(grad_fn, state: TrainState, images, labels, rng, accum: int):
+  """grad_fn's ((total, (batch_stats, loss, accuracy)), grads) on the batch, averaged over
+  ``accum`` micro-batches when accum > 1 (BN statistics threaded through them)."""
+  if accum == 1:
+    return grad_fn(state.params, state.batch_stats, images, labels, rng)
+
+  # Micro-batch i takes rows i, i+k, i+2k, ...: each device's contiguous shard splits evenly,
+  # so the batch sharding survives the reshape.
+  def micro(x):
+    return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
+
+  def body(carry, xs):
+    grads_sum, bs = carry
+    img, lab, i = xs
+    (tot, (bs, l, a)), g = grad_fn(state.params, bs, img, lab, jax.random.fold_in(rng, i))
+    return (jax.tree.map(jnp.add, grads_sum, g), bs), (tot, l, a)
+
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  (grads, batch_stats), (tots, losses, accs) = jax.lax.scan(
+      body, (zeros, state.batch_stats), (micro(images), micro(labels), jnp.arange(accum)))
+  grads = jax.tree.map(lambda g: g / accum, grads)
+  return (tots.mean(), (batch_stats, losses.mean(), accs.mean())), grads
 
 
 def make_eval_step(model: nn.Module, *, use_ema: bool = False, confusion: bool = False):
@@ -149,10 +152,19 @@ def make_eval_step(model: nn.Module, *, use_ema: bool = False, confusion: bool =
   return eval_step
 
 
+def jit_train_step(mesh: Mesh, train_step, state_sharding):
+  """The train step under jit: batch sharded on 'data', state replicated and donated."""
+  return jax.jit(train_step, in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
+                 out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
+
+
+def jit_eval_step(mesh: Mesh, eval_step, state_sharding):
+  """The eval step under jit: batch sharded on 'data', sums replicated."""
+  return jax.jit(eval_step, in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
 def jit_steps(mesh: Mesh, train_step, eval_step, state_sharding):
-  """Compiles both steps: batch sharded on 'data', state replicated and donated."""
-  batch_s, repl = parallel.batch_sharded(mesh), parallel.replicated(mesh)
-  p_train = jax.jit(train_step, in_shardings=(state_sharding, batch_s),
-                    out_shardings=(state_sharding, repl), donate_argnums=(0,))
-  p_eval = jax.jit(eval_step, in_shardings=(state_sharding, batch_s), out_shardings=repl)
-  return p_train, p_eval
+  """(jitted train step, jitted eval step); see jit_train_step / jit_eval_step."""
+  return (jit_train_step(mesh, train_step, state_sharding),
+          jit_eval_step(mesh, eval_step, state_sharding))

@@ -16,6 +16,12 @@ Time: 5-6 days on two GTX 580 in the paper; a few hours on one H100 (estimate).
 from experiments.configs.base import base
 
 VARIANTS = ("alexnet", "alexnet_2012")
+EXPECTED = dict(   # for the reproduction report (cnnlab.report)
+    order=5, metrics=("error", "top5_error"),
+    paper="40.7 % / 18.2 % top-1 / top-5 error (one CNN); torchvision weights: "
+          "43.48 % / 20.93 %",
+    source="Krizhevsky, Sutskever & Hinton 2012, Table 2; torchvision model card",
+    time_estimate="a few hours on one H100", seeds=1)
 
 
 def get_config(variant: str = "alexnet"):

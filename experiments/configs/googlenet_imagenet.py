@@ -17,6 +17,11 @@ from experiments.configs.base import base
 LR_DECAY_EVERY_EPOCHS = 8
 LR_DECAY = 0.96
 EPOCHS = 90
+EXPECTED = dict(   # for the reproduction report (cnnlab.report)
+    order=7, metrics=("error", "top5_error"),
+    paper="10.07 % top-5 error (one model, one crop); torchvision weights: 30.22 % / 10.47 %",
+    source="Szegedy et al. 2015, Table 3; torchvision model card",
+    time_estimate="about 2 days on one H100", seeds=1)
 
 
 def get_config():

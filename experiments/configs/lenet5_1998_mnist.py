@@ -61,6 +61,10 @@ PAPER_TEST_ERROR = 0.95          # percent, no distortions (§III-C)
 PAPER_PASSES = 20
 PAPER_ETA = (5e-4, 2e-4, 1e-4, 5e-5, 1e-5)   # global step sizes of the SDLM schedule
 PAPER_BOUNDARIES = (2.0, 5.0, 8.0, 12.0)     # passes after which eta changes
+EXPECTED = dict(   # for the reproduction report (cnnlab.report)
+    order=1, metrics=("error",), paper="≤ 0.95 % test error (no distortions)",
+    source="LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86(11), §III-C, Fig. 9",
+    time_estimate="minutes on a 2-core CPU", target=("error", "<=", PAPER_TEST_ERROR / 100))
 
 
 def get_config():

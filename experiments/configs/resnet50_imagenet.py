@@ -25,6 +25,13 @@ RESNET_PAPER_ERROR = {34: (24.19, 7.40), 50: (22.85, 6.71), 101: (21.75, 6.05),
 # torchvision model cards (IMAGENET1K_V1 weights, single crop): top-1 / top-5 accuracy.
 TORCHVISION_ACC = {18: (69.758, 89.078), 34: (73.314, 91.420), 50: (76.130, 92.862),
                    101: (77.374, 93.546), 152: (78.312, 94.046)}
+EXPECTED = dict(   # for the reproduction report (cnnlab.report), ResNet-50
+    order=8, metrics=("error", "top5_error"),
+    paper=f"{100 - TORCHVISION_ACC[50][0]:.2f} % / {100 - TORCHVISION_ACC[50][1]:.2f} % "
+          f"top-1 / top-5 error, one crop (torchvision V1 weights); paper, 10 crops: "
+          f"{RESNET_PAPER_ERROR[50][0]} % / {RESNET_PAPER_ERROR[50][1]} %",
+    source="torchvision model card; He et al. 2016, Table 3",
+    time_estimate="~10.7 h on one H100 in bf16", seeds=1)
 
 
 def get_config(arg: str = "50,classic"):

@@ -14,6 +14,13 @@ Time: 2-3 weeks on 4 Titan Black GPUs in the paper; ~1.5 days on one H100 in bf1
 """
 from experiments.configs.base import base
 
+EXPECTED = dict(   # for the reproduction report (cnnlab.report)
+    order=6, metrics=("error", "top5_error"),
+    paper="25.6 % / 8.1 % top-1 / top-5 error (single scale, Q=384); torchvision weights at "
+          "224 crop: 28.41 % / 9.62 %",
+    source="Simonyan & Zisserman 2015, Table 3; torchvision model card",
+    time_estimate="~1.5 days on one H100 in bf16", seeds=1)
+
 DEPTHS = (11, 13, 16, 19)
 
 

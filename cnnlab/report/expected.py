@@ -1,0 +1,74 @@
+"""What each recipe is expected to give, read from the recipes themselves: a config module in
+the recipes package (``experiments.configs`` by default) that defines ``EXPECTED = dict(...)``
+is a recipe of the report. Its paper numbers live there, next to the docstring that cites
+them — nowhere else.
+
+``EXPECTED`` keys: ``paper`` (required: the paper's or our target's number, as text),
+``source``, ``metrics`` (shown in order; each accuracy | error | top5_accuracy | top5_error),
+``target`` ((metric, '>=' | '<=', fraction): the check shown as ✓ / ✗), ``time_to_accuracy``
+(report the time to first reach this eval accuracy), ``time_estimate``, ``seeds``; ``model`` /
+``dataset`` default to the recipe's ``get_config()``.
+
+Metrics are computed from a run's final evaluation: ``accuracy`` / ``top5_accuracy`` are
+``eval_accuracy`` / ``eval_top5``; ``error`` / ``top5_error`` are one minus those.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+
+DEFAULT_PACKAGE = "experiments.configs"
+METRIC_LABELS = {"accuracy": "accuracy", "error": "error", "top5_accuracy": "top-5 accuracy",
+                 "top5_error": "top-5 error"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """What a recipe is expected to give (from its config module's ``EXPECTED``)."""
+  name: str                   # module in the recipes package
+  model: str
+  dataset: str
+  paper: str
+  metrics: tuple = ("accuracy",)
+  source: str = "—"
+  time_estimate: str = "—"
+  target: tuple | None = None
+  time_to_accuracy: float | None = None
+  seeds: int = 3
+  order: int = 100            # position in the report's table
+
+
+def recipe(name: str, package: str = DEFAULT_PACKAGE) -> Recipe | None:
+  """The recipe ``name`` of ``package`` as its ``EXPECTED`` states it (None without one)."""
+  try:
+    module = importlib.import_module(f"{package}.{name}")
+  except ImportError:
+    return None
+  expected = getattr(module, "EXPECTED", None)
+  if not isinstance(expected, dict) or "paper" not in expected:
+    return None
+  fields = {f.name for f in dataclasses.fields(Recipe)}
+  known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in expected.items()
+           if k in fields and k != "name"}
+  if "model" not in known or "dataset" not in known:
+    config = module.get_config()
+    known.setdefault("model", config.model.name)
+    known.setdefault("dataset", config.dataset.name)
+  return Recipe(name=name, **known)
+
+
+def all_recipes(package: str = DEFAULT_PACKAGE) -> list[Recipe]:
+  """Every module of ``package`` that defines ``EXPECTED``, in their ``order``."""
+  directory = os.path.dirname(importlib.import_module(package).__file__)
+  names = sorted(f[:-3] for f in os.listdir(directory)
+                 if f.endswith(".py") and f not in ("__init__.py", "base.py"))
+  found = [r for r in (recipe(n, package) for n in names) if r is not None]
+  return sorted(found, key=lambda r: (r.order, r.name))
+
+
+def metric_value(final: dict, metric: str) -> float | None:
+  acc = final.get("eval_top5" if metric.startswith("top5") else "eval_accuracy")
+  if acc is None:
+    return None
+  return float(acc) if metric.endswith("accuracy") else 1.0 - float(acc)

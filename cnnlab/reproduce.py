@@ -1,0 +1,170 @@
+"""Reproducing a recipe over seeds: the training command of each seed, the machine and
+software it ran on, and a runner that records every attempt in ``<workdir>/run_info.json``
+(the files ``cnnlab.report`` reads). ``python -m experiments.reproduce`` is the command.
+
+Seed k trains in ``<runs>/<group>/seed<k>`` with ``python -m experiments.train
+--config=experiments/configs/<recipe>.py[:<arg>] --workdir=... --config.seed=<k>`` in a child
+process whose output goes to the console and to ``<workdir>/train.log``. ``run_info.json``
+records the recipe, the exact command (with the data-location environment variables it ran
+under), the hardware (CPU model from /proc/cpuinfo, logical and usable cores, memory, GPUs
+from nvidia-smi), software versions and the git commit, and one entry per attempt with its
+start and end time (Unix seconds), wall time and exit status.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from importlib import metadata
+from typing import Callable
+
+from cnnlab import provenance
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(ROOT, "experiments", "configs")
+RUN_INFO = "run_info.json"
+ENV_KEYS = ("CNNLAB_RAW_DATA_DIR", "TFDS_DATA_DIR", "XLA_FLAGS", "JAX_PLATFORMS",
+            "CUDA_VISIBLE_DEVICES")
+
+
+# --- facts about the machine -------------------------------------------------------------------
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _memory_gb() -> float | None:
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemTotal:"):
+          return round(int(line.split()[1]) / 1024 ** 2, 1)
+  except (OSError, ValueError):
+    pass
+  return None
+
+
+def _gpus() -> list[str]:
+  """GPU names from nvidia-smi (without importing JAX, which would claim GPU memory)."""
+  try:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                         capture_output=True, text=True, timeout=20)
+  except (OSError, subprocess.SubprocessError):
+    return []
+  return [l.strip() for l in out.stdout.splitlines() if l.strip()] if out.returncode == 0 else []
+
+
+def hardware() -> dict:
+  usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "usable_cpus": usable,
+          "memory_gb": _memory_gb(), "gpus": _gpus(), "hostname": platform.node()}
+
+
+def software() -> dict:
+  out = {"python": platform.python_version()}
+  for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"):
+    try:
+      out[pkg] = metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+      pass
+  code = provenance.code_version(ROOT)
+  if code["commit"]:
+    out["git_commit"] = code["commit"] + (" (uncommitted changes)" if code["dirty"] else "")
+  return out
+
+
+# --- commands ------------------------------------------------------------------------------------
+def parse_recipe(recipe: str) -> tuple[str, str | None]:
+  name, _, arg = recipe.partition(":")
+  if not name or not os.path.exists(os.path.join(CONFIG_DIR, name + ".py")) or name == "base":
+    known = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                   if f.endswith(".py") and f not in ("__init__.py", "base.py"))
+    raise ValueError(f"--recipe={recipe!r} names no recipe; valid: {', '.join(known)}")
+  return name, (arg or None)
+
+
+def _shown_path(path: str) -> str:
+  rel = os.path.relpath(path)
+  return path if rel.startswith("..") else rel
+
+
+def train_argv(name: str, arg: str | None, workdir: str, seed: int,
+               overrides=()) -> list[str]:
+  """The training command for one seed, without the interpreter."""
+  config = _shown_path(os.path.join(CONFIG_DIR, name + ".py")) + (f":{arg}" if arg else "")
+  argv = ["-m", "experiments.train", f"--config={config}", f"--workdir={workdir}",
+          f"--config.seed={seed}"]
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--override={item!r} must be KEY=VALUE")
+    argv.append(f"--config.{key}={value}")
+  return argv
+
+
+def shell_command(argv: list[str], env: dict | None = None) -> str:
+  """``argv`` as one copy-pasteable shell line (``python`` for the interpreter), prefixed
+  with the data-location variables set in ``env``."""
+  env = os.environ if env is None else env
+  prefix = [f"{k}={shlex.quote(env[k])}" for k in ENV_KEYS if env.get(k)]
+  return " ".join(prefix + ["python"] + [shlex.quote(a) for a in argv])
+
+
+# --- running one seed ----------------------------------------------------------------------------
+def _read_info(workdir: str) -> dict:
+  path = os.path.join(workdir, RUN_INFO)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {}
+
+
+def _write_info(workdir: str, info: dict) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, RUN_INFO)
+  with open(path + ".tmp", "w") as f:
+    json.dump(info, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def run_seed(argv: list[str], workdir: str, info: dict, *, echo=True,
+             started: Callable[[subprocess.Popen], None] | None = None) -> int:
+  """Runs ``python argv`` as a child process, teeing its output to ``workdir/train.log``, and
+  appends the attempt to ``workdir/run_info.json`` (written before the start and after the
+  end, so a killed parent still leaves the start time). ``started(child)`` is called once the
+  child runs (the command forwards SIGTERM to it). Returns the child's exit status."""
+  info = {**_read_info(workdir), **info}
+  attempts = list(info.get("attempts", []))
+  attempt = {"start_time": time.time()}
+  attempts.append(attempt)
+  info.update(attempts=attempts, start_time=attempts[0]["start_time"])
+  _write_info(workdir, info)
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+  child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+  if started is not None:
+    started(child)
+  with open(os.path.join(workdir, "train.log"), "a") as log:
+    for line in child.stdout:
+      log.write(line)
+      if echo:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+  code = child.wait()
+  attempt.update(end_time=time.time(), exit_code=code)
+  attempt["wall_time_sec"] = attempt["end_time"] - attempt["start_time"]
+  info.update(wall_time_sec=sum(a.get("wall_time_sec", 0.0) for a in attempts),
+              exit_code=code)
+  _write_info(workdir, info)
+  return code

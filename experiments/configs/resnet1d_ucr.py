@@ -1,0 +1,27 @@
+"""ResNet for time series (Wang, Yan & Oates 2017, "Time series classification from scratch
+with deep neural networks: a strong baseline", IJCNN, §III.B) on any UCR/UEA archive dataset.
+
+Command:
+    CNNLAB_RAW_DATA_DIR=../shared/datasets python -m experiments.train \
+        --config=experiments/configs/resnet1d_ucr.py --config.dataset.name=ucr/GunPoint \
+        --workdir=runs/resnet1d_gunpoint --config.seed=0
+
+Protocol: as fcn1d_ucr.py (Ismail Fawaz et al. 2019, DMKD 33(4)) except 1,500 epochs and
+batch min(64, n_train / 10).
+
+Published test accuracy of ResNet, mean over runs (shared ../shared/datasets/ucr/README.md):
+GunPoint 0.991, ItalyPowerDemand 0.962, ArrowHead 0.838, JapaneseVowels 0.992.
+"""
+from experiments.configs.base import base
+from experiments.configs.fcn1d_ucr import ucr_protocol
+
+PAPER_TEST_ACCURACY = {"ucr/GunPoint": 0.991, "ucr/ItalyPowerDemand": 0.962,
+                       "ucr/ArrowHead": 0.838, "ucr/JapaneseVowels": 0.992}
+EPOCHS = 1500
+BATCH_MAX = 64
+
+
+def get_config():
+  c = base()
+  c.model.name = "resnet1d"
+  return ucr_protocol(c, epochs=EPOCHS, batch_max=BATCH_MAX)
