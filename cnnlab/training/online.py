@@ -49,7 +49,7 @@ def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
                            schedule: optax.Schedule, *, steps_per_pass: int,
                            hessian_samples: int = 500, curvature_split=None) -> Callable:
   """``loss_fn(outputs, labels)`` is the batch-mean loss (applied to batches of one);
-  ``schedule`` is the learning rate per update (per example), as the optimizer counts.
+  ``schedule(step)`` is only reported (the optimizer holds its own, counted in examples).
   ``curvature_split``: ``(outputs_fn(params, x), loss_fn(outputs, y))`` for one example, where
   the Gauss-Newton curvature is taken (default: the model's outputs and ``loss_fn``)."""
   if steps_per_pass < 1 or hessian_samples < 1:
@@ -97,8 +97,24 @@ def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
     finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(norms))
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     metrics = {"train_loss": loss, "train_accuracy": jnp.mean(correct), "total_loss": loss,
-               "grad_norm": grad_norm, "learning_rate": schedule(state.step * images.shape[0]),
+               "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                "finite": finite.astype(jnp.int32), "step": state.step}
     return new, metrics
 
   return train_step
+
+
+def from_spec(spec, model: nn.Module, tx: optax.GradientTransformation,
+              schedule: optax.Schedule) -> Callable:
+  """The online step a RunSpec asks for: its loss, one pass = one epoch of steps, and for the
+  paper's LeNet-5 with its MAP loss the curvature taken at F6 (``rbf_curvature_split``)."""
+  from cnnlab.models import lenet
+  from cnnlab.training import steps
+  split = None
+  if isinstance(model, lenet.LeNet5_1998) and model.head == "rbf" and \
+      spec.train.loss == "lenet_map":
+    split = rbf_curvature_split(model, spec.train.loss_rubbish_j)
+  return make_online_train_step(model, tx, steps.make_loss(spec.train), schedule,
+                                steps_per_pass=spec.loop.steps_per_epoch,
+                                hessian_samples=spec.optim.sdlm_hessian_samples,
+                                curvature_split=split)

@@ -39,8 +39,10 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from cnnlab.config_checks import ConfigError
 
-class TransferError(ValueError):
+
+class TransferError(ConfigError):
   """A source that cannot initialise the target; the message is one line."""
 
 
@@ -152,8 +154,14 @@ def merge(target, source, *, head: Iterable[str] = (), first: Iterable[str] = ()
   return unflatten(out), report
 
 
-def _module_paths(params) -> list[str]:
-  return list(flatten({"": params}).keys())
+def compile_patterns(patterns: Sequence[str], what: str) -> list[re.Pattern]:
+  out = []
+  for pattern in patterns:
+    try:
+      out.append(re.compile(pattern))
+    except re.error as e:
+      raise TransferError(f"{what} pattern {pattern!r} is not a regular expression: {e}")
+  return out
 
 
 def match_paths(params, patterns: Sequence[str], what: str) -> list[list[str]]:
@@ -161,11 +169,7 @@ def match_paths(params, patterns: Sequence[str], what: str) -> list[list[str]]:
   invalid or matches nothing is a TransferError naming it."""
   paths = ["/".join(k) for k in traverse_util.flatten_dict(params)]
   found = []
-  for pattern in patterns:
-    try:
-      rx = re.compile(pattern)
-    except re.error as e:
-      raise TransferError(f"{what} pattern {pattern!r} is not a regular expression: {e}")
+  for pattern, rx in zip(patterns, compile_patterns(patterns, what)):
     hits = [p for p in paths if rx.search(p)]
     if not hits:
       raise TransferError(f"{what} pattern {pattern!r} matches no parameter; parameters "
@@ -198,17 +202,19 @@ def parse_lr_groups(spec: str | Sequence) -> tuple[tuple[str, float], ...]:
   return tuple(out)
 
 
-def labels(params, freeze: Sequence[str] = (), lr_groups: Sequence[tuple[str, float]] = ()):
+def labels(params, freeze: Sequence[str] = (), lr_groups: Sequence[tuple[str, float]] = (),
+           trainable_only: Iterable[str] | None = None):
   """Per-parameter labels: 'frozen', 'group{i}' (first lr_groups pattern that matches) or
-  'default'; freezing wins over a learning-rate group."""
+  'default'; freezing wins over a learning-rate group. ``trainable_only`` (parameter paths):
+  every other parameter is frozen (a linear probe trains the classifier alone)."""
   frozen = set(p for hits in match_paths(params, freeze, "freeze") for p in hits)
   group_hits = match_paths(params, [p for p, _ in lr_groups], "lr_groups")
-  flat = traverse_util.flatten_dict(params)
+  keep = None if trainable_only is None else set(trainable_only)
   out = {}
-  for key in flat:
+  for key in traverse_util.flatten_dict(params):
     path = "/".join(key)
     label = "default"
-    if path in frozen:
+    if path in frozen or (keep is not None and path not in keep):
       label = "frozen"
     else:
       for i, hits in enumerate(group_hits):
@@ -219,24 +225,38 @@ def labels(params, freeze: Sequence[str] = (), lr_groups: Sequence[tuple[str, fl
   return traverse_util.unflatten_dict(out)
 
 
-def partition_optimizer(tx: optax.GradientTransformation, params, *,
-                        freeze: Sequence[str] = (),
+def frozen_paths(label_tree) -> tuple[str, ...]:
+  return tuple("/".join(k) for k, v in traverse_util.flatten_dict(label_tree).items()
+               if v == "frozen")
+
+
+def partition_optimizer(tx: optax.GradientTransformation, label_tree,
                         lr_groups: Sequence[tuple[str, float]] = ()):
   """``tx`` for the 'default' parameters, zero updates for frozen ones (bit-identical after
   training), and ``tx`` followed by a constant scale for each learning-rate group (a
-  multiplier on the learning rate: every update cnnlab's optimizers make is linear in it).
-  Returns (optimizer, frozen paths); without freeze / groups, ``tx`` itself."""
-  if not freeze and not lr_groups:
-    return tx, ()
-  tree = labels(params, freeze, lr_groups)
+  multiplier on the learning rate: every update cnnlab's optimizers make is linear in it)."""
   transforms = {"default": tx, "frozen": optax.set_to_zero()}
   for i, (_, mult) in enumerate(lr_groups):
     transforms[f"group{i}"] = optax.chain(tx, optax.scale(mult))
-  used = set(jax.tree.leaves(tree))
-  transforms = {k: v for k, v in transforms.items() if k in used}
-  frozen = tuple("/".join(k) for k, v in traverse_util.flatten_dict(tree).items()
-                 if v == "frozen")
-  return optax.multi_transform(transforms, tree), frozen
+  used = set(jax.tree.leaves(label_tree))
+  return optax.multi_transform({k: v for k, v in transforms.items() if k in used}, label_tree)
+
+
+def plan_optimizer(tx, spec, module):
+  """``tx`` partitioned as ``spec.transfer`` asks (freeze / lr_groups / linear_probe), and the
+  frozen parameter paths; ``tx`` itself when none is set. Patterns are checked against the
+  model's parameter tree (shapes only, nothing compiled)."""
+  t = spec.transfer
+  if not (t.freeze or t.lr_groups or t.linear_probe):
+    return tx, ()
+  shape = spec.model.input_shape
+  params = jax.eval_shape(lambda: module.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, *shape), jnp.float32), train=False))["params"]
+  keep = None
+  if t.linear_probe:
+    keep = {p.partition("/")[2] for p in head_paths(module, shape) if p.startswith("params/")}
+  tree = labels(params, t.freeze, t.lr_groups, keep)
+  return partition_optimizer(tx, tree, t.lr_groups), frozen_paths(tree)
 
 
 def frozen_stats_mask(batch_stats, frozen_params: Sequence[str]):
@@ -289,4 +309,50 @@ def read_source(init_from: str, model_name: str, torchvision_name: str | None = 
                           + str(e).splitlines()[0]) from None
   from cnnlab.training import load_trained
   trained = load_trained(path, int(which) if which.isdigit() else which)
-  return dict(trained.variables)
+  return jax.tree.map(_host, dict(trained.variables))
+
+
+def _host(x) -> np.ndarray:
+  """This process's copy of a replicated array (works on multi-process meshes too)."""
+  return np.asarray(x.addressable_data(0)) if hasattr(x, "addressable_data") else np.asarray(x)
+
+
+def _variables(tree_params, tree_stats) -> dict:
+  out = {"params": tree_params}
+  if tree_stats:
+    out["batch_stats"] = tree_stats
+  return out
+
+
+def load_checked(spec, parts):
+  """Reads ``spec.transfer.init_from`` and checks that it fits the run's model, against the
+  state's shapes only: a misfit is one TransferError line before anything is compiled."""
+  from cnnlab import models
+  module, shape = parts.model, spec.model.input_shape
+  source = read_source(spec.transfer.init_from, spec.model.name,
+                       models.info(spec.model.name).torchvision)
+  head, first = head_paths(module, shape), input_paths(module, shape)
+  abstract = parts.shardings.abstract
+  merge(_variables(abstract.params, abstract.batch_stats), source, head=head, first=first,
+        source_name=spec.transfer.init_from)
+  return source, head, first
+
+
+def initialise(spec, parts, state, loaded) -> tuple[Any, TransferReport]:
+  """``state`` (freshly initialised) with the checked source merged in, on the state's
+  shardings; returns it and the report of what was loaded, re-initialised, adapted, frozen."""
+  source, head, first = loaded
+  fresh = jax.tree.map(_host, _variables(state.params, state.batch_stats))
+  merged, report = merge(fresh, source, head=head, first=first,
+                         source_name=spec.transfer.init_from)
+  shard = parts.shardings.sharding
+
+  def place(values, shardings):
+    return jax.tree.map(lambda v, sh: jax.make_array_from_callback(
+        np.shape(v), sh, lambda idx: np.asarray(v)[idx]), values, shardings)
+  params = place(merged["params"], shard.params)
+  stats = place(merged["batch_stats"], shard.batch_stats) if state.batch_stats else \
+      state.batch_stats
+  ema = None if state.ema_params is None else place(merged["params"], shard.ema_params)
+  state = state.replace(params=params, batch_stats=stats, ema_params=ema)
+  return state, dataclasses.replace(report, frozen=tuple(parts.optimizer.frozen))
