@@ -250,11 +250,13 @@ class Checkpointer:
   def _require_intact(self, step: int) -> integrity.Verdict:
     verdict = self._agreed(step)
     if verdict.status == integrity.DAMAGED:
-      good = [s for s in self.all_steps() if s != step and
-              self._verdict(s).status == integrity.VERIFIED] if jax.process_index() == 0 else []
+      hint = ""
+      if jax.process_index() == 0:    # the others did not hash anything
+        good = [s for s in self.all_steps() if s != step and
+                self._verdict(s).status == integrity.VERIFIED]
+        hint = f" (steps that verify: {good or 'none'})"
       raise DamagedCheckpointError(
-          f"checkpoint step {step} in {self.directory} is damaged: {verdict.detail} "
-          f"(steps that verify: {good or 'none'})")
+          f"checkpoint step {step} in {self.directory} is damaged: {verdict.detail}{hint}")
     if verdict.status == integrity.UNVERIFIED:
       self._note_unverified(step)
     return verdict

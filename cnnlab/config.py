@@ -41,6 +41,7 @@ class ModelSpec:
   dtype: str                        # float32 | bfloat16 | float16 (compute dtype)
   num_classes: int                  # resolved: the dataset's count unless set
   input_shape: tuple[int, ...]      # one example as the pipeline yields it: (H, W, C), (L, C)...
+  kernels: str = "auto"             # auto (models.create chooses) | a cnnlab.models.kernels name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +123,7 @@ class LoopSpec:
   eval_every: int                   # 0: only at the end
   checkpoint_every: int
   keep_checkpoints: int
+  checkpoint_best_only: bool        # scheduled saves only when best_metric improves
   best_metric: str                  # what ranks checkpoints ("best")
   best_mode: str                    # max | min
   report_best: bool                 # final_metrics.json from the best checkpoint's eval
@@ -151,7 +153,7 @@ def defaults() -> ml_collections.ConfigDict:
   ref = ml_collections.FieldReference
   c = ml_collections.ConfigDict()
   c.model = ml_collections.ConfigDict(dict(
-      name="", kwargs={}, dtype="float32",
+      name="", kwargs={}, dtype="float32", kernels="auto",
       num_classes=ref(None, field_type=int)))   # None: the dataset's; 0 (features) refused
   fields = {"name": ""}
   for key, default in pipeline.DEFAULTS.items():
@@ -189,6 +191,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = -1     # -1: once per epoch
   c.log_every_steps = 100           # -1: once per epoch
   c.keep_checkpoints = 3
+  c.checkpoint_best_only = False    # True: a scheduled save only when best_metric improved
   c.best_metric = "eval_accuracy"   # ranks the "best" checkpoint; or train_loss, eval_loss...
   c.best_mode = "auto"              # auto: min for *loss metrics, else max
   c.report_best = False             # final metrics from the best checkpoint, not the last
@@ -249,7 +252,7 @@ def resolve(config, *, process_count: int | None = None, device_count: int | Non
   info, opts, shape = checks.check_data(c)
   num_classes = checks.check_num_classes(c, info)
   model = ModelSpec(name=c.model.name, kwargs=dict(c.model.kwargs or {}), dtype=c.model.dtype,
-                    num_classes=num_classes, input_shape=tuple(shape))
+                    num_classes=num_classes, input_shape=tuple(shape), kernels=c.model.kernels)
   if check_model:
     checks.check_model_input(model, c)
   if train_examples is None:
@@ -280,7 +283,8 @@ def resolve_optimization(config, *, global_batch: int, steps_per_epoch: int,
 
 _NO_LOOP = LoopSpec(global_batch=1, eval_batch=1, process_count=1, device_count=1, host_batch=1,
                     device_batch=1, steps_per_epoch=1, total_steps=1, log_every=1, eval_every=1,
-                    checkpoint_every=1, keep_checkpoints=1, best_metric="eval_accuracy",
+                    checkpoint_every=1, keep_checkpoints=1, checkpoint_best_only=False,
+                    best_metric="eval_accuracy",
                     best_mode="max", report_best=False, compilation_cache_dir="")
 
 
@@ -309,6 +313,7 @@ def _loop(c, data: DataSpec, process_count: int, device_count: int) -> LoopSpec:
       device_batch=batch // device_count, steps_per_epoch=steps_per_epoch, total_steps=total,
       log_every=every(c.log_every_steps), eval_every=every(c.eval_every_steps),
       checkpoint_every=every(c.checkpoint_every_steps), keep_checkpoints=int(c.keep_checkpoints),
+      checkpoint_best_only=bool(c.checkpoint_best_only),
       best_metric=c.best_metric, best_mode=mode, report_best=bool(c.report_best),
       compilation_cache_dir=c.compilation_cache_dir)
 

@@ -51,12 +51,23 @@ def one_of(key: str, value, allowed) -> None:
     fail(key, value, f"one of {', '.join(allowed)}")
 
 
+def kernel_names() -> tuple[str, ...]:
+  """The model formulations one can ask for by name (cnnlab.models.kernels.BY_NAME)."""
+  try:
+    from cnnlab.models import kernels
+  except ImportError:
+    return ()
+  return tuple(getattr(kernels, "BY_NAME", {}))
+
+
 def check_keys(c, *, device_count: int, process_count: int) -> None:
   """Everything that needs neither the dataset nor the model. Raises the first problem."""
   from cnnlab import models
   if c.model.name not in models.names():
     fail("model.name", c.model.name, f"valid models: {', '.join(models.names())}")
   one_of("model.dtype", c.model.dtype, DTYPES)
+  if c.model.kernels != "auto":
+    one_of("model.kernels", c.model.kernels, ("auto", *kernel_names()))
   if c.batch_size != -1:
     positive(c, "batch_size", integer=True)
   if c.eval_batch_size:

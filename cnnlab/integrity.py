@@ -20,6 +20,7 @@ prints seconds per GB for the steps it verifies).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -155,7 +156,7 @@ def verify(step_dir: str, step: int, *, newer_than_recorded: bool = False) -> Ve
   try:
     record = _read_record(step_dir, step)
   except (ValueError, UnicodeDecodeError) as e:
-    return Verdict(step, DAMAGED, f"integrity record {RECORD} is unreadable: {e}"[:200])
+    return Verdict(step, DAMAGED, f"integrity record {RECORD} is damaged: {e}"[:200])
   recorded, present = record["files"], _files(step_dir)
   problems = [f"{rel}: missing" for rel in recorded if rel not in present]
   problems += [f"{rel}: not in the integrity record (extra file)"
@@ -166,13 +167,13 @@ def verify(step_dir: str, step: int, *, newer_than_recorded: bool = False) -> Ve
       continue
     want_size, want_digest = recorded[rel]
     try:
-      size, digest = (os.path.getsize(path), None) if os.path.getsize(path) != want_size \
-          else _hash_file(path)
+      size = os.path.getsize(path)
+      digest = _hash_file(path)[1] if size == want_size else None
     except FileNotFoundError:
       problems.append(f"{rel}: missing")
       continue
     except OSError as e:
-      if e.errno != 5:          # EIO: the storage could not return the bytes
+      if e.errno != errno.EIO:          # the storage could not return the bytes
         raise
       problems.append(f"{rel}: read error (EIO)")
       continue

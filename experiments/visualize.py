@@ -114,6 +114,10 @@ def _attribution(run, kind, layers, x, label, index, out_dir):
     where = f" at {layer}" if layer else ""
     title = (f"{run.name} {explainers.TITLES[kind]}{where}, example {index}: true "
              f"{run.class_name(label)}, predicted {run.class_name(pred)} ({probs[pred]:.2f})")
+    if kind == "integrated_gradients":
+      c = explainers.ig_completeness(run.model, run.variables, x[None], [pred])
+      title += (f"\nsum of attributions {c['sum'][0]:.3f} vs f(x) - f(0) = "
+                f"{c['delta'][0]:.3f} (completeness gap {c['gap'][0]:.3g})")
     stem = f"{kind}_{_safe(layer)}" if layer else kind
     out[layer or kind] = heatmaps.plot_heatmap(x, heat, os.path.join(out_dir, f"{stem}.png"),
                                                title=title)
@@ -180,13 +184,13 @@ def visualize(workdir: str, out_dir: str, *, what=DEFAULT_WHAT, checkpoint: str 
               max_examples: int = 2000) -> dict[str, str]:
   """Writes the pictures; returns ``{kind: path}`` (``kind[layer]`` when several layers)."""
   from cnnlab.explain import trained_run
-  from cnnlab.training import ConfigError, validation
+  from cnnlab.training import ConfigError
   what = check_what(what)
   if image_index < 0:
     raise ConfigError(f"--image_index={image_index} must be >= 0")
   layers = [l for l in layers if l]
   config = trained_run.workdir_config(workdir)
-  split = split or validation.eval_split(config)
+  split = split or trained_run.eval_split_of(config)
   needs_model = [w for w in what if w not in ("curves", "confusion")]
   run = trained_run.load(workdir, checkpoint) if needs_model else None
   out = {}

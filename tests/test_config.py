@@ -127,6 +127,8 @@ def test_auto_batch_size_and_linear_scaling():
     ("schedule.name", "plateau", None),
     ("best_metric", "test_accuracy", "eval_accuracy"),
     ("batch_size", 4096 * 32, "larger than the train split"),
+    ("model.kernels", "fastest", "one of auto"),
+    ("checkpoint_every_steps", 0, "positive integer or -1"),
 ])
 def test_refusals_name_key_value_and_reason(key, value, expected):
   c = _recipe("lenet5_mnist", None)
@@ -145,3 +147,31 @@ def test_num_classes_defaults_to_the_dataset():
   spec = _resolve(_recipe("resnet20_cifar10", "20"))
   assert _recipe("resnet20_cifar10", "20").model.num_classes is None
   assert spec.model.num_classes == spec.data.num_classes == 10
+
+
+def test_checkpoint_best_only_saves_when_the_train_loss_improves():
+  """The loop's save policy on its own (no training): windows of checkpoint_every steps,
+  ranked by their mean train loss, saved only when better — and always at the end."""
+  from cnnlab.training import loop as loop_lib
+
+  class Recorder:
+    def __init__(self):
+      self.saved = []
+
+    def save(self, step, state, metrics=None):
+      self.saved.append((step, metrics))
+
+  c = _recipe("lenet5_mnist", None)
+  c.checkpoint_every_steps, c.checkpoint_best_only = 2, True
+  c.best_metric = "train_loss"
+  spec = _resolve(c)
+  ckpt = Recorder()
+  run = loop_lib._Loop(spec, parts=None, ckpt=ckpt, writer=None, start_step=0)
+  for step, loss, always in ((2, 1.0, False), (4, 2.0, False), (6, 0.5, False),
+                             (8, 0.7, False), (10, 0.9, True)):
+    run.step = step
+    run.losses.update({step - 1: loss, step: loss})
+    run.save(None, None, always=always)
+  assert [s for s, _ in ckpt.saved] == [2, 6, 10]
+  assert [m["train_loss"] for _, m in ckpt.saved] == [1.0, 0.5, 0.9]
+  assert spec.loop.best_mode == "min"

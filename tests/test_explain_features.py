@@ -12,11 +12,13 @@ from cnnlab.explain import features
 
 
 def _smallest_of_each_family():
+  """The smallest registered model of every (family, input rank): 1-D, 2-D, 3-D alike."""
   chosen = {}
   for name in models.names():
     info = models.info(name)
-    if info.family not in chosen or info.num_params < models.info(chosen[info.family]).num_params:
-      chosen[info.family] = name
+    key = (info.family, len(info.input_shape))
+    if key not in chosen or info.num_params < models.info(chosen[key]).num_params:
+      chosen[key] = name
   return sorted(chosen.values())
 
 

@@ -281,3 +281,26 @@ def test_two_processes_agree_on_a_damaged_step(workdir):
   warnings = [l for out, _ in outs for l in out.splitlines() if l.startswith("WARNING")]
   assert len(warnings) == 1 and "checkpoint step 2 is damaged" in warnings[0]   # process 0
   assert len(os.listdir(os.path.join(workdir, "checkpoints_corrupt"))) == 1
+
+
+@pytest.mark.parametrize("code", [5, 13, 116])      # EIO, EACCES, ESTALE
+def test_read_errors_while_verifying(workdir, monkeypatch, code):
+  """EIO means the storage lost the bytes: damage. Permission or a stale network handle says
+  nothing about the checkpoint: raised, nothing moved."""
+  real = integrity._hash_file
+
+  def failing(path):
+    if "/2/" in path:
+      raise OSError(code, os.strerror(code), path)
+    return real(path)
+  monkeypatch.setattr(integrity, "_hash_file", failing)
+  ck = checkpoint.Checkpointer(workdir)
+  if code == 5:
+    assert ck.restore_latest(ABSTRACT)[1] == 1
+    assert len(os.listdir(os.path.join(workdir, "checkpoints_corrupt"))) == 1
+  else:
+    with pytest.raises(OSError):
+      ck.restore_latest(ABSTRACT)
+    assert ck.all_steps() == [1, 2]
+    assert not os.path.exists(os.path.join(workdir, "checkpoints_corrupt"))
+  ck.close()

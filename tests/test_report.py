@@ -231,3 +231,27 @@ def test_a_configs_expected_dict_overrides_the_table(monkeypatch):
   assert rec.paper == "≥ 90.0 % test accuracy" and rec.target == ("accuracy", ">=", 0.9)
   assert rec.model == "lenet5" and rec.dataset == "fashion_mnist"   # kept from the table
   assert report_lib.recipe("no_such_recipe") is None
+
+
+def test_code_identity_is_recorded_and_marked(tmp_path):
+  """Each start records the commit and whether the tree was dirty; the report marks runs made
+  by a dirty tree or another commit than its own."""
+  from cnnlab import provenance
+  from cnnlab.report import document
+  from cnnlab.report.runs import read_run
+  entry = provenance.record(str(tmp_path / "wd"), 0)
+  assert entry["commit"] is None or len(entry["commit"]) == 40
+  assert provenance.read(str(tmp_path / "wd"))[0]["start_step"] == 0
+  clean = [{"commit": "a" * 40, "dirty": False}]
+  assert provenance.summarize(clean, "a" * 40) is None
+  assert provenance.summarize([{"commit": "a" * 40, "dirty": True}], "a" * 40) == "dirty tree"
+  assert provenance.summarize(clean, "b" * 40) == "other commit aaaaaaa"
+  assert provenance.summarize([], "a" * 40) == "unknown code"
+  wd = tmp_path / "runs" / "g" / "seed0"
+  _write(str(wd), "config.json", _config("lenet5", "mnist", 0))
+  _write(str(wd), "final_metrics.json", {"eval_accuracy": 0.99, "step": 10})
+  _write(str(wd), "code_version.jsonl", [{"commit": "c" * 40, "dirty": True}])
+  row, notes = document.group_row("g", [read_run(str(wd))], None, "c" * 40)
+  assert row.startswith("| g § |") and any("dirty tree" in n for n in notes)
+  row, notes = document.group_row("g", [read_run(str(wd))], None, "d" * 40)
+  assert any("other commit ccccccc" in n for n in notes)

@@ -206,3 +206,62 @@ def test_cli_bad_line_exits_2_with_one_line(tmp_path):
   assert r.returncode == 2, r.stderr
   last = r.stderr.strip().splitlines()[-1]
   assert "T_TRAIN.ts:11: series of length 3 in an equal-length file of length 4" in last
+
+
+def _toy_archive(directory, n_train=30, n_test=12, length=16):
+  """A learnable 2-class univariate problem (a bump early vs late) in .ts files."""
+  rng = np.random.default_rng(0)
+  for split, n in (("TRAIN", n_train), ("TEST", n_test)):
+    lines = ["@problemName Bumps", "@univariate true", "@equalLength true",
+             f"@seriesLength {length}", "@classLabel true early late", "@data"]
+    for i in range(n):
+      x = rng.normal(0, 0.1, length)
+      x[(2 if i % 2 == 0 else length - 6):][:4] += 2.0
+      lines.append(",".join(f"{v:.4f}" for v in x) + (":early" if i % 2 == 0 else ":late"))
+    write(directory / f"Bumps_{split}.ts", "\n".join(lines) + "\n")
+
+
+_NEEDS_1D = pytest.mark.skipif(  # TODO(data): drop once nd's models are on main
+    "fcn1d" not in __import__("cnnlab.models").models.names(), reason="fcn1d not registered yet")
+
+
+@_NEEDS_1D
+def test_ucr_recipes_resolve_with_the_paper_protocol(tmp_path):
+  """Batch min(16 | 64, n/10), class count and input shape from the prepared dataset; Adam
+  1e-3; halving after 50 epochs without train-loss improvement, floor 1e-4; the reported model
+  is the lowest-train-loss checkpoint."""
+  from cnnlab import config as config_lib
+  from experiments.configs import fcn1d_ucr, resnet1d_ucr
+  _toy_archive(tmp_path / "src", n_train=230)
+  prepare.prepare("ucr/Bumps", str(tmp_path / "src"), str(tmp_path / "d"))
+  for module, batch, epochs in ((fcn1d_ucr, 16, 2000), (resnet1d_ucr, 23, 1500)):
+    c = module.get_config()
+    c.dataset.name, c.dataset.data_dir = "ucr/Bumps", str(tmp_path / "d")
+    spec = config_lib.resolve(c, device_count=1, process_count=1, check_model=False)
+    assert spec.loop.global_batch == batch and spec.loop.steps_per_epoch == 230 // batch
+    assert spec.model.num_classes == 2 and spec.model.input_shape == (16, 1)
+    assert spec.loop.total_steps == epochs * (230 // batch)
+    s = spec.schedule
+    assert (s.name, s.peak, s.plateau_factor, s.plateau_patience, s.plateau_min_lr) == (
+        "plateau", 1e-3, 0.5, 50, 1e-4)
+    assert s.plateau_every_steps == spec.loop.steps_per_epoch       # one measurement/epoch
+    assert (spec.loop.best_metric, spec.loop.best_mode, spec.loop.report_best) == (
+        "train_loss", "min", True)
+    assert spec.data.options["preprocess"] == "znorm"
+
+
+@_NEEDS_1D
+def test_fcn_recipe_trains_end_to_end(tmp_path):
+  """A few epochs of the FCN recipe through train_and_evaluate on a written archive dataset:
+  final metrics come from the lowest-train-loss checkpoint."""
+  from cnnlab.training import train_and_evaluate
+  from experiments.configs import fcn1d_ucr
+  _toy_archive(tmp_path / "src")
+  prepare.prepare("ucr/Bumps", str(tmp_path / "src"), str(tmp_path / "d"))
+  c = fcn1d_ucr.get_config()
+  c.dataset.name, c.dataset.data_dir = "ucr/Bumps", str(tmp_path / "d")
+  c.num_epochs = 4.0                        # batch 3 -> 10 steps per epoch, 40 steps
+  c.compilation_cache_dir = ""
+  final = train_and_evaluate(c, str(tmp_path / "run"))
+  assert final["step"] == 40 and final["selected_by"].startswith("train_loss")
+  assert final["selected_step"] in (10, 20, 30, 40) and 0.0 <= final["eval_accuracy"] <= 1.0

@@ -159,6 +159,16 @@ def test_synthetic_volumes_written_on_first_use(tmp_path, monkeypatch):
   means = [x[y == c].mean() for c in range(3)]
   assert np.ptp(means) < 0.02
   assert prepare.prepare_if_needed(cfg) is None
+  # The 3-D recipe resolves on them: shape from the crop, classes from the dataset.
+  from cnnlab import config as config_lib, models
+  if "resnet18_3d" not in models.names():   # TODO(data): drop once nd's models are on main
+    return
+  from experiments.configs import resnet18_3d_volumes as recipe
+  c = recipe.get_config()
+  c.dataset.data_dir = str(tmp_path)
+  spec = config_lib.resolve(c, device_count=1, process_count=1, check_model=False)
+  assert spec.model.input_shape == (16, 16, 16, 1) and spec.model.num_classes == 3
+  assert spec.loop.total_steps == recipe.STEPS and spec.data.train_examples == 600
 
 
 def _line_sums(v, axis):

@@ -82,18 +82,24 @@ class Setup:
 
   def __init__(self, model_name: str, batch_size: int, shape, dtype: str):
     import jax
-    from cnnlab.training import optim, steps, validation
+    from cnnlab import config as config_lib
+    from cnnlab.training import builders, optim, steps
     from cnnlab.training.state import create_state
     self.input_shape = tuple(shape)
     self.config = train_config(model_name, batch_size, self.input_shape[-2], dtype)
-    self.model = validation.build_model(self.config)
+    # The optimization parts alone: no dataset is consulted (num_classes is the model's).
+    opt_spec, sched_spec, train_spec = config_lib.resolve_optimization(
+        self.config, global_batch=batch_size, steps_per_epoch=1000, total_steps=100_000)
+    self.model = builders.model(config_lib.ModelSpec(
+        name=model_name, kwargs={}, dtype=dtype, num_classes=self.config.model.num_classes,
+        input_shape=self.input_shape))
     self.num_classes = self.model.num_classes
     self.batch_size = batch_size
-    schedule = optim.create_schedule(self.config, 1000, 100_000)
-    tx = optim.create_optimizer(self.config, schedule)
+    schedule = optim.create_schedule(sched_spec)
+    tx = optim.create_optimizer(opt_spec, schedule, sched_spec)
     self.init = lambda: create_state(self.model, tx, jax.random.PRNGKey(0),  # noqa: E731
                                      self.input_shape)
-    self.train_step = steps.make_train_step(self.model, tx, self.config, schedule)
+    self.train_step = steps.make_train_step(self.model, tx, train_spec, opt_spec, schedule)
     self.eval_step = steps.make_eval_step(self.model)
 
   def abstract_batch(self, mask: bool = False) -> dict:

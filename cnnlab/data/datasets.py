@@ -256,15 +256,9 @@ def builder(info: DatasetInfo, data_dir: str | None, *, download: bool = False):
     return local.open_builder(*local_key(info.name), directory)
   import tensorflow_datasets as tfds
   b = tfds.builder(info.tfds_name, data_dir=directory)
-  if tfds_is_mocked() or b.is_prepared():   # TODO(data): mock check goes with spec's tests
+  if b.is_prepared():
     return b
   if download:
     b.download_and_prepare()
     return b
   raise _unavailable(info, data_dir, directory)
-
-
-def tfds_is_mocked() -> bool:  # TODO(data): delete when spec's pipeline.py (no caller) is on main
-  import tensorflow_datasets as tfds
-  fn = tfds.core.DatasetBuilder.download_and_prepare
-  return not getattr(fn, "__module__", "").startswith("tensorflow_datasets.core")

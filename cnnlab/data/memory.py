@@ -7,9 +7,10 @@ batch sequence is defined once for all hosts and each host cuts out its own disj
 costs little and makes the batches independent of the host count):
 
 - epoch e = step // steps_per_epoch with steps_per_epoch = N // global_batch; the order is
-  ``np.random.default_rng([seed, 1, e]).permutation(N)``; global batch i of the epoch is
-  positions [i*G, (i+1)*G) of it (the N mod G examples left over differ every epoch);
-- augmentation randomness for step s comes from ``np.random.default_rng([seed, 2, s])``,
+  ``np.random.default_rng([seed, DATA_ORDER, e]).permutation(N)`` (cnnlab/streams.py); global
+  batch i of the epoch is positions [i*G, (i+1)*G) of it (the N mod G examples left over
+  differ every epoch);
+- augmentation randomness for step s comes from ``default_rng([seed, DATA_AUGMENT, s])``,
   drawn for the whole global batch and sliced per host.
 
 So batch s is a pure function of (seed, s) — a restart at any step costs nothing — and the
@@ -27,7 +28,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-_ORDER, _AUGMENT = 1, 2
+from cnnlab import streams
+
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 6
 
@@ -109,9 +111,9 @@ def train_batches(images: np.ndarray, labels: np.ndarray, transform: Transform, 
     for step in itertools.count(start_step):
       e, i = divmod(step, spe)
       if e != epoch:
-        epoch, perm = e, np.random.default_rng([seed, _ORDER, e]).permutation(n)
+        epoch, perm = e, np.random.default_rng([seed, streams.DATA_ORDER, e]).permutation(n)
       idx = perm[i * g + host.start:i * g + host.stop]
-      rng = np.random.default_rng([seed, _AUGMENT, step])
+      rng = np.random.default_rng([seed, streams.DATA_AUGMENT, step])
       yield {"image": transform(images[idx], rng, host, g), "label": labels[idx]}
 
   return batches()

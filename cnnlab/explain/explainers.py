@@ -69,3 +69,18 @@ def heat_maps(method: str, model, variables, x, target=None, *, layer: str | Non
   window = tuple(window) if window is not None else default_window(x.shape[1:-1])
   target = None if target is None else np.asarray(target, np.int32)
   return np.asarray(_compute(method, model, variables, x, target, layer, window))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steps"))
+def _ig_check(model, variables, x, target, steps):
+  logits_fn = functools.partial(features.apply_inference, model, variables)
+  ig = attribution.integrated_gradients(logits_fn, x, target, steps=steps)
+  return attribution.completeness(logits_fn, x, ig, target)
+
+
+def ig_completeness(model, variables, x, target=None, *, steps: int = 64) -> dict:
+  """Integrated Gradients' completeness for the batch ``x``: numpy ``sum``, ``delta``
+  (f(x) - f(0)), ``gap`` and ``ok`` per example (see attribution.completeness)."""
+  target = None if target is None else np.asarray(target, np.int32)
+  out = _ig_check(model, variables, np.asarray(x, np.float32), target, steps)
+  return {k: np.asarray(v) for k, v in out.items()}

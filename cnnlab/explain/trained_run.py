@@ -21,7 +21,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
   workdir: str
-  config: Any                 # the run's config (ml_collections.ConfigDict)
+  config: Any                 # the run's completed config (ml_collections.ConfigDict)
   model: Any
   variables: dict             # host arrays: params (+ batch_stats), EMA when the run used it
   step: int
@@ -30,6 +30,8 @@ class TrainedRun:
   dataset: Any                # cnnlab.data.datasets.DatasetInfo
   options: dict               # the dataset options, resolved
   eval_split: str
+  data: Any = None            # the run's DataSpec (what the input pipeline takes)
+  eval_batch: int = 100
 
   @property
   def name(self) -> str:
@@ -51,36 +53,39 @@ def workdir_config(workdir: str):
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _restore(config, workdir: str, checkpoint: str):
-  from cnnlab.training import ConfigError, loop
-  run = loop.Run(config)
+def eval_split_of(config) -> str:
+  """The split a run evaluates on: its config's, else the dataset's."""
+  from cnnlab.data import datasets
+  return config.dataset.get("eval_split") or datasets.get(config.dataset.name).eval_split
+
+
+def _load_trained(workdir: str, checkpoint: str):
+  from cnnlab.training import ConfigError, load_trained
   if checkpoint != "auto":
-    return run, *run.restore_checkpoint(workdir, checkpoint)
+    return load_trained(workdir, checkpoint)
   try:
-    return run, *run.restore_checkpoint(workdir, "best")
+    return load_trained(workdir, "best")
   except ConfigError:
-    return run, *run.restore_checkpoint(workdir, "latest")
+    return load_trained(workdir, "latest")
 
 
 def load(workdir: str, checkpoint: str = "auto") -> TrainedRun:
   """The run in ``workdir`` at ``checkpoint``: 'auto' (best, else latest), 'best', 'latest'
-  or a saved step number."""
+  or a saved step number (through ``cnnlab.training.load_trained``)."""
   import jax
-  from cnnlab.data import datasets, pipeline
+  from cnnlab.data import datasets
   from cnnlab.explain import figures
-  from cnnlab.training import state as state_lib, validation
-  config = workdir_config(workdir)
-  validation.validate(config)
-  run, state, step = _restore(config, workdir, checkpoint)
-  variables = jax.device_get(state_lib.eval_variables(
-      state, use_ema=float(config.get("ema_decay", 0.0)) > 0))
-  info, options = pipeline._options(config.dataset)
-  info = datasets.describe(info.name, options.get("data_dir"))
-  names = info.class_names or figures.CLASS_NAMES.get(info.name)
-  return TrainedRun(workdir=workdir, config=config, model=run.model, variables=variables,
-                    step=int(step), input_shape=tuple(run.image_shape),
+  workdir_config(workdir)     # the never-trained message first
+  t = _load_trained(workdir, checkpoint)
+  spec = t.spec
+  info = datasets.describe(spec.data.name, spec.data.options.get("data_dir"))
+  names = t.class_names or info.class_names or figures.CLASS_NAMES.get(info.name)
+  return TrainedRun(workdir=workdir, config=spec.to_config(), model=t.model,
+                    variables=jax.device_get(t.variables), step=int(t.step),
+                    input_shape=tuple(spec.model.input_shape),
                     class_names=tuple(names) if names else None, dataset=info,
-                    options=dict(options), eval_split=validation.eval_split(config))
+                    options=dict(spec.data.options), eval_split=spec.data.eval_split,
+                    data=spec.data, eval_batch=int(spec.loop.eval_batch))
 
 
 def eval_examples(run: TrainedRun, split: str | None = None, *, start: int = 0,
@@ -88,12 +93,10 @@ def eval_examples(run: TrainedRun, split: str | None = None, *, start: int = 0,
   """(inputs, labels) of examples ``start`` .. ``start + limit`` of ``split`` (default the
   run's eval split) as the model sees them; ValueError if ``start`` is past the end."""
   from cnnlab.data import pipeline
-  from cnnlab.training import validation
   split = split or run.eval_split
   xs, ys, seen = [], [], 0
   end = None if limit is None else start + limit
-  for batch in pipeline.eval_batches(run.config.dataset, split=split,
-                                     global_batch_size=validation.eval_batch_size(run.config)):
+  for batch in pipeline.eval_batches(run.data, split=split, global_batch_size=run.eval_batch):
     n = int(batch["mask"].sum())
     lo, hi = max(start - seen, 0), n if end is None else min(n, end - seen)
     if hi > lo:

@@ -45,6 +45,28 @@ def run_clock(rows: Sequence[Mapping[str, float]], attempts: Sequence[Mapping] |
   return clock
 
 
+def _format_axes(axes, focus: Sequence[float], target: float | None) -> None:
+  """Labels, log-scaled loss, the accuracy zoom and the target line of plot_curves' 2x2 axes."""
+  for row_i, quantity in enumerate(("loss", "accuracy")):
+    for col_i, xlabel in enumerate(("step", "wall time (s)")):
+      ax = axes[row_i, col_i]
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel(quantity)
+      ax.grid(True, alpha=0.3)
+      if not ax.lines:
+        continue
+      if col_i == 1:  # wall time from the start: the start-up and compilation time shows
+        ax.set_xlim(left=0.0)
+      if quantity == "loss" and all(np.all(np.asarray(line.get_ydata(), float) > 0)
+                                    for line in ax.lines):
+        ax.set_yscale("log")
+      if quantity == "accuracy" and focus:
+        lo = min(focus)
+        ax.set_ylim(max(0.0, lo - 0.3 * (1 - lo)), min(1.0, max(focus) + 0.3 * (1 - lo)))
+      if quantity == "accuracy" and target is not None:
+        ax.axhline(target, color="0.3", ls=":", lw=1.0)
+
+
 def plot_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str, *,
                 title: str | None = None, time_key: str = "elapsed_sec",
                 target: float | None = None,
@@ -82,24 +104,7 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str, *,
         name = f"{label} {'train' if key == train_key else 'eval'}"
         axes[row_i, 0].plot(steps, values, color=colour, label=name, **style)
         axes[row_i, 1].plot(times, values, color=colour, label=name, **style)
-  for row_i, quantity in enumerate(("loss", "accuracy")):
-    for col_i, xlabel in enumerate(("step", "wall time (s)")):
-      ax = axes[row_i, col_i]
-      ax.set_xlabel(xlabel)
-      ax.set_ylabel(quantity)
-      ax.grid(True, alpha=0.3)
-      if not ax.lines:
-        continue
-      if col_i == 1:  # wall time from the start: the start-up and compilation time shows
-        ax.set_xlim(left=0.0)
-      if quantity == "loss" and all(np.all(np.asarray(line.get_ydata(), float) > 0)
-                                    for line in ax.lines):
-        ax.set_yscale("log")
-      if quantity == "accuracy" and focus:
-        lo = min(focus)
-        ax.set_ylim(max(0.0, lo - 0.3 * (1 - lo)), min(1.0, max(focus) + 0.3 * (1 - lo)))
-      if quantity == "accuracy" and target is not None:
-        ax.axhline(target, color="0.3", ls=":", lw=1.0)
+  _format_axes(axes, focus, target)
   if axes[0, 0].lines:
     axes[0, 0].legend(fontsize=7, loc="upper right")
   if title:

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnlab import checkpoint as ckpt_lib
 from cnnlab import parallel, streams
 from cnnlab.config import ModelSpec, RunSpec
 from cnnlab.training import optim, steps
@@ -36,8 +35,12 @@ def mesh(devices=None):
 def model(spec: ModelSpec):
   """The linen module ``spec`` names (TypeError for kwargs the family does not take)."""
   from cnnlab import models
+  kwargs = dict(spec.kwargs)
+  if spec.kernels != "auto":   # else models.create chooses (kernels.select())
+    from cnnlab.models import kernels
+    kwargs["kernels"] = kernels.BY_NAME[spec.kernels]
   return models.create(spec.name, num_classes=spec.num_classes, dtype=DTYPES[spec.dtype],
-                       **dict(spec.kwargs))
+                       **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +109,9 @@ def eval_step(spec: RunSpec, module, mesh_, shardings: StateShardings, *,
   return steps.jit_eval_step(mesh_, fn, shardings.sharding)
 
 
-def checkpointer(spec: RunSpec, workdir: str) -> ckpt_lib.Checkpointer:
+def checkpointer(spec: RunSpec, workdir: str):
+  """The run's Orbax checkpointer (imported here: the step path needs no Orbax)."""
+  from cnnlab import checkpoint as ckpt_lib
   return ckpt_lib.Checkpointer(workdir, keep=spec.loop.keep_checkpoints,
                                best_metric=spec.loop.best_metric, best_mode=spec.loop.best_mode)
 

@@ -134,6 +134,7 @@ class _Loop:
     self.pending: list = []
     self.losses: dict[int, float] = {}       # step -> train loss, since the last save
     self.last_eval: dict[str, float] = {}
+    self.best_so_far: float | None = None    # of best_metric, this process's saves only
     self.progress = metrics_lib.Progress(spec.loop.total_steps, spec.loop.global_batch,
                                          start_step)
     self.t_start = time.time()
@@ -159,9 +160,9 @@ class _Loop:
           self.flush(write=False)
           self.last_eval = self.evaluate(state)
         if step % loop.checkpoint_every == 0 or step == total:
-          self.save(state, self.last_eval if evaluated else None)
+          self.save(state, self.last_eval if evaluated else None, always=step == total)
         if stop_requested():
-          self.save(state, None)
+          self.save(state, None, always=True, ranked=False)
           self.ckpt.wait()
           raise Preempted(step)
       if self.step == start:  # nothing left to train: report the restored state
@@ -215,16 +216,33 @@ class _Loop:
             flush=True)
     return result
 
-  def save(self, state, eval_metrics: dict | None) -> None:
-    """Checkpoint at the current step, ranked by the eval metrics and by the mean train loss
-    since the previous save."""
+  def save(self, state, eval_metrics: dict | None, *, always: bool = False,
+           ranked: bool = True) -> None:
+    """Checkpoint at the current step, ranked (unless ``ranked`` is False: a preemption save
+    mid-window) by the eval metrics and by the mean train loss of the last
+    ``checkpoint_every`` steps. With ``checkpoint_best_only`` a save is skipped unless the
+    ranking metric improved or ``always`` (the last step, a preemption); what is saved never
+    changes the training, only which steps can be restored."""
     self.flush(write=False)
-    metrics = dict(eval_metrics or {})
-    window = [v for s, v in self.losses.items() if s <= self.step]
-    if window:
+    loop = self.spec.loop
+    metrics = dict(eval_metrics or {}) if ranked else {}
+    window = [v for s, v in self.losses.items() if s > self.step - loop.checkpoint_every]
+    if window and ranked:
       metrics["train_loss"] = float(np.mean(window))
     self.losses = {s: v for s, v in self.losses.items() if s > self.step}
+    if loop.checkpoint_best_only and not self._improves(metrics) and not always:
+      return
     self.ckpt.save(self.step, state, metrics=metrics or None)
+
+  def _improves(self, metrics: dict) -> bool:
+    value = metrics.get(self.spec.loop.best_metric)
+    if value is None:
+      return False
+    best = self.best_so_far
+    better = best is None or (value < best if self.spec.loop.best_mode == "min" else value > best)
+    if better:
+      self.best_so_far = value
+    return better
 
 
 def _best_checkpoint_eval(spec: RunSpec, parts: Parts, workdir: str) -> dict[str, Any]:

@@ -38,7 +38,11 @@ def workdir_config(workdir: str):
   if not os.path.exists(path):
     raise ConfigError(f"--workdir={workdir!r} holds no config.json (not a training workdir)")
   with open(path) as f:
-    return json.load(f)
+    config = json.load(f)
+  model = config.get("model") or {}
+  if model.get("num_classes") == 0:   # written before RunSpec, where 0 meant "the dataset's"
+    model["num_classes"] = None
+  return config
 
 
 def checkpoint_step(ck, which, workdir: str) -> int:

@@ -31,6 +31,12 @@ PAPER_TEST_ACCURACY = {"ucr/GunPoint": 1.000, "ucr/ItalyPowerDemand": 0.963,
                        "ucr/ArrowHead": 0.843, "ucr/JapaneseVowels": 0.993}
 EPOCHS = 2000
 BATCH_MAX = 16
+EXPECTED = dict(   # for the reproduction report (cnnlab.report): the default dataset, GunPoint
+    order=20, metrics=("accuracy",),
+    paper=f"{PAPER_TEST_ACCURACY['ucr/GunPoint']:.3f} test accuracy on GunPoint (mean over runs)",
+    source="Ismail Fawaz et al. 2019 (DMKD 33(4)), results-ucr-128.csv; Wang et al. 2017",
+    time_estimate="~15-20 min per seed on the shared 2-core CPU (2,000 epochs x 10 steps)",
+    seeds=5)
 
 
 def ucr_protocol(c, *, epochs: int, batch_max: int):

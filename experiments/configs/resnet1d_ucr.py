@@ -19,6 +19,11 @@ PAPER_TEST_ACCURACY = {"ucr/GunPoint": 0.991, "ucr/ItalyPowerDemand": 0.962,
                        "ucr/ArrowHead": 0.838, "ucr/JapaneseVowels": 0.992}
 EPOCHS = 1500
 BATCH_MAX = 64
+EXPECTED = dict(   # for the reproduction report (cnnlab.report): the default dataset, GunPoint
+    order=21, metrics=("accuracy",),
+    paper=f"{PAPER_TEST_ACCURACY['ucr/GunPoint']:.3f} test accuracy on GunPoint (mean over runs)",
+    source="Ismail Fawaz et al. 2019 (DMKD 33(4)), results-ucr-128.csv; Wang et al. 2017",
+    time_estimate="not measured for the full 1,500 epochs on this CPU", seeds=5)
 
 
 def get_config():

@@ -1,0 +1,238 @@
+"""oneDNN FFI convolution == XLA's convolution in value and gradient, for every shape class
+the model zoo uses; fallbacks, primitive caching, vmap, a train step and bit-identical resume."""
+
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+from jax.test_util import check_grads
+
+from cnnlab.models import onednn, onednn_build
+
+if not onednn.available():
+  pytest.skip(f"oneDNN extension unavailable: {onednn.unavailable_reason()}",
+              allow_module_level=True)
+
+# (x shape, kernel, Cout, strides, padding, dilation, groups) - the zoo's conv classes.
+CASES = {
+    "3x3 same (resnet)": ((2, 9, 9, 8), (3, 3), 8, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "7x7/2 stem": ((2, 15, 15, 3), (7, 7), 8, (2, 2), ((3, 3), (3, 3)), (1, 1), 1),
+    "1x1/2 downsample": ((2, 9, 9, 8), (1, 1), 16, (2, 2), ((0, 0), (0, 0)), (1, 1), 1),
+    "5x5 valid odd (lenet)": ((3, 13, 11, 1), (5, 5), 6, (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "11x11/4 (alexnet)": ((2, 35, 35, 3), (11, 11), 8, (4, 4), ((2, 2), (2, 2)), (1, 1), 1),
+    "5x5 groups=2 (alexnet-2012)": ((2, 9, 9, 8), (5, 5), 12, (1, 1), ((2, 2), (2, 2)),
+                                    (1, 1), 2),
+    "3x3 dilation 2, asymmetric pad": ((2, 12, 10, 4), (3, 3), 6, (1, 2), ((2, 1), (0, 3)),
+                                       (2, 2), 1),
+    "1-D k3 (resnet1d)": ((2, 17, 4), (3,), 8, (1,), ((1, 1),), (1,), 1),
+    "1-D k8/2 (fcn)": ((2, 33, 3), (8,), 5, (2,), ((3, 4),), (1,), 1),
+    "3-D 3x3x3 (r3d)": ((2, 5, 7, 6, 3), (3, 3, 3), 4, (1, 2, 2), ((1, 1),) * 3, (1, 1, 1), 1),
+    "3-D 1x3x3 + 3x1x1 (r2plus1d)": ((1, 4, 6, 6, 4), (3, 1, 1), 4, (2, 1, 1),
+                                     ((1, 1), (0, 0), (0, 0)), (1, 1, 1), 1),
+}
+
+
+def _operands(case, dtype=jnp.float32):
+  """x, w and a cotangent dy for the output (numpy RNG: nothing extra to compile)."""
+  shape, kernel, cout, *_, groups = case
+  rng = np.random.default_rng(len(shape) + cout)
+  x = jnp.asarray(rng.standard_normal(shape), dtype)
+  w = jnp.asarray(rng.standard_normal((*kernel, shape[-1] // groups, cout)) * 0.3, dtype)
+  y = jax.eval_shape(functools.partial(onednn.xla_conv, **_kwargs(case)), x, w)
+  return x, w, jnp.asarray(rng.standard_normal(y.shape), dtype)
+
+
+def _kwargs(case):
+  _, _, _, strides, padding, dilation, groups = case
+  return dict(strides=strides, padding=padding, dilation=dilation, groups=groups)
+
+
+def _value_and_grads(conv, kw):
+  """(x, w, dy) -> (y, (dx, dw)): the output and the vjp of dy."""
+  def f(x, w, dy):
+    def loss(x, w):
+      y = conv(x, w, **kw)
+      return jnp.sum((y * dy).astype(jnp.float32)), y
+    (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, w)
+    return y, grads
+  return f
+
+
+def _both(case, dtype):
+  """oneDNN's and XLA's (y, dx, dw), computed in one compiled function."""
+  x, w, ky = _operands(case, dtype)
+  kw = _kwargs(case)
+  assert onednn.supports(x, w, padding=kw["padding"], groups=kw["groups"])
+  both = jax.jit(lambda *a: (_value_and_grads(onednn.conv, kw)(*a),
+                             _value_and_grads(onednn.xla_conv, kw)(*a)))
+  (y, (dx, dw)), (y_ref, (dx_ref, dw_ref)) = both(x, w, ky)
+  return ((y, y_ref), (dx, dx_ref), (dw, dw_ref))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_value_and_gradient_match_xla(name):
+  for got, want in _both(CASES[name], jnp.float32):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("name", ["3x3 same (resnet)", "5x5 groups=2 (alexnet-2012)"])
+def test_bfloat16_matches_xla(name):
+  for got, want in _both(CASES[name], jnp.bfloat16):
+    assert got.dtype == jnp.bfloat16
+    scale = float(jnp.abs(want.astype(jnp.float32)).max())
+    np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32),
+                               atol=3e-2 * scale)
+
+
+@pytest.mark.parametrize("name", ["7x7/2 stem", "5x5 groups=2 (alexnet-2012)",
+                                  "3-D 3x3x3 (r3d)"])
+def test_check_grads_numerically(name):
+  case = CASES[name]
+  x, w, _ = _operands(case)
+  conv = functools.partial(onednn.conv, **_kwargs(case))
+  # The conv is bilinear, so central differences are exact up to rounding: a large step.
+  check_grads(conv, (x, w), order=1, modes=("rev",), eps=1.0, atol=1e-2, rtol=1e-2)
+
+
+def test_primitives_are_cached_by_shape():
+  case = CASES["3x3 same (resnet)"]
+  x, w, ky = _operands(case)
+  f = jax.jit(_value_and_grads(onednn.conv, _kwargs(case)))
+  jax.block_until_ready(f(x, w, ky))
+  before = onednn.primitives_created()
+  for _ in range(3):
+    jax.block_until_ready(f(x + 1.0, w, ky))
+  assert onednn.primitives_created() == before
+  jax.block_until_ready(f(x[:1], w, ky[:1]))  # a new shape: 3 new passes
+  assert onednn.primitives_created() == before + 3
+
+
+@pytest.mark.parametrize("dtype,padding", [(jnp.float16, ((1, 1), (1, 1))),
+                                           (jnp.float32, ((-1, 1), (1, 1)))])
+def test_unsupported_operands_fall_back_to_xla(dtype, padding):
+  x = jnp.ones((1, 6, 6, 2), dtype)
+  w = jnp.full((3, 3, 2, 4), 0.5, dtype)
+  kw = dict(strides=(1, 1), padding=padding, dilation=(1, 1), groups=1)
+  assert not onednn.supports(x, w, padding=padding, groups=1)
+  before = onednn.primitives_created()
+  got = jax.jit(jax.grad(lambda w: onednn.conv(x, w, **kw).astype(jnp.float32).sum()))(w)
+  want = jax.jit(jax.grad(lambda w: onednn.xla_conv(x, w, **kw).astype(jnp.float32).sum()))(w)
+  np.testing.assert_array_equal(got, want)
+  assert onednn.primitives_created() == before
+
+
+def test_vmap_matches_xla():
+  case = CASES["3x3 same (resnet)"]
+  x, w, _ = _operands(case)
+  xs = jnp.stack([x, 2.0 * x])  # a mapped leading axis over the whole conv
+  for conv in (onednn.conv, onednn.xla_conv):
+    f = jax.vmap(lambda x: jax.grad(lambda w: jnp.sum(conv(x, w, **_kwargs(case)) ** 2))(w))
+    if conv is onednn.conv:
+      got = jax.jit(f)(xs)
+    else:
+      want = jax.jit(f)(xs)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+def test_build_errors_are_one_line(monkeypatch, tmp_path):
+  monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path))
+  monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+  with pytest.raises(onednn_build.BuildError, match="no C.. compiler") as err:
+    onednn_build.build()
+  assert "\n" not in str(err.value)
+  monkeypatch.setenv("CNNLAB_ONEDNN", "0")
+  assert onednn._load.__wrapped__() == (None, "switched off by CNNLAB_ONEDNN=0")
+
+
+class _Net(nn.Module):
+  """conv-BN-ReLU x2 (second strided) + head, with the conv injected."""
+  conv: object
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for feats, stride in ((8, 1), (16, 2)):
+      w = self.param(f"conv{feats}", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], feats))
+      x = self.conv(x, w, strides=(stride, stride), padding=((1, 1), (1, 1)), dilation=(1, 1),
+                    groups=1)
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    return nn.Dense(10)(x.mean((1, 2)))
+
+
+def _trainer(conv):
+  net, tx = _Net(conv), optax.sgd(0.1, momentum=0.9)
+
+  def step(state, batch):
+    params, stats, opt = state
+    def loss(params):
+      logits, new = net.apply({"params": params, "batch_stats": stats}, batch[0], train=True,
+                              mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean(), new
+    (_, new), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), new["batch_stats"], opt
+
+  variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 3)), train=False)
+  state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+  rng = np.random.default_rng(0)
+  batches = [(jnp.asarray(rng.standard_normal((8, 12, 12, 3)), jnp.float32),
+              jnp.arange(8) % 10) for _ in range(4)]
+  return jax.jit(step), state, batches
+
+
+def test_train_step_matches_xla():
+  results = []
+  for conv in (onednn.conv, onednn.xla_conv):
+    step, state, batches = _trainer(conv)
+    for batch in batches[:3]:
+      state = step(state, batch)
+    results.append(state)
+  for got, want in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_is_bit_identical():
+  step, state, batches = _trainer(onednn.conv)
+  straight = state
+  for batch in batches:
+    straight = step(straight, batch)
+  resumed = state
+  for batch in batches[:2]:
+    resumed = step(resumed, batch)
+  resumed = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), resumed)  # "checkpoint"
+  step_again, _, _ = _trainer(onednn.conv)  # a freshly traced and compiled step
+  for batch in batches[2:]:
+    resumed = step_again(resumed, batch)
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+_DATA_PARALLEL = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from cnnlab.models import onednn
+kw = dict(strides=(2, 2), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+rng = np.random.default_rng(0)
+x = jax.device_put(rng.standard_normal((4, 9, 9, 4), np.float32), NamedSharding(mesh, P("data")))
+w = jax.device_put(rng.standard_normal((3, 3, 4, 8), np.float32), NamedSharding(mesh, P()))
+grads = lambda c: jax.jit(jax.grad(lambda x, w: (c(x, w, **kw) ** 2).sum(), (0, 1)))(x, w)
+for got, want in zip(grads(onednn.conv), grads(onednn.xla_conv)):
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(abs(want).max()))
+assert onednn.primitives_created() == 6, onednn.primitives_created()  # 3 passes x 2 devices
+print("ok")
+"""
+
+
+def test_data_parallel_devices_match_xla():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  done = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
