@@ -112,3 +112,42 @@ def test_rbf_curvature_split_is_the_same_function():
   for i in range(2):
     whole = lenet.map_loss(model.apply({"params": params}, x[i:i + 1]), y[i:i + 1], 1.0)
     np.testing.assert_allclose(loss(outputs(params, x[i]), y[i]), whole, rtol=1e-6)
+
+
+def test_sdlm_recipe_through_the_trainer_resumes_bit_identically(mnist_data_dir, tmp_path):
+  """The paper's procedure (recipe ':sdlm') shrunk: online SDLM steps through
+  train_and_evaluate; the curvature estimate is optimizer state, so 2 + restart + 2 steps ==
+  4 steps to the bit, and it is non-zero after the first step."""
+  import shutil
+  from experiments.configs import lenet5_1998_mnist
+  from cnnlab.training import load_trained, train_and_evaluate
+
+  def config():
+    c = lenet5_1998_mnist.get_config("sdlm")
+    c.dataset.data_dir = mnist_data_dir
+    c.batch_size = 16
+    c.optimizer.sdlm_hessian_samples = 8
+    c.num_train_steps = 4
+    c.checkpoint_every_steps = 2
+    c.eval_every_steps = 4
+    c.log_every_steps = 1
+    c.compilation_cache_dir = ""
+    return c
+
+  full = train_and_evaluate(config(), str(tmp_path / "full"))
+  h = sdlm.get_hessian(load_trained(str(tmp_path / "full"), 4).state.opt_state)
+  assert max(float(jnp.max(x)) for x in jax.tree.leaves(h)) > 0
+  shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+  shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "4")
+  resumed = train_and_evaluate(config(), str(tmp_path / "resumed"))
+  assert resumed["params_fingerprint"] == full["params_fingerprint"]
+  assert 0.0 <= full["eval_accuracy"] <= 1.0
+
+
+def test_sdlm_needs_online_updates():
+  from experiments.configs import lenet5_1998_mnist
+  from cnnlab.config import ConfigError, resolve
+  c = lenet5_1998_mnist.get_config("sdlm")
+  c.online_updates = False
+  with pytest.raises(ConfigError, match="online_updates=True"):
+    resolve(c, process_count=1, device_count=1, train_examples=60000, check_model=False)
