@@ -217,8 +217,12 @@ def check_data(c):
   except ValueError as e:
     fail("dataset.name", ds.name, "valid datasets: " + str(e).split("valid datasets are ")[-1])
   for key in ("train_split", "eval_split"):
-    if ds[key] is not None and ds[key] not in info.splits:
-      fail(f"dataset.{key}", ds[key], f"{info.name} has splits {', '.join(info.splits)}")
+    if ds[key] is not None:
+      try:
+        datasets.check_split(info, ds[key])
+      except ValueError:
+        fail(f"dataset.{key}", ds[key], f"{info.name} has splits {', '.join(info.splits)} "
+             "(optionally sliced, e.g. train[:1000])")
   if ds.preprocess is not None and ds.preprocess not in info.preprocess_options:
     fail("dataset.preprocess", ds.preprocess,
          f"{info.name} allows {', '.join(info.preprocess_options)}")

@@ -176,3 +176,23 @@ def test_init_from_safetensors_and_linear_probe(mnist_data_dir, tmp_path):
   head = [k for k in probe if not np.array_equal(probe[k]["kernel"], src[k]["kernel"])]
   assert head and all(k in ("fc3", "fc", "dense_2", "classifier") or k.startswith("fc")
                       for k in head), head
+
+
+def test_train_split_slice_trains_on_a_subset(mnist_data_dir, tmp_path):
+  """``dataset.train_split='train[:96]'`` (TFDS slicing) sets the epoch: 96 // 32 = 3 steps."""
+  from conftest import lenet_config
+  from cnnlab.config import ConfigError, resolve
+  c = lenet_config(mnist_data_dir, num_train_steps=-1, num_epochs=2.0,
+                   **{"dataset.train_split": "train[:96]"})
+  spec = resolve(c, process_count=1, device_count=1)
+  assert spec.loop.steps_per_epoch == 3 and spec.loop.total_steps == 6
+  c.dataset.train_split = "train[:x]"
+  with pytest.raises(ConfigError, match="train"):
+    resolve(c, process_count=1, device_count=1)
+
+
+def test_finetune_recipe_arms():
+  from experiments.configs import lenet5_fashion_finetune as r
+  assert r.get_config("finetune").init_from == r.SOURCE
+  assert r.get_config("scratch").init_from == ""
+  assert r.get_config("scratch").dataset.train_split == "train[:1000]"
