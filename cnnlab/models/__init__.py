@@ -5,9 +5,14 @@
     variables = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False)
     logits = model.apply(variables, images, train=False)
 
-Every module is NHWC, takes ``__call__(x, train: bool)``, computes in ``dtype`` with float32
-parameters, and keeps BatchNorm statistics in the ``batch_stats`` collection. Dropout draws
-from the ``'dropout'`` rng stream. ``num_classes=0`` returns pooled features (a backbone).
+Every module is channels-last (N, *spatial, C: NHWC images, NLC signals, NTHWC video / NDHWC
+volumes), takes ``__call__(x, train: bool)``, computes in ``dtype`` with float32 parameters,
+and keeps BatchNorm statistics in the ``batch_stats`` collection. Dropout draws from the
+``'dropout'`` rng stream. ``num_classes=0`` returns pooled features (a backbone).
+
+How convolutions, pools and BatchNorm are computed is fixed when the model is built: every
+family takes ``kernels`` (``cnnlab.models.kernels``; PLAIN by default); ``create`` passes
+``kernels.select()`` (CPU formulations in a single-process CPU run) unless given one.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ class ModelInfo:
   name: str
   family: str
   num_params: int            # trainable parameters with the default num_classes
-  input_shape: tuple         # (H, W, C) the model is documented for
+  input_shape: tuple         # (H, W, C); (L, C) for 1-D; (T|D, H, W, C) for video / volumes
   num_classes: int           # default number of classes
   paper: str                 # citation
   paper_result: str = ""     # the paper's reported number, with where it is in the paper
@@ -56,9 +61,16 @@ def info(name: str) -> ModelInfo:
 
 
 def create(name: str, **kwargs: Any) -> nn.Module:
-  """Builds the named model; keyword arguments override the family's defaults."""
+  """Builds the named model; keyword arguments override the family's defaults.
+
+  ``kernels`` defaults to ``cnnlab.models.kernels.select()`` (call after an entry point's
+  process set-up: it asks JAX for its backend).
+  """
   factory, meta = _lookup(name)
   kwargs.setdefault("num_classes", meta.num_classes)
+  if "kernels" not in kwargs:
+    from cnnlab.models import kernels
+    kwargs["kernels"] = kernels.select()
   return factory(**kwargs)
 
 
@@ -68,3 +80,5 @@ from cnnlab.models.alexnet import AlexNet, AlexNet2012  # noqa: E402,F401
 from cnnlab.models.vgg import VGG  # noqa: E402,F401
 from cnnlab.models.googlenet import GoogLeNet  # noqa: E402,F401
 from cnnlab.models.resnet import ResNet, CifarResNet  # noqa: E402,F401
+from cnnlab.models.timeseries import FCN1D, ResNet1D  # noqa: E402,F401
+from cnnlab.models.video import VideoResNet  # noqa: E402,F401

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 
 from cnnlab.models import ModelInfo, register
 from cnnlab.models import layers
+from cnnlab.models.kernels import PLAIN, Kernels
 
 
 class AlexNet(nn.Module):
@@ -62,6 +63,7 @@ class AlexNet(nn.Module):
   num_classes: int = 1000
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN   # how convs and pools are computed
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -69,7 +71,7 @@ class AlexNet(nn.Module):
       return layers.conv(features, kernel, stride, padding, use_bias=True, dtype=self.dtype,
                          kernel_init=layers.torch_default_kernel,
                          bias_init=layers.torch_default_bias(in_ch * kernel * kernel),
-                         name=f"features_{idx}")
+                         kernels=self.kernels, name=f"features_{idx}")
 
     def fc(features, idx, fan_in):
       return layers.dense(features, dtype=self.dtype, kernel_init=layers.torch_default_kernel,
@@ -77,13 +79,13 @@ class AlexNet(nn.Module):
 
     x = x.astype(self.dtype)
     x = nn.relu(conv(64, 11, 4, 2, 0, x.shape[-1])(x))
-    x = layers.max_pool(x, 3, 2)
+    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
     x = nn.relu(conv(192, 5, 1, 2, 3, 64)(x))
-    x = layers.max_pool(x, 3, 2)
+    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
     x = nn.relu(conv(384, 3, 1, 1, 6, 192)(x))
     x = nn.relu(conv(256, 3, 1, 1, 8, 384)(x))
     x = nn.relu(conv(256, 3, 1, 1, 10, 256)(x))
-    x = layers.max_pool(x, 3, 2)
+    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
     x = layers.flatten_nchw(layers.adaptive_avg_pool(x, 6))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.relu(fc(4096, 1, x.shape[-1])(x))
@@ -99,6 +101,7 @@ class AlexNet2012(nn.Module):
   num_classes: int = 1000
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN   # how convs and pools are computed
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -107,7 +110,8 @@ class AlexNet2012(nn.Module):
     def conv(features, kernel, stride, padding, groups, bias, name):
       return layers.conv(features, kernel, stride, padding, groups=groups, use_bias=True,
                          dtype=self.dtype, kernel_init=weight_init,
-                         bias_init=nn.initializers.constant(bias), name=name)
+                         bias_init=nn.initializers.constant(bias), kernels=self.kernels,
+                         name=name)
 
     def fc(features, bias, name):
       return layers.dense(features, dtype=self.dtype, kernel_init=weight_init,
@@ -117,12 +121,14 @@ class AlexNet2012(nn.Module):
     lrn = layers.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
     x = x.astype(self.dtype)
-    x = layers.max_pool(lrn(nn.relu(conv(96, 11, 4, 0, 1, 0.0, "conv1")(x))), 3, 2)
-    x = layers.max_pool(lrn(nn.relu(conv(256, 5, 1, 2, 2, 1.0, "conv2")(x))), 3, 2)
+    x = layers.max_pool(lrn(nn.relu(conv(96, 11, 4, 0, 1, 0.0, "conv1")(x))), 3, 2,
+                         kernels=self.kernels)
+    x = layers.max_pool(lrn(nn.relu(conv(256, 5, 1, 2, 2, 1.0, "conv2")(x))), 3, 2,
+                         kernels=self.kernels)
     x = nn.relu(conv(384, 3, 1, 1, 1, 0.0, "conv3")(x))
     x = nn.relu(conv(384, 3, 1, 1, 2, 1.0, "conv4")(x))
     x = nn.relu(conv(256, 3, 1, 1, 2, 1.0, "conv5")(x))
-    x = layers.max_pool(x, 3, 2)
+    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
     if x.shape[1:3] != (6, 6):
       raise ValueError("alexnet_2012 expects 227x227 input (6x6 maps after pool5); got an "
                        f"input giving {x.shape[1]}x{x.shape[2]}")

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from cnnlab.models import ModelInfo, register
 from cnnlab.models import layers
+from cnnlab.models.kernels import PLAIN, Kernels
 
 GoogLeNetOutputs = collections.namedtuple("GoogLeNetOutputs",
                                           ["logits", "aux_logits2", "aux_logits1"])
@@ -89,13 +90,14 @@ class BasicConv2d(nn.Module):
   stride: int = 1
   padding: int = 0
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = layers.conv(self.features, self.kernel, self.stride, self.padding, dtype=self.dtype,
-                    kernel_init=_weight_init, name="conv")(x)
+                    kernel_init=_weight_init, kernels=self.kernels, name="conv")(x)
     return layers.batch_norm(train, dtype=self.dtype, epsilon=_BN_EPSILON, relu=True,
-                             name="bn")(x)
+                             unbiased_running_var=True, kernels=self.kernels, name="bn")(x)
 
 
 class Inception(nn.Module):
@@ -107,16 +109,18 @@ class Inception(nn.Module):
   ch5x5: int
   pool_proj: int
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    block = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
+    block = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype,
+                                              kernels=self.kernels, name=name)
     b1 = block(self.ch1x1, 1, 0, "branch1")(x, train)
     b2 = block(self.ch3x3red, 1, 0, "branch2_0")(x, train)
     b2 = block(self.ch3x3, 3, 1, "branch2_1")(b2, train)
     b3 = block(self.ch5x5red, 1, 0, "branch3_0")(x, train)
     b3 = block(self.ch5x5, 3, 1, "branch3_1")(b3, train)  # 3x3, as torchvision
-    b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True)
+    b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True, kernels=self.kernels)
     b4 = block(self.pool_proj, 1, 0, "branch4_1")(b4, train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
@@ -126,11 +130,12 @@ class InceptionAux(nn.Module):
   num_classes: int
   dropout_rate: float = 0.7
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = layers.adaptive_avg_pool(x, 4)
-    x = BasicConv2d(128, 1, dtype=self.dtype, name="conv")(x, train)
+    x = BasicConv2d(128, 1, dtype=self.dtype, kernels=self.kernels, name="conv")(x, train)
     x = layers.flatten_nchw(x)
     x = nn.relu(_torch_linear(1024, x.shape[-1], self.dtype, "fc1")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -153,6 +158,7 @@ class GoogLeNet(nn.Module):
   dropout_rate: float = 0.2
   aux_dropout_rate: float = 0.7
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN
 
   def _transform(self, x):
     mean = jnp.asarray([0.485, 0.456, 0.406], x.dtype)
@@ -168,21 +174,23 @@ class GoogLeNet(nn.Module):
     with_aux = self.aux_logits and self.num_classes > 0
     # Run the heads while initialising even in eval mode, so their parameters always exist.
     run_aux = with_aux and (train or self.is_initializing())
-    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, p, dtype=self.dtype, name=name)
-    inception = lambda key: Inception(*_INCEPTION[key], dtype=self.dtype,
+    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, p, dtype=self.dtype,
+                                                kernels=self.kernels, name=name)
+    inception = lambda key: Inception(*_INCEPTION[key], dtype=self.dtype, kernels=self.kernels,
                                       name=f"inception{key}")
     aux = lambda name: InceptionAux(self.num_classes, self.aux_dropout_rate,
-                                    dtype=self.dtype, name=name)
+                                    dtype=self.dtype, kernels=self.kernels, name=name)
+    pool = lambda x, k: layers.max_pool(x, k, 2, ceil_mode=True, kernels=self.kernels)
 
     x = conv(64, 7, 2, 3, "conv1")(x, train)
-    x = layers.max_pool(x, 3, 2, ceil_mode=True)
+    x = pool(x, 3)
     x = conv(64, 1, 1, 0, "conv2")(x, train)
     x = conv(192, 3, 1, 1, "conv3")(x, train)
-    x = layers.max_pool(x, 3, 2, ceil_mode=True)
+    x = pool(x, 3)
 
     x = inception("3a")(x, train)
     x = inception("3b")(x, train)
-    x = layers.max_pool(x, 3, 2, ceil_mode=True)
+    x = pool(x, 3)
 
     x = inception("4a")(x, train)
     aux1 = aux("aux1")(x, train) if run_aux else None
@@ -191,7 +199,7 @@ class GoogLeNet(nn.Module):
     x = inception("4d")(x, train)
     aux2 = aux("aux2")(x, train) if run_aux else None
     x = inception("4e")(x, train)
-    x = layers.max_pool(x, 2, 2, ceil_mode=True)
+    x = pool(x, 2)
 
     x = inception("5a")(x, train)
     x = inception("5b")(x, train)

@@ -1,11 +1,14 @@
-"""Pieces every family shares: conv / norm factories, pooling with PyTorch's semantics,
-Local Response Normalisation and the initialisers the papers (and torchvision) use.
+"""Pieces every family shares, for 1, 2 or 3 spatial dimensions: conv / norm factories,
+pooling with PyTorch's semantics, Local Response Normalisation and the initialisers the papers
+(and torchvision) use.
 
-Conventions: NHWC activations, HWIO kernels, float32 parameters, compute in ``dtype``.
+Conventions: channels-last activations (N, *spatial, C), kernels (*window, C_in // groups,
+C_out), float32 parameters, compute in ``dtype``. The rank comes from the kernel / window tuple,
+or from ``spatial_dims`` where a single int is given. How the heavy operations are computed is
+the ``Kernels`` the layer is built with (``cnnlab.models.kernels``); the default is PLAIN.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Sequence
 
@@ -13,12 +16,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnnlab.models.kernels import PLAIN, Kernels, stats_dtype
+
 Dtype = Any
 
 # --- initialisers ---------------------------------------------------------------------------
 # torchvision ResNet / VGG convs: kaiming normal, fan_out, ReLU gain (He et al. 2015).
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# torch.nn.Conv2d / Linear default (kaiming uniform with a=sqrt(5)) == U(-1/sqrt(fan_in), ...).
+# torch.nn.ConvNd / Linear default (kaiming uniform with a=sqrt(5)) == U(-1/sqrt(fan_in), ...).
 torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
@@ -31,87 +36,111 @@ def torch_default_bias(fan_in: int):
   return init
 
 
-# --- factories ------------------------------------------------------------------------------
-def conv(features: int, kernel: int | Sequence[int], stride: int = 1, padding: int | str = 0,
-         *, groups: int = 1, use_bias: bool = False, dtype: Dtype = jnp.float32,
+def ntuple(value: int | Sequence[int], rank: int, what: str = "value") -> tuple:
+  """``value`` as a tuple of ``rank`` ints (an int is repeated)."""
+  if isinstance(value, int):
+    return (value,) * rank
+  value = tuple(value)
+  if len(value) != rank:
+    raise ValueError(f"{what}={value} has {len(value)} entries; expected {rank} (one per "
+                     "spatial dim)")
+  return value
+
+
+# --- convolution ----------------------------------------------------------------------------
+def conv(features: int, kernel: int | Sequence[int], stride: int | Sequence[int] = 1,
+         padding: int | Sequence[int] | str = 0, *, groups: int = 1,
+         dilation: int | Sequence[int] = 1, use_bias: bool = False, dtype: Dtype = jnp.float32,
          kernel_init=kaiming_normal_fan_out, bias_init=nn.initializers.zeros,
+         spatial_dims: int | None = None, kernels: Kernels = PLAIN,
          name: str | None = None) -> "Conv":
-  """A 2-D convolution with PyTorch-style integer padding (symmetric), NHWC / HWIO."""
-  k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-  pad = padding if isinstance(padding, str) else ((padding, padding),) * 2
-  return Conv(features, k, strides=(stride, stride), padding=pad, feature_group_count=groups,
-              use_bias=use_bias, dtype=dtype, kernel_init=kernel_init, bias_init=bias_init,
+  """A convolution with PyTorch-style integer padding (symmetric per dim), or 'SAME'/'VALID'.
+
+  The rank is ``len(kernel)`` for a tuple kernel, else ``spatial_dims`` (default 2).
+  """
+  rank = len(kernel) if not isinstance(kernel, int) else (spatial_dims or 2)
+  pad = padding if isinstance(padding, str) else tuple((p, p) for p in
+                                                       ntuple(padding, rank, "padding"))
+  return Conv(features, ntuple(kernel, rank, "kernel"), strides=ntuple(stride, rank, "stride"),
+              padding=pad, feature_group_count=groups,
+              kernel_dilation=ntuple(dilation, rank, "dilation"), use_bias=use_bias,
+              dtype=dtype, kernel_init=kernel_init, bias_init=bias_init, kernels=kernels,
               name=name)
 
 
 class Conv(nn.Module):
-  """``flax.linen.Conv``'s parameters (``kernel`` HWIO, optional ``bias``), float32, and its
-  arithmetic, with one change of formulation: a 1x1 convolution without padding or groups is
-  computed as a matrix product over the channels (after the stride's subsampling). XLA:CPU
-  differentiates a dot into two dots, but a convolution's weight gradient into two transposes
-  plus a convolution; on a Zen4 core the dot form is 1.6-5.4x faster for ResNet-50's 1x1 layers
-  (forward + backward), identical up to float rounding.
+  """``flax.linen.Conv``'s parameters (``kernel`` (*window, in // groups, out), optional
+  ``bias``), float32, and its arithmetic, computed by ``kernels.conv``.
+
+  ``padding`` is 'VALID', 'SAME' (TensorFlow's: the odd pixel goes after) or one (lo, hi)
+  pair per spatial dim.
   """
   features: int
   kernel_size: tuple
-  strides: tuple = (1, 1)
+  strides: tuple | None = None
   padding: Any = "VALID"
   feature_group_count: int = 1
+  kernel_dilation: tuple | None = None
   use_bias: bool = False
   dtype: Dtype = jnp.float32
   kernel_init: Any = kaiming_normal_fan_out
   bias_init: Any = nn.initializers.zeros
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x):
+    rank = len(self.kernel_size)
+    if x.ndim != rank + 2:
+      raise ValueError(f"a {rank}-D conv takes (N, *{rank} spatial dims, C) input; got shape "
+                       f"{x.shape}")
     groups = self.feature_group_count
+    strides = self.strides or (1,) * rank
+    dilation = self.kernel_dilation or (1,) * rank
     kernel = self.param("kernel", self.kernel_init,
                         (*self.kernel_size, x.shape[-1] // groups, self.features), jnp.float32)
     bias = (self.param("bias", self.bias_init, (self.features,), jnp.float32)
             if self.use_bias else None)
+    padding = self.padding
+    if isinstance(padding, str):
+      dilated = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, dilation)]
+      padding = jax.lax.padtype_to_pads(x.shape[1:-1], dilated, strides, padding.upper())
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    unpadded = self.padding == "VALID" or all(p == (0, 0) for p in self.padding)
-    if tuple(self.kernel_size) == (1, 1) and groups == 1 and unpadded:
-      sh, sw = self.strides
-      if (sh, sw) != (1, 1):
-        x = x[:, ::sh, ::sw, :]
-      n, h, w, c = x.shape
-      y = jnp.dot(x.reshape(n * h * w, c), kernel[0, 0]).reshape(n, h, w, self.features)
-    else:
-      y = jax.lax.conv_general_dilated(x, kernel, self.strides, self.padding,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       feature_group_count=groups)
+    y = self.kernels.conv(x, kernel, strides=tuple(strides),
+                          padding=tuple(tuple(p) for p in padding),
+                          dilation=tuple(dilation), groups=groups)
     if bias is not None:
       y = y + bias.astype(self.dtype)
     return y
 
 
+# --- BatchNorm ------------------------------------------------------------------------------
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, zero_scale: bool = False,
-               epsilon: float = 1e-5, relu: bool = False,
-               name: str | None = None) -> "BatchNorm":
-  """BatchNorm matching torch.nn.BatchNorm2d defaults (momentum 0.1 == decay 0.9, eps 1e-5).
+               epsilon: float = 1e-5, relu: bool = False, unbiased_running_var: bool = False,
+               kernels: Kernels = PLAIN, name: str | None = None) -> "BatchNorm":
+  """BatchNorm matching torch.nn.BatchNormNd defaults (momentum 0.1 == decay 0.9, eps 1e-5).
 
   ``epsilon`` overrides torch's 1e-5 where a torchvision model does (GoogLeNet uses 1e-3).
   ``relu=True`` applies a ReLU after the normalisation (and after adding the optional
-  ``residual`` argument of the call) in the same computation.
+  ``residual`` argument of the call) in the same computation. ``unbiased_running_var``: see
+  ``BatchNorm``.
   """
   return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype,
                    scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
-                   relu=relu, name=name)
+                   relu=relu, unbiased_running_var=unbiased_running_var, kernels=kernels,
+                   name=name)
 
 
 class BatchNorm(nn.Module):
   """``flax.linen.BatchNorm`` over the last axis — same variables (params ``scale``/``bias``,
   ``batch_stats`` ``mean``/``var``), statistics (float32, E[x^2] - E[x]^2 clipped at 0), running
-  averages (not updated while initialising) and eval arithmetic — with an optional fused
-  residual add + ReLU: ``y = relu(bn(x) + residual)``.
+  averages (not updated while initialising) and eval arithmetic (float64 for float64 input,
+else float32) — with an optional fused
+  residual add + ReLU: ``y = relu(bn(x) + residual)``. Training computes through
+  ``kernels.batch_norm_train``.
 
-  In training the normalisation is one ``jax.custom_vjp`` (``_bn_train``) whose backward is the
-  textbook two-pass BatchNorm gradient, computed from the input and the output, instead of
-  autodiff of the layer-by-layer form (which stores a centred copy of the input and recomputes
-  the ReLU mask). Same values up to float rounding; the CIFAR ResNet-20 step is 3-5 % faster on
-  CPU, ResNet-50's unchanged (XLA:CPU still materialises the products its reduction library
-  sums).
+  ``unbiased_running_var``: torch's running variance. Both normalise a batch with its biased
+  variance; torch (True) feeds the running average with the unbiased one, var * n / (n - 1)
+  for n values per channel, Flax (False) with the biased one.
   """
   use_running_average: bool = False
   momentum: float = 0.9
@@ -120,6 +149,8 @@ class BatchNorm(nn.Module):
   scale_init: Any = nn.initializers.ones
   bias_init: Any = nn.initializers.zeros
   relu: bool = False
+  unbiased_running_var: bool = False
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, residual=None):
@@ -131,59 +162,19 @@ class BatchNorm(nn.Module):
     bias = self.param("bias", self.bias_init, features, jnp.float32)
     if self.use_running_average:
       mul = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
-      y = (x.astype(jnp.float32) - ra_mean.value) * mul + bias
+      y = (x.astype(stats_dtype(x.dtype)) - ra_mean.value) * mul + bias
       if residual is not None:
         y = y + residual
       return (nn.relu(y) if self.relu else y).astype(self.dtype)
-    y, mean, var = _bn_train(x, scale, bias, residual, self.epsilon, self.relu, self.dtype)
+    y, mean, var = self.kernels.batch_norm_train(x, scale, bias, residual, self.epsilon,
+                                                 self.relu, self.dtype)
+    if self.unbiased_running_var:
+      n = x.size // x.shape[-1]
+      var = var * (n / max(n - 1, 1))
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
-
-
-def _bn_forward(x, scale, bias, residual, eps, relu, dtype):
-  axes = tuple(range(x.ndim - 1))
-  xf = x.astype(jnp.float32)
-  mean = jnp.mean(xf, axes)
-  var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes) - jnp.square(mean))
-  rstd = jax.lax.rsqrt(var + eps)
-  z = (xf - mean) * (rstd * scale) + bias
-  if residual is not None:
-    z = z + residual
-  y = (nn.relu(z) if relu else z).astype(dtype)
-  return y, mean, var, rstd
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _bn_train(x, scale, bias, residual, eps, relu, dtype):
-  """(y, batch mean, batch var); the statistics carry no gradient (they only feed the running
-  averages in ``batch_stats``)."""
-  return _bn_forward(x, scale, bias, residual, eps, relu, dtype)[:3]
-
-
-def _bn_train_fwd(x, scale, bias, residual, eps, relu, dtype):
-  y, mean, var, rstd = _bn_forward(x, scale, bias, residual, eps, relu, dtype)
-  like_residual = None if residual is None else jnp.zeros((), residual.dtype)  # its dtype
-  return (y, mean, var), (x, y if relu else None, scale, mean, rstd, like_residual)
-
-
-def _bn_train_bwd(eps, relu, dtype, saved, cotangents):
-  x, y, scale, mean, rstd, like_residual = saved
-  g = cotangents[0].astype(jnp.float32)
-  if relu:
-    g = jnp.where(y > 0, g, 0.0)
-  axes = tuple(range(x.ndim - 1))
-  count = x.size // x.shape[-1]
-  xhat = (x.astype(jnp.float32) - mean) * rstd
-  d_bias = jnp.sum(g, axes)
-  d_scale = jnp.sum(g * xhat, axes)
-  d_x = (scale * rstd) * (g - d_bias / count - xhat * (d_scale / count))
-  d_residual = None if like_residual is None else g.astype(like_residual.dtype)
-  return d_x.astype(x.dtype), d_scale, d_bias, d_residual
-
-
-_bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 
 
 def dense(features: int, *, dtype: Dtype = jnp.float32, kernel_init=None, bias_init=None,
@@ -198,7 +189,7 @@ def dense(features: int, *, dtype: Dtype = jnp.float32, kernel_init=None, bias_i
 
 # --- pooling with torch semantics -----------------------------------------------------------
 def _ceil_extra(size: int, window: int, stride: int, pad: int) -> int:
-  """Extra right/bottom padding that makes floor-mode pooling equal torch's ceil_mode=True."""
+  """Extra right padding that makes floor-mode pooling equal torch's ceil_mode=True."""
   out_floor = (size + 2 * pad - window) // stride + 1
   out_ceil = -(-(size + 2 * pad - window) // stride) + 1
   # torch drops a last window that would start entirely in the right padding.
@@ -207,94 +198,81 @@ def _ceil_extra(size: int, window: int, stride: int, pad: int) -> int:
   return max(0, (out_ceil - 1) * stride + window - (size + 2 * pad)) if out_ceil > out_floor else 0
 
 
-def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = False):
-  """torch.nn.MaxPool2d on NHWC input (padding is -inf, so it never wins).
-
-  Computed separably (a 1-D max along W, then along H) with a custom gradient that routes each
-  output's gradient to the first maximum of its window in row-major order, as torch does; see
-  ``_max_pool_1d``. XLA:CPU's own reduce-window and its select-and-scatter gradient took 14 % of
-  a ResNet-18 step for the stem pool alone.
-  """
-  pads = []
-  for size in x.shape[1:3]:
-    extra = _ceil_extra(size, window, stride, padding) if ceil_mode else 0
-    pads.append((padding, padding + extra))
-  if any(p != (0, 0) for p in pads):
-    x = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-jnp.inf)
-  x = _max_pool_1d(x, 2, window, stride)
-  return _max_pool_1d(x, 1, window, stride)
+def _pool_geometry(x, window, stride, padding, ceil_mode):
+  """(window, strides, torch padding, padding incl. ceil_mode's extra) per spatial dim."""
+  rank = x.ndim - 2
+  window = ntuple(window, rank, "window")
+  strides = window if stride is None else ntuple(stride, rank, "stride")
+  pads = ntuple(padding, rank, "padding")
+  full = []
+  for size, k, s, p in zip(x.shape[1:-1], window, strides, pads):
+    full.append((p, p + (_ceil_extra(size, k, s, p) if ceil_mode else 0)))
+  return window, strides, pads, tuple(full)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool_1d(x, axis: int, window: int, stride: int):
-  """Max over windows of ``window`` elements every ``stride`` along ``axis`` (VALID)."""
-  return _pool_1d_argmax(x, axis, window, stride)[0]
+def max_pool(x, window: int | Sequence[int], stride: int | Sequence[int] | None = None,
+             padding: int | Sequence[int] = 0, ceil_mode: bool = False, *,
+             kernels: Kernels = PLAIN):
+  """torch.nn.MaxPoolNd on channels-last input (padding is -inf, so it never wins); the rank
+  is ``x.ndim - 2``; ``stride`` defaults to ``window``, as in torch."""
+  window, strides, _, full = _pool_geometry(x, window, stride, padding, ceil_mode)
+  return kernels.max_pool(x, window, strides, full)
 
 
-def _window_taps(x, axis: int, window: int, stride: int):
-  n = (x.shape[axis] - window) // stride + 1
-  return [jax.lax.slice_in_dim(x, i, i + stride * (n - 1) + 1, stride, axis)
-          for i in range(window)]
+def avg_pool(x, window: int | Sequence[int], stride: int | Sequence[int] | None = None,
+             padding: int | Sequence[int] = 0, ceil_mode: bool = False,
+             count_include_pad: bool = True):
+  """torch.nn.AvgPoolNd on channels-last input: zero padding, each window divided by the number
+  of its positions inside the padded input (``count_include_pad``) or inside the input; the
+  extra positions ``ceil_mode`` adds never count."""
+  window, strides, pads, full = _pool_geometry(x, window, stride, padding, ceil_mode)
+  dims, step = (1, *window, 1), (1, *strides, 1)
+  cfg = ((0, 0), *full, (0, 0))
+  total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, dims, step, cfg)
+  inside = jnp.ones(x.shape[1:-1], x.dtype)
+  if count_include_pad:
+    inside = jnp.pad(inside, [(p, p) for p in pads], constant_values=1)
+    extra = [(0, hi - p) for (_, hi), p in zip(full, pads)]
+  else:
+    extra = list(full)
+  inside = jnp.pad(inside, extra)[None, ..., None]
+  count = jax.lax.reduce_window(inside, jnp.zeros((), x.dtype), jax.lax.add, dims, step,
+                                ((0, 0),) * x.ndim)
+  return total / count
 
 
-def _pool_1d_argmax(x, axis, window, stride):
-  taps = _window_taps(x, axis, window, stride)
-  best, arg = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
-  for i, tap in enumerate(taps[1:], 1):
-    better = tap > best            # strict: ties keep the first, as torch's kernels do
-    best = jnp.where(better, tap, best)
-    arg = jnp.where(better, jnp.int8(i), arg)
-  return best, arg
-
-
-def _max_pool_1d_fwd(x, axis, window, stride):
-  best, arg = _pool_1d_argmax(x, axis, window, stride)
-  return best, (arg, jnp.zeros((0,), x.dtype), x.shape)
-
-
-def _max_pool_1d_bwd(axis, window, stride, saved, g):
-  arg, like, shape = saved
-  n = arg.shape[axis]
-  total = None
-  for i in range(window):
-    # Output j's tap i sits at input position i + stride * j: a strided pad puts it back.
-    config = [(0, 0, 0)] * len(shape)
-    config[axis] = (i, shape[axis] - i - stride * (n - 1) - 1, stride - 1)
-    part = jax.lax.pad(jnp.where(arg == i, g, jnp.zeros((), g.dtype)),
-                       jnp.zeros((), g.dtype), config)
-    total = part if total is None else total + part
-  return (total.astype(like.dtype),)
-
-
-_max_pool_1d.defvjp(_max_pool_1d_fwd, _max_pool_1d_bwd)
-
-
-def adaptive_avg_pool(x, output_size: int | tuple[int, int]):
-  """torch.nn.AdaptiveAvgPool2d on NHWC input: bin i covers [floor(i*H/o), ceil((i+1)*H/o))."""
-  oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
-  h, w = x.shape[1:3]
-  if (h, w) == (oh, ow):
+def adaptive_avg_pool(x, output_size: int | Sequence[int]):
+  """torch.nn.AdaptiveAvgPoolNd on channels-last input: along each spatial dim of size n, bin
+  i of o covers [floor(i*n/o), ceil((i+1)*n/o))."""
+  rank = x.ndim - 2
+  out = ntuple(output_size, rank, "output_size")
+  sizes = x.shape[1:-1]
+  if sizes == out:
     return x
-  if h % oh == 0 and w % ow == 0:
-    return nn.avg_pool(x, (h // oh, w // ow), (h // oh, w // ow))
-  rows = []
-  for i in range(oh):
-    h0, h1 = (i * h) // oh, -(-((i + 1) * h) // oh)
-    cols = []
-    for j in range(ow):
-      w0, w1 = (j * w) // ow, -(-((j + 1) * w) // ow)
-      cols.append(jnp.mean(x[:, h0:h1, w0:w1, :], axis=(1, 2)))
-    rows.append(jnp.stack(cols, axis=1))
-  return jnp.stack(rows, axis=1)
+  if all(n % o == 0 for n, o in zip(sizes, out)):
+    split = [d for n, o in zip(sizes, out) for d in (o, n // o)]
+    return jnp.mean(x.reshape(x.shape[0], *split, x.shape[-1]),
+                    axis=tuple(range(2, 2 * rank + 1, 2)))
+  for axis, (n, o) in enumerate(zip(sizes, out), 1):   # a box mean is separable
+    if n != o:
+      bins = [jax.lax.slice_in_dim(x, (i * n) // o, -(-((i + 1) * n) // o), axis=axis)
+              for i in range(o)]
+      x = jnp.stack([jnp.mean(b, axis=axis) for b in bins], axis=axis)
+  return x
 
 
 def global_avg_pool(x):
-  return jnp.mean(x, axis=(1, 2))
+  """Mean over every spatial dim: (N, *spatial, C) -> (N, C)."""
+  return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
 
-def flatten_nchw(x):
-  """Flattens NHWC activations in torch's NCHW order, so torch Linear weights apply as-is."""
-  return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+def flatten_channels_first(x):
+  """Flattens channels-last activations in torch's channels-first order (NCL / NCHW / NCDHW),
+  so torch Linear weights apply as they are."""
+  return jnp.moveaxis(x, -1, 1).reshape(x.shape[0], -1)
+
+
+flatten_nchw = flatten_channels_first   # the 2-D name the families and docs use
 
 
 class LocalResponseNorm(nn.Module):
@@ -319,44 +297,6 @@ class LocalResponseNorm(nn.Module):
                                        (1,) * (x.ndim - 1) + (self.size,), (1,) * x.ndim, "VALID")
     denom = (self.k + self.alpha / self.size * window_sum) ** self.beta
     return (x / denom).astype(x.dtype)
-
-
-# --- XLA:CPU fusion control ----------------------------------------------------------------------
-_MATERIALIZE = {"mode": "auto"}
-
-
-def set_materialize(mode: str) -> None:
-  """'auto' (on in a single CPU process), 'on' or 'off'; see ``materialize``."""
-  if mode not in ("auto", "on", "off"):
-    raise ValueError(f"materialize mode {mode!r} is not one of auto, on, off")
-  _MATERIALIZE["mode"] = mode
-
-
-def _materialize_enabled() -> bool:
-  mode = _MATERIALIZE["mode"]
-  if mode != "auto":
-    return mode == "on"
-  return jax.default_backend() == "cpu" and jax.process_count() == 1
-
-
-def materialize(x):
-  """Returns ``x`` unchanged, computed once into its own buffer.
-
-  XLA:CPU's fusion pass copies cheap elementwise producers into every consumer. In a
-  ResNet that means each weight-gradient convolution's input transpose recomputes the whole
-  chain of BatchNorm-ReLU-residual-add of the blocks before it, in transposed (cache-hostile)
-  order: 30-40 % of a CIFAR ResNet-20 step. A ``lax.cond`` whose two branches are both the
-  identity is opaque to fusion and costs one scalar compare, so the value is computed once and
-  the transposes become plain copies (ResNet-20 train step 1.24x faster per Zen4 core; with
-  2 host devices, 1.25x on top of data parallelism, though the predicate then reads one
-  device's element). Active by default in a single CPU process (skipped on accelerators, and
-  across processes where the predicate would need a cross-host collective);
-  ``set_materialize`` overrides.
-  """
-  if not _materialize_enabled():
-    return x
-  flat = x.reshape(-1)
-  return jax.lax.cond(flat[0] == flat[0], lambda v: v, lambda v: v * 1, x)
 
 
 def count_params(tree) -> int:

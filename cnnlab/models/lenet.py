@@ -53,7 +53,6 @@ it is the 84-d ReLU output of ``fc2``.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 from typing import Any
 
@@ -64,6 +63,7 @@ import numpy as np
 
 from cnnlab.models import ModelInfo, register
 from cnnlab.models import layers
+from cnnlab.models.kernels import PLAIN, Kernels
 
 _PAPER = ("LeCun, Bottou, Bengio, Haffner 1998, Gradient-based learning applied to document "
           "recognition, Proc. IEEE 86(11):2278-2324")
@@ -74,6 +74,7 @@ class LeNet5(nn.Module):
   """Modern LeNet-5 for 28x28x1 input: ReLU, max-pool, dense softmax head."""
   num_classes: int = 10
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN   # how the fused conv + ReLU + pool is computed
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -82,8 +83,8 @@ class LeNet5(nn.Module):
                           bias_init=layers.torch_default_bias(fan_in), name=name)
 
     x = x.astype(self.dtype)
-    x = ConvReluPool(6, 2, dtype=self.dtype, name="conv1")(x)
-    x = ConvReluPool(16, 0, dtype=self.dtype, name="conv2")(x)
+    x = ConvReluPool(6, 2, dtype=self.dtype, kernels=self.kernels, name="conv1")(x)
+    x = ConvReluPool(16, 0, dtype=self.dtype, kernels=self.kernels, name="conv2")(x)
     x = layers.flatten_nchw(x)
     x = nn.relu(fc(120, "fc1", x.shape[-1])(x))
     x = nn.relu(fc(84, "fc2", 120)(x))
@@ -96,12 +97,13 @@ class ConvReluPool(nn.Module):
   """5x5 conv (stride 1, torch's default init) + ReLU + 2x2 max-pool, as one computation.
 
   Parameters are those of a plain conv: ``kernel`` (5, 5, in, features) and ``bias``. The
-  arithmetic is ``max_pool(relu(conv(x) + bias), 2, 2)``, computed on a 2x2 space-to-depth
-  view of the input (``conv_relu_maxpool2``).
+  arithmetic is ``max_pool(relu(conv(x) + bias), 2, 2)``, computed by
+  ``kernels.conv_relu_pool2`` (CPU kernels: on a 2x2 space-to-depth view of the input).
   """
   features: int
   padding: int
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x):
@@ -109,52 +111,8 @@ class ConvReluPool(nn.Module):
     kernel = self.param("kernel", layers.torch_default_kernel,
                         (5, 5, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", layers.torch_default_bias(fan_in), (self.features,), jnp.float32)
-    return conv_relu_maxpool2(x, kernel.astype(self.dtype), bias.astype(self.dtype),
-                              self.padding)
-
-
-def conv_relu_maxpool2(x, kernel, bias, padding: int = 0):
-  """``max_pool(relu(conv(x, kernel, stride 1, padding) + bias), 2, 2)`` (floor mode), NHWC.
-
-  Computed on the 2x2 space-to-depth view of the padded input, (N, H/2, W/2, 4C): one VALID
-  convolution with a (k//2 + 1)^2 kernel yields, as 4 groups of O channels, the conv values at
-  the four positions of each pooling window, and the pool is a max over the groups (max
-  commutes with the bias add and the ReLU, both monotone, so the values are the same). The
-  kernel is the original one scattered into the bigger one with zeros. Why: LeNet's convs have
-  6 and 16 channels, which XLA:CPU runs through a slow generic path (its fast library takes
-  > 16 channels), and its reduce-window pool is slow too; here the convs have 24 -> 64
-  channels, at the price of 1.44x the multiply-adds. LeNet-5 train step 2.6x faster on a Zen4
-  core.
-  """
-  n, h, w, c = x.shape
-  k, o = kernel.shape[0], kernel.shape[-1]
-  hp, wp = (h + 2 * padding - k + 1) // 2, (w + 2 * padding - k + 1) // 2
-  ku = k // 2 + 1
-  hs, ws = 2 * (hp + ku - 1), 2 * (wp + ku - 1)
-  x = jnp.pad(x, [(0, 0), (padding, hs - h - padding), (padding, ws - w - padding), (0, 0)])
-  x = x.reshape(n, hs // 2, 2, ws // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(n, hs // 2, ws // 2, 4 * c)
-  flat = jnp.concatenate([kernel.reshape(k * k, c, o), jnp.zeros((1, c, o), kernel.dtype)])
-  big = flat[_s2d_taps(k)]                            # (u, v, a, b, p, q, c, o)
-  big = big.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(ku, ku, 4 * c, 4 * o)
-  y = jax.lax.conv_general_dilated(x, big, (1, 1), "VALID",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y = jnp.max(y.reshape(n, hp, wp, 4, o), axis=3)
-  return nn.relu(y + bias)
-
-
-@functools.lru_cache(maxsize=None)
-def _s2d_taps(k: int) -> np.ndarray:
-  """taps[u, v, a, b, p, q] = index i*k + j of the original kernel tap that input sub-position
-  (a, b) of space-to-depth cell offset (u, v) meets for output sub-position (p, q), or k*k
-  (a zero) where there is none: i = 2u + a - p, j = 2v + b - q."""
-  ku = k // 2 + 1
-  taps = np.full((ku, ku, 2, 2, 2, 2), k * k, np.int32)
-  for u, v, a, b, p, q in np.ndindex(*taps.shape):
-    i, j = 2 * u + a - p, 2 * v + b - q
-    if 0 <= i < k and 0 <= j < k:
-      taps[u, v, a, b, p, q] = i * k + j
-  return taps
+    return self.kernels.conv_relu_pool2(x, kernel.astype(self.dtype), bias.astype(self.dtype),
+                                        self.padding)
 
 
 # --- the 1998 network -------------------------------------------------------------------------
@@ -211,6 +169,7 @@ class PartialConv(nn.Module):
   table: tuple = C3_TABLE
   kernel_size: int = 5
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x):
@@ -227,8 +186,8 @@ class PartialConv(nn.Module):
                       (len(self.table),), jnp.float32)
     full = jnp.zeros((k, k, num_in, len(self.table)), jnp.float32)
     full = full.at[:, :, in_idx, out_idx].set(kernel)
-    y = jax.lax.conv_general_dilated(x, full.astype(self.dtype), (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = self.kernels.conv(x, full.astype(self.dtype), strides=(1, 1),
+                          padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1)
     return y + bias.astype(self.dtype)
 
 
@@ -302,6 +261,7 @@ class LeNet5_1998(nn.Module):  # noqa: N801  (the year is part of the name)
   head: str = "rbf"          # 'rbf' (paper, fixed codes) or 'dense' (trainable softmax head)
   codes: str = "auto"        # see rbf_codes
   dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN   # how the convolutions are computed
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -314,7 +274,7 @@ class LeNet5_1998(nn.Module):  # noqa: N801  (the year is part of the name)
     def conv(features, name, fan_in):
       return layers.conv(features, 5, use_bias=True, dtype=self.dtype,
                          kernel_init=paper_uniform(fan_in), bias_init=paper_uniform(fan_in),
-                         name=name)
+                         kernels=self.kernels, name=name)
 
     def fc(features, name, fan_in):
       return layers.dense(features, dtype=self.dtype, kernel_init=paper_uniform(fan_in),
@@ -323,7 +283,7 @@ class LeNet5_1998(nn.Module):  # noqa: N801  (the year is part of the name)
     x = x.astype(self.dtype)
     x = squash(conv(6, "c1", 25 * x.shape[-1])(x))            # 28x28x6
     x = squash(Subsampling(dtype=self.dtype, name="s2")(x))   # 14x14x6
-    x = squash(PartialConv(dtype=self.dtype, name="c3")(x))   # 10x10x16
+    x = squash(PartialConv(dtype=self.dtype, kernels=self.kernels, name="c3")(x))   # 10x10x16
     x = squash(Subsampling(dtype=self.dtype, name="s4")(x))   # 5x5x16
     x = squash(conv(120, "c5", 25 * 16)(x))                   # 1x1x120
     x = x.reshape(x.shape[0], -1)

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from cnnlab.models import ModelInfo, register
 from cnnlab.models import layers
+from cnnlab.models.kernels import PLAIN, Kernels
 
 
 def _classifier(num_classes: int, fan_in: int, dtype: Any) -> nn.Dense:
@@ -50,61 +51,76 @@ def _classifier(num_classes: int, fan_in: int, dtype: Any) -> nn.Dense:
                       bias_init=layers.torch_default_bias(fan_in), name="fc")
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convs (Figure 2 of the paper); ``stride`` on the first."""
+class _Block(nn.Module):
+  """Fields and layer factories the residual blocks share."""
   planes: int
   stride: int = 1
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+  spatial_dims: int = 2
+  torch_bn: bool = True          # torch's running variance (see layers.BatchNorm)
+  kernels: Kernels = PLAIN
+
+  def conv(self, features, kernel, stride=1, padding=0, name=None):
+    return layers.conv(features, kernel, stride, padding, dtype=self.dtype,
+                       spatial_dims=self.spatial_dims, kernels=self.kernels, name=name)
+
+  def bn(self, train, name, relu=True, zero_scale=False):
+    return layers.batch_norm(train, dtype=self.dtype, relu=relu, zero_scale=zero_scale,
+                             unbiased_running_var=self.torch_bn, kernels=self.kernels, name=name)
+
+  def keep(self, train):
+    """Materialise activations the backward pass transposes (training only; see
+    ``kernels.materialize``)."""
+    return self.kernels.materialize if train else (lambda x: x)
+
+  def projection(self, x, features: int, train: bool):
+    """Option B shortcut: identity, or a strided 1x1 conv + BN when the shape changes (layers
+    of the calling block)."""
+    if self.stride == 1 and x.shape[-1] == features:
+      return x
+    x = self.conv(features, 1, self.stride, name="downsample_conv")(x)
+    return self.bn(train, "downsample_bn", relu=False)(x)
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convs (Figure 2 of the paper); ``stride`` on the first."""
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
-    keep = _keep(train)
-    y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv1")(x)
-    y = keep(bn(relu=True, name="bn1")(y))
-    y = layers.conv(self.planes, 3, 1, 1, dtype=self.dtype, name="conv2")(y)
-    shortcut = _projection(x, self.planes, self.stride, train, self.dtype)
-    return keep(bn(zero_scale=self.zero_init_residual, relu=True, name="bn2")(y, shortcut))
+    keep = self.keep(train)
+    y = self.conv(self.planes, 3, self.stride, 1, name="conv1")(x)
+    y = keep(self.bn(train, "bn1")(y))
+    y = self.conv(self.planes, 3, 1, 1, name="conv2")(y)
+    shortcut = self.projection(x, self.planes, train)
+    return keep(self.bn(train, "bn2", zero_scale=self.zero_init_residual)(y, shortcut))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 reduce, 3x3, 1x1 expand by 4 (Figure 5 right); v1.5: ``stride`` on the 3x3."""
-  planes: int
-  stride: int = 1
-  zero_init_residual: bool = False
-  dtype: Any = jnp.float32
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
-    keep = _keep(train)
-    y = layers.conv(self.planes, 1, dtype=self.dtype, name="conv1")(x)
-    y = keep(bn(relu=True, name="bn1")(y))
-    y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv2")(y)
-    y = keep(bn(relu=True, name="bn2")(y))
-    y = layers.conv(self.planes * self.expansion, 1, dtype=self.dtype, name="conv3")(y)
-    shortcut = _projection(x, self.planes * self.expansion, self.stride, train, self.dtype)
-    return keep(bn(zero_scale=self.zero_init_residual, relu=True, name="bn3")(y, shortcut))
+    keep = self.keep(train)
+    y = self.conv(self.planes, 1, name="conv1")(x)
+    y = keep(self.bn(train, "bn1")(y))
+    y = self.conv(self.planes, 3, self.stride, 1, name="conv2")(y)
+    y = keep(self.bn(train, "bn2")(y))
+    y = self.conv(self.planes * self.expansion, 1, name="conv3")(y)
+    shortcut = self.projection(x, self.planes * self.expansion, train)
+    return keep(self.bn(train, "bn3", zero_scale=self.zero_init_residual)(y, shortcut))
 
 
-def _keep(train: bool):
-  """Materialise activations the backward pass transposes (training only; see
-  ``layers.materialize``)."""
-  return layers.materialize if train else (lambda x: x)
-
-
-def _projection(x, features: int, stride: int, train: bool, dtype: Any):
-  """Option B shortcut: identity, or a strided 1x1 conv + BN when the shape changes.
-
-  Called inside a block's compact ``__call__``, so the layers belong to that block.
-  """
-  if stride == 1 and x.shape[-1] == features:
-    return x
-  x = layers.conv(features, 1, stride, dtype=dtype, name="downsample_conv")(x)
-  return layers.batch_norm(train, dtype=dtype, name="downsample_bn")(x)
+def _check(num_classes: int, spatial_dims: int, x) -> None:
+  if num_classes < 0:
+    raise ValueError(f"num_classes={num_classes} is invalid; use 0 (features) or > 0")
+  if spatial_dims not in (1, 2, 3):
+    raise ValueError(f"spatial_dims={spatial_dims} is invalid; use 1, 2 or 3")
+  if x.ndim != spatial_dims + 2:
+    raise ValueError(f"a {spatial_dims}-D model takes (N, *{spatial_dims} spatial dims, C) "
+                     f"input; got shape {tuple(x.shape)}")
 
 
 class ResNet(nn.Module):
@@ -116,24 +132,32 @@ class ResNet(nn.Module):
     num_classes: classifier outputs; 0 returns the pooled features (512 or 2048 wide).
     zero_init_residual: zero-init the last BN scale in each residual branch.
     dtype: compute dtype; parameters stay float32.
+    spatial_dims: 1 (signals, N L C), 2 (images) or 3 (volumes, N D H W C); every kernel,
+      stride and pool is the 2-D one's along each spatial dim.
+    kernels: how convs, pools and BatchNorm are computed (``cnnlab.models.kernels``).
   """
   stage_sizes: Sequence[int]
   block: Any
   num_classes: int = 1000
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+  spatial_dims: int = 2
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    if self.num_classes < 0:
-      raise ValueError(f"num_classes={self.num_classes} is invalid; use 0 (features) or > 0")
-    x = layers.conv(64, 7, 2, 3, dtype=self.dtype, name="conv1")(x)
-    x = layers.batch_norm(train, dtype=self.dtype, relu=True, name="bn1")(x)
-    x = _keep(train)(layers.max_pool(x, 3, 2, padding=1))
+    _check(self.num_classes, self.spatial_dims, x)
+    x = layers.conv(64, 7, 2, 3, dtype=self.dtype, spatial_dims=self.spatial_dims,
+                    kernels=self.kernels, name="conv1")(x)
+    x = layers.batch_norm(train, dtype=self.dtype, relu=True, unbiased_running_var=True,
+                          kernels=self.kernels, name="bn1")(x)
+    x = layers.max_pool(x, 3, 2, padding=1, kernels=self.kernels)
+    x = self.kernels.materialize(x) if train else x
     for s, num_blocks in enumerate(self.stage_sizes):
       for i in range(num_blocks):
         stride = 2 if s > 0 and i == 0 else 1
         x = self.block(64 * 2 ** s, stride, self.zero_init_residual, dtype=self.dtype,
+                       spatial_dims=self.spatial_dims, kernels=self.kernels,
                        name=f"layer{s + 1}_{i}")(x, train)
     x = layers.global_avg_pool(x)
     if self.num_classes == 0:
@@ -144,33 +168,28 @@ class ResNet(nn.Module):
 def _option_a(x, features: int, stride: int):
   """Option A shortcut: subsample spatially by ``stride``, zero-pad the extra channels."""
   if stride > 1:
-    x = x[:, ::stride, ::stride, :]
+    x = x[(slice(None), *(slice(None, None, stride),) * (x.ndim - 2), slice(None))]
   extra = features - x.shape[-1]
   if extra > 0:
-    x = jnp.pad(x, [(0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)])
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(extra // 2, extra - extra // 2)])
   return x
 
 
-class CifarBasicBlock(nn.Module):
+class CifarBasicBlock(_Block):
   """The CIFAR basic block: two 3x3 convs, option A or B shortcut."""
-  planes: int
-  stride: int = 1
   shortcut: str = "A"
-  zero_init_residual: bool = False
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(layers.batch_norm, train, dtype=self.dtype)
-    keep = _keep(train)
-    y = layers.conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv1")(x)
-    y = keep(bn(relu=True, name="bn1")(y))
-    y = layers.conv(self.planes, 3, 1, 1, dtype=self.dtype, name="conv2")(y)
+    keep = self.keep(train)
+    y = self.conv(self.planes, 3, self.stride, 1, name="conv1")(x)
+    y = keep(self.bn(train, "bn1")(y))
+    y = self.conv(self.planes, 3, 1, 1, name="conv2")(y)
     if self.shortcut == "A":
       shortcut = _option_a(x, self.planes, self.stride)
     else:
-      shortcut = _projection(x, self.planes, self.stride, train, self.dtype)
-    return keep(bn(zero_scale=self.zero_init_residual, relu=True, name="bn2")(y, shortcut))
+      shortcut = self.projection(x, self.planes, train)
+    return keep(self.bn(train, "bn2", zero_scale=self.zero_init_residual)(y, shortcut))
 
 
 class CifarResNet(nn.Module):
@@ -182,26 +201,34 @@ class CifarResNet(nn.Module):
     shortcut: "A" (parameter-free, the paper's CIFAR choice) or "B" (1x1 projections).
     zero_init_residual: zero-init the last BN scale in each residual branch.
     dtype: compute dtype; parameters stay float32.
+    spatial_dims: 1, 2 or 3 (see ``ResNet``).
+    kernels: how convs, pools and BatchNorm are computed (``cnnlab.models.kernels``).
   """
   blocks_per_stage: int
   num_classes: int = 10
   shortcut: str = "A"
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+  spatial_dims: int = 2
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.shortcut not in ("A", "B"):
       raise ValueError(f"shortcut={self.shortcut!r} is invalid; use 'A' or 'B'")
-    if self.num_classes < 0:
-      raise ValueError(f"num_classes={self.num_classes} is invalid; use 0 (features) or > 0")
-    x = layers.conv(16, 3, 1, 1, dtype=self.dtype, name="conv1")(x)
-    x = _keep(train)(layers.batch_norm(train, dtype=self.dtype, relu=True, name="bn1")(x))
+    _check(self.num_classes, self.spatial_dims, x)
+    x = layers.conv(16, 3, 1, 1, dtype=self.dtype, spatial_dims=self.spatial_dims,
+                    kernels=self.kernels, name="conv1")(x)
+    x = layers.batch_norm(train, dtype=self.dtype, relu=True, kernels=self.kernels,
+                          name="bn1")(x)
+    x = self.kernels.materialize(x) if train else x
     for s, planes in enumerate((16, 32, 64)):
       for i in range(self.blocks_per_stage):
         stride = 2 if s > 0 and i == 0 else 1
-        x = CifarBasicBlock(planes, stride, self.shortcut, self.zero_init_residual,
-                            dtype=self.dtype, name=f"layer{s + 1}_{i}")(x, train)
+        x = CifarBasicBlock(planes, stride, self.zero_init_residual, dtype=self.dtype,
+                            spatial_dims=self.spatial_dims, torch_bn=False,
+                            kernels=self.kernels, shortcut=self.shortcut,
+                            name=f"layer{s + 1}_{i}")(x, train)
     x = layers.global_avg_pool(x)
     if self.num_classes == 0:
       return x
@@ -237,6 +264,29 @@ for _name, (_block, _stages, _count, _result) in _IMAGENET.items():
                 notes=("v1.5 (stride in the bottleneck's 3x3)" if _block is Bottleneck else
                        "basic blocks; option B shortcuts as torchvision")),
       functools.partial(ResNet, stage_sizes=_stages, block=_block))
+
+# The torchvision family on signals and volumes: every 2-D kernel, stride and pool becomes its
+# 1-D / 3-D counterpart (7-tap stem stride 2, 3-tap max-pool, ...). 1 input channel here.
+# name -> (spatial dims, depth, params at 1000 classes with 1 input channel)
+_ND = {
+    "resnet18_1d": (1, "resnet18", 4_356_904), "resnet34_1d": (1, "resnet34", 7_731_240),
+    "resnet50_1d": (1, "resnet50", 18_003_240),
+    "resnet18_3d": (3, "resnet18", 33_673_000), "resnet34_3d": (3, "resnet34", 63_982_632),
+    "resnet50_3d": (3, "resnet50", 48_204_072),
+}
+
+for _name, (_dims, _depth, _count) in _ND.items():
+  _block, _stages = _IMAGENET[_depth][:2]
+  register(
+      ModelInfo(name=_name, family="resnet", num_params=_count,
+                input_shape=(1024, 1) if _dims == 1 else (64, 64, 64, 1), num_classes=1000,
+                paper=_PAPER,
+                paper_result=(f"none for {_dims}-D input; the 2-D {_depth}: "
+                              + _IMAGENET[_depth][3]),
+                torchvision=None,
+                notes=(f"torchvision's {_depth} layout with {_dims}-D convolutions and pools "
+                       f"(spatial_dims={_dims}); any input size and channel count")),
+      functools.partial(ResNet, stage_sizes=_stages, block=_block, spatial_dims=_dims))
 
 # name -> (n, params with option A at 10 classes, Table 6 of the paper)
 _CIFAR = {

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from cnnlab.models import ModelInfo, register
 from cnnlab.models import layers
+from cnnlab.models.kernels import PLAIN, Kernels
 
 # Table 1 of the paper: conv widths, "M" for a max-pool.
 CONFIGS = {
@@ -49,21 +50,29 @@ class VGG(nn.Module):
   num_classes: int = 1000
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  spatial_dims: int = 2      # 1 (N L C), 2 (N H W C) or 3 (N D H W C)
+  kernels: Kernels = PLAIN   # how convs, pools and BatchNorm are computed
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.config not in CONFIGS:
       raise ValueError(f"VGG config={self.config!r}; valid: {', '.join(CONFIGS)}")
+    if self.spatial_dims not in (1, 2, 3) or x.ndim != self.spatial_dims + 2:
+      raise ValueError(f"VGG spatial_dims={self.spatial_dims} (valid: 1, 2, 3) takes input of "
+                       f"rank spatial_dims + 2; got shape {tuple(x.shape)}")
     x = x.astype(self.dtype)
     idx = 0  # index in torchvision's `features` Sequential
     for v in CONFIGS[self.config]:
       if v == "M":
-        x = layers.max_pool(x, 2, 2)
+        x = layers.max_pool(x, 2, 2, kernels=self.kernels)
         idx += 1
         continue
-      x = layers.conv(v, 3, 1, 1, use_bias=True, dtype=self.dtype, name=f"features_{idx}")(x)
+      x = layers.conv(v, 3, 1, 1, use_bias=True, dtype=self.dtype,
+                      spatial_dims=self.spatial_dims, kernels=self.kernels,
+                      name=f"features_{idx}")(x)
       if self.batch_norm:
-        x = layers.batch_norm(train, dtype=self.dtype, relu=True, name=f"features_{idx + 1}")(x)
+        x = layers.batch_norm(train, dtype=self.dtype, relu=True, unbiased_running_var=True,
+                              kernels=self.kernels, name=f"features_{idx + 1}")(x)
       else:
         x = nn.relu(x)
       idx += 3 if self.batch_norm else 2
@@ -72,7 +81,7 @@ class VGG(nn.Module):
       return layers.dense(features, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01),
                           bias_init=nn.initializers.zeros, name=f"classifier_{idx}")
 
-    x = layers.flatten_nchw(layers.adaptive_avg_pool(x, 7))
+    x = layers.flatten_channels_first(layers.adaptive_avg_pool(x, 7))
     x = nn.relu(fc(4096, 0)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.relu(fc(4096, 3)(x))

@@ -31,7 +31,6 @@ from cnnlab import metrics as metrics_lib
 from cnnlab import provenance
 from cnnlab.config import RunSpec, resolve
 from cnnlab.training import builders
-from cnnlab.training.compat import Run  # noqa: F401  (visualize.py's import; to delete)
 from cnnlab.training.parts import Parts, build_parts, params_fingerprint
 
 PREEMPTED_EXIT_CODE = 75
