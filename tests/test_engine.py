@@ -211,3 +211,12 @@ def test_main_job_prepares_from_raw_files_on_first_use(tmp_path):
   final = json.load(open(tmp_path / "wd" / "final_metrics.json"))
   assert final["eval_count"] == 10000 and final["eval_accuracy"] > 0.5
   assert_real_dataset("mnist", str(data_dir))     # what was prepared is the real MNIST
+
+
+def test_console_shows_rates_as_whole_numbers():
+  from cnnlab import metrics
+  assert metrics.format_value("images_per_sec", 12_904.6) == "12,905"
+  assert metrics.format_value("images_per_sec", 61.25) == "61.25"
+  assert metrics.format_value("train_loss", 0.0123456) == "0.01235"
+  line = metrics.Progress(100, 128).line(10, {"train_loss": 0.5, "images_per_sec": 12_900.0})
+  assert "images_per_sec=12,900" in line and "e+04" not in line

@@ -13,10 +13,10 @@ import importlib
 
 _EXPORTS = {
     "train_and_evaluate": "loop", "NonFiniteError": "loop", "Preempted": "loop",
-    "PREEMPTED_EXIT_CODE": "loop", "Run": "compat",
+    "PREEMPTED_EXIT_CODE": "loop",
     "load_trained": "trained", "Trained": "trained",
     "build_parts": "parts", "Parts": "parts",
-    "TrainState": "state", "validate": "validation",
+    "TrainState": "state",
 }
 __all__ = [*_EXPORTS, "ConfigError"]
 
