@@ -219,9 +219,10 @@ class Checkpointer:
     good = self.latest_verified_step()
     found = "" if step is None else f" ({what}, step {step})" if what else \
         f" (found while saving step {step})"
+    kept = "no earlier checkpoint verifies" if good is None else \
+        f"the last complete checkpoint (step {good}) is intact"
     return CheckpointWriteError(
-        f"could not write a checkpoint to {self.directory}{found}: {_one_line(e, 200)}; "
-        f"the last complete checkpoint (step {good}) is intact")
+        f"could not write a checkpoint to {self.directory}{found}: {_one_line(e, 200)}; {kept}")
 
   # --- restore ------------------------------------------------------------------------------
   def check_compatible(self, step: int, abstract_state: Any) -> None:
@@ -308,11 +309,16 @@ class Checkpointer:
     """Moves a damaged step out of the manager's directory (kept for inspection): process 0
     moves, every process waits for the move before looking at the directory again."""
     dest = os.path.join(self.corrupt_dir, f"{step}.{int(time.time())}")
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and os.path.isdir(self._step_dir(step)):
       os.makedirs(self.corrupt_dir, exist_ok=True)
-      shutil.move(self._step_dir(step), dest)
-      with open(os.path.join(dest, "MOVED_ASIDE.txt"), "w") as f:
-        f.write(f"checkpoint step {step} {why}\n")
+      while os.path.exists(dest):
+        dest += "_"
+      shutil.move(self._step_dir(step), dest)   # a rename: needs no free space
+      try:
+        with open(os.path.join(dest, "MOVED_ASIDE.txt"), "w") as f:
+          f.write(f"checkpoint step {step} {why}\n")
+      except OSError:
+        pass                                     # the reason is a courtesy (disk may be full)
       print(f"WARNING: checkpoint step {step} {why}; moved to {dest}; falling back to the "
             "previous checkpoint", flush=True)
     if jax.process_count() > 1:

@@ -55,10 +55,9 @@ import sys
 
 from absl import flags, logging
 
-from cnnlab import perf
 from cnnlab.bench import runner, suite
 from cnnlab.bench.torch_client import TorchUnavailable, TorchWorker
-from experiments import cli
+from experiments import cli, perf
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before TensorFlow (the pipeline) loads
 
@@ -85,8 +84,9 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (p
 flags.DEFINE_float("peak_gflops", 0.0, "Peak GFLOP/s of the device, for MFU (0: no MFU; a "
                    "suite uses the datasheet figure of a known GPU).")
 flags.DEFINE_integer("host_devices", 0, "Split this CPU host into N XLA devices (data "
-                     "parallel over them; cnnlab.perf.configure(host_devices=N)); 0: as set.")
-flags.DEFINE_string("perf", "default", f"cnnlab.perf profile: {', '.join(perf.PROFILES)}.")
+                     "parallel over them; experiments.perf.configure(host_devices=N)); 0: as "
+                     "set.")
+flags.DEFINE_string("perf", "default", f"experiments.perf profile: {', '.join(perf.PROFILES)}.")
 flags.DEFINE_list("xla_flags", [], "Extra XLA flags for this process (appended to $XLA_FLAGS).")
 flags.DEFINE_boolean("eval", True, "Also time the eval step.")
 flags.DEFINE_boolean("pipeline", True, "Also measure the input pipeline's img/s (TensorFlow).")
@@ -203,7 +203,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   load_before = os.getloadavg()
   import jax
-  torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+  torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"   # starts the backend
+  try:
+    perf.check_applied(applied)
+  except RuntimeError as e:
+    cli.usage_error(str(e))
   names = None if FLAGS.suite else model_names(FLAGS.model)
   opts = _options(threads, torch_device)
   if names:

@@ -45,25 +45,28 @@ def define_flags() -> None:
 
 
 def _prepare(run, paths):
-  """([(name, input)], [(name, error)]) for the files and folders in ``paths``."""
+  """``[(name, input or None, error or None)]`` for the files and folders in ``paths``, in
+  their order (a .ts file gives one entry per series)."""
   from cnnlab.explain import user_files
-  files, failed = user_files.collect(paths)
   builder = None
   if run.options.get("preprocess") == "per_pixel_mean":   # CIFAR: the training mean image
     from cnnlab.data import datasets
     builder = datasets.builder(run.dataset, run.options.get("data_dir"))
   prepare = user_files.Preparer(run.dataset, run.options, run.input_shape, builder)
-  ready = []
-  for path in files:
+  items = []
+  for path, error in user_files.collect(paths):
+    if error:
+      items.append((path, None, error))
+      continue
     try:
       for name, raw in user_files.read(path):
         try:
-          ready.append((name, prepare(name, raw)))
+          items.append((name, prepare(name, raw), None))
         except user_files.InputError as e:
-          failed.append((name, str(e).split(": ", 1)[-1]))
+          items.append((name, None, str(e).split(": ", 1)[-1]))
     except user_files.InputError as e:
-      failed.append((path, str(e).split(": ", 1)[-1]))
-  return ready, failed
+      items.append((path, None, str(e).split(": ", 1)[-1]))
+  return items
 
 
 def _probabilities(run, x, batch_size: int = 64):
@@ -114,23 +117,27 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
   if top_k < 1:
     raise ConfigError(f"--top_k={top_k} must be >= 1")
   run = trained_run.load(workdir, checkpoint)
-  ready, failed = _prepare(run, inputs)
-  rows = []
+  items = _prepare(run, inputs)
+  ready = [(name, x) for name, x, error in items if error is None]
+  names = [n for n, _ in ready]
   if ready:
-    names = [n for n, _ in ready]
     x = np.stack([v for _, v in ready])
     probs = _probabilities(run, x)
-    for name, p in zip(names, probs):
-      order = np.argsort(-p, kind="stable")[:top_k]
-      shown = ", ".join(f"{run.class_name(int(c))} {p[c]:.3f}" for c in order)
-      print(f"{name}: {shown}")
-      rows.append({"path": name, "predicted": run.class_name(int(order[0])),
-                   "probability": f"{p[order[0]]:.6f}", "error": "",
-                   "top_k": ";".join(f"{run.class_name(int(c))}:{p[c]:.6f}" for c in order)})
-  for name, error in failed:
-    print(f"error: {name}: {error}", file=sys.stderr, flush=True)
-    rows.append({"path": name, "predicted": "", "probability": "", "top_k": "",
-                 "error": error})
+  by_name = dict(zip(names, probs)) if ready else {}
+  rows = []
+  for name, _, error in items:
+    if error is not None:
+      print(f"error: {name}: {error}", file=sys.stderr, flush=True)
+      rows.append({"path": name, "predicted": "", "probability": "", "top_k": "",
+                   "error": error})
+      continue
+    p = by_name[name]
+    order = np.argsort(-p, kind="stable")[:top_k]
+    print(f"{name}: " + ", ".join(f"{run.class_name(int(c))} {p[c]:.3f}" for c in order),
+          flush=True)
+    rows.append({"path": name, "predicted": run.class_name(int(order[0])),
+                 "probability": f"{p[order[0]]:.6f}", "error": "",
+                 "top_k": ";".join(f"{run.class_name(int(c))}:{p[c]:.6f}" for c in order)})
   out = out or os.path.join(workdir, "predictions.csv")
   _write_csv(out, rows)
   print(f"predictions: {out}")
@@ -140,7 +147,7 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
                       if explain == "gradcam" else None)
     for path in _explain(run, explain, x, probs, names, out_dir, layer):
       print(f"explanation: {path}")
-  return rows, len(failed)
+  return rows, len(items) - len(ready)
 
 
 def main(argv):

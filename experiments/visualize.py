@@ -33,6 +33,7 @@ from experiments import cli
 KINDS = ("filters", "feature_maps", "saliency", "smoothgrad", "integrated_gradients",
          "gradcam", "occlusion", "mistakes", "curves", "confusion")
 DEFAULT_WHAT = ("filters", "feature_maps", "curves", "confusion")
+MAX_MAPS, MAX_FILTERS = 64, 96     # panels per grid
 ATTRIBUTIONS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
 
 _WORKDIR = cli.shared_string_flag("workdir", None, "Training workdir (holds config.json and "
@@ -77,9 +78,11 @@ def _filters(run, layers, out_dir):
     layer = features.check_layer(name, with_kernel, "layer with a convolution kernel")
     kernel = np.asarray(features.kernel_of(run.variables, layer.name), np.float32)
     shape = "x".join(map(str, kernel.shape[:-1]))
+    n = kernel.shape[-1]
+    count = f"{n} filters" if n <= MAX_FILTERS else f"the first {MAX_FILTERS} of {n} filters"
     out[name] = grids.plot_filters(
-        kernel, os.path.join(out_dir, f"filters_{_safe(name)}.png"),
-        title=f"{run.name} {name}: {kernel.shape[-1]} filters {shape}, step {run.step}")
+        kernel, os.path.join(out_dir, f"filters_{_safe(name)}.png"), max_filters=MAX_FILTERS,
+        title=f"{run.name} {name}: {count} {shape}, step {run.step}")
   return out
 
 
@@ -89,10 +92,12 @@ def _feature_maps(run, layers, x, label_text, index, out_dir):
   for name in layers or [None]:
     layer_name, maps = features.feature_maps(run.model, run.variables, x, name)
     shape = "x".join(map(str, maps.shape[:-1]))
+    n = maps.shape[-1]
+    count = f"{n} maps" if n <= MAX_MAPS else f"the first {MAX_MAPS} of {n} maps"
     out[layer_name] = grids.plot_feature_maps(
         maps, os.path.join(out_dir, f"feature_maps_{_safe(layer_name)}.png"), image=x,
-        title=f"{run.name} {layer_name}: {maps.shape[-1]} maps {shape}, example {index} "
-              f"({label_text}), step {run.step}")
+        max_maps=MAX_MAPS, title=f"{run.name} {layer_name}: {count} {shape}, example "
+                                 f"{index} ({label_text}), step {run.step}")
   return out
 
 
@@ -166,12 +171,14 @@ def _confusion(run, workdir, config, split, max_examples, out_dir, load):
   ev = _load_json(os.path.join(workdir, f"eval_{split}.json"))
   if ev and "confusion_matrix" in ev:
     matrix, acc, where = np.asarray(ev["confusion_matrix"]), ev["eval_accuracy"], ""
+    names = figures.CLASS_NAMES.get(config.dataset.name)
   else:
-    _, labels, probs = _predictions(run or load(), split, max_examples)
+    run = run or load()
+    _, labels, probs = _predictions(run, split, max_examples)
     k = probs.shape[-1]
     matrix = np.bincount(labels * k + probs.argmax(-1), minlength=k * k).reshape(k, k)
-    acc, where = float(np.trace(matrix) / matrix.sum()), f" (first {len(labels)} examples)"
-  names = figures.CLASS_NAMES.get(config.dataset.name)
+    acc, where = float(np.trace(matrix) / matrix.sum()), f" ({len(labels)} examples)"
+    names = run.class_names
   return {"confusion": training_plots.plot_confusion(
       matrix, os.path.join(out_dir, "confusion.png"),
       class_names=names if names and len(names) == len(matrix) else None,

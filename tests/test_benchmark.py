@@ -19,7 +19,7 @@ from cnnlab.bench.torch_client import TorchUnavailable, TorchWorker
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One model per family (and both LeNets) get the full train + eval step traced.
 TRACED = ("lenet5", "lenet5_1998", "alexnet", "alexnet_2012", "vgg11_bn", "googlenet",
-          "resnet18", "resnet20")
+          "resnet18", "resnet20", "fcn1d", "resnet18_1d", "r3d_18")   # + 1-D and video inputs
 
 
 def _run(*args, timeout=240):
@@ -155,12 +155,18 @@ werkzeug wheel wrapt xarray xxhash yarl zipp
 CARRIED = frozenset({"ml-collections"})
 
 _IMPORT_PROBE = r"""
-import atexit, importlib.metadata as md, json, runpy, sys
+import atexit, importlib.metadata as md, json, os, runpy, sys
 out = sys.argv.pop(1)
 def dump():
   tops = sorted({m.split(".")[0] for m in list(sys.modules)})
-  owners = md.packages_distributions()
-  dists = {d for t in tops for d in owners.get(t, [])}
+  files = {os.path.realpath(m.__file__) for m in list(sys.modules.values())
+           if getattr(m, "__file__", None)}
+  dists = set()   # by file, not by top-level name: namespace packages (google.*) have many owners
+  for d in md.distributions():
+    for f in d.files or ():
+      if f.suffix == ".py" and os.path.realpath(d.locate_file(f)) in files:
+        dists.add(d.metadata["Name"])
+        break
   with open(out, "w") as f:
     json.dump({"modules": tops, "dists": sorted(dists)}, f)
 atexit.register(dump)

@@ -53,6 +53,9 @@ def test_predict_on_good_and_bad_files(workdir, tmp_path, capsys):
     table = list(csv.DictReader(f))
   assert table == rows and len(rows) == 8
   assert {"path", "predicted", "probability"} <= set(table[0])
+  assert [os.path.basename(r["path"]) for r in rows] == [     # the order given, folder expanded
+      "a.png", "b.png", "c.jpg", "rgb.png", "small.png", "broken.png", "series.csv",
+      "missing.png"]
   errors = {os.path.basename(r["path"]): r["error"] for r in rows if r["error"]}
   assert errors == {
       "rgb.png": "3 channel(s); the model takes grey images (1 channel)",

@@ -221,11 +221,6 @@ def _toy_archive(directory, n_train=30, n_test=12, length=16):
     write(directory / f"Bumps_{split}.ts", "\n".join(lines) + "\n")
 
 
-_NEEDS_1D = pytest.mark.skipif(  # TODO(data): drop once nd's models are on main
-    "fcn1d" not in __import__("cnnlab.models").models.names(), reason="fcn1d not registered yet")
-
-
-@_NEEDS_1D
 def test_ucr_recipes_resolve_with_the_paper_protocol(tmp_path):
   """Batch min(16 | 64, n/10), class count and input shape from the prepared dataset; Adam
   1e-3; halving after 50 epochs without train-loss improvement, floor 1e-4; the reported model
@@ -247,10 +242,11 @@ def test_ucr_recipes_resolve_with_the_paper_protocol(tmp_path):
     assert s.plateau_every_steps == spec.loop.steps_per_epoch       # one measurement/epoch
     assert (spec.loop.best_metric, spec.loop.best_mode, spec.loop.report_best) == (
         "train_loss", "min", True)
+    assert spec.loop.checkpoint_every == spec.loop.steps_per_epoch
+    assert spec.loop.checkpoint_best_only
     assert spec.data.options["preprocess"] == "znorm"
 
 
-@_NEEDS_1D
 def test_fcn_recipe_trains_end_to_end(tmp_path):
   """A few epochs of the FCN recipe through train_and_evaluate on a written archive dataset:
   final metrics come from the lowest-train-loss checkpoint."""

@@ -160,9 +160,7 @@ def test_synthetic_volumes_written_on_first_use(tmp_path, monkeypatch):
   assert np.ptp(means) < 0.02
   assert prepare.prepare_if_needed(cfg) is None
   # The 3-D recipe resolves on them: shape from the crop, classes from the dataset.
-  from cnnlab import config as config_lib, models
-  if "resnet18_3d" not in models.names():   # TODO(data): drop once nd's models are on main
-    return
+  from cnnlab import config as config_lib
   from experiments.configs import resnet18_3d_volumes as recipe
   c = recipe.get_config()
   c.dataset.data_dir = str(tmp_path)

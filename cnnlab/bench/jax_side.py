@@ -56,9 +56,8 @@ def dataset_for(model_name: str, image_size: int) -> tuple[str | None, str | Non
 def train_config(model_name: str, batch_size: int, image_size: int, dtype: str):
   """A recipe-like config: SGD momentum 0.9, L2 weight decay 1e-4, constant lr; the model's
   documented class count (so no dataset catalogue is consulted)."""
-  from cnnlab import models
-  from experiments.configs.base import base
-  c = base()
+  from cnnlab import config, models
+  c = config.defaults()
   c.model.name = model_name
   c.model.dtype = dtype
   c.model.num_classes = models.info(model_name).num_classes
@@ -78,28 +77,29 @@ def train_config(model_name: str, batch_size: int, image_size: int, dtype: str):
 
 class Setup:
   """Everything the benchmark runs for one model, before anything is compiled: the model, the
-  recipe-like optimizer, the engine's pure train/eval steps and the state initialiser."""
+  recipe-like optimizer, the engine's pure train/eval steps and the state initialiser — built
+  the way a training run builds them (cnnlab.config specs, cnnlab.training.builders)."""
 
   def __init__(self, model_name: str, batch_size: int, shape, dtype: str):
     import jax
-    from cnnlab import config as config_lib
+    from cnnlab import config
     from cnnlab.training import builders, optim, steps
     from cnnlab.training.state import create_state
     self.input_shape = tuple(shape)
     self.config = train_config(model_name, batch_size, self.input_shape[-2], dtype)
-    # The optimization parts alone: no dataset is consulted (num_classes is the model's).
-    opt_spec, sched_spec, train_spec = config_lib.resolve_optimization(
+    self.optim, sched, self.train_spec = config.resolve_optimization(
         self.config, global_batch=batch_size, steps_per_epoch=1000, total_steps=100_000)
-    self.model = builders.model(config_lib.ModelSpec(
+    self.model = builders.model(config.ModelSpec(
         name=model_name, kwargs={}, dtype=dtype, num_classes=self.config.model.num_classes,
         input_shape=self.input_shape))
     self.num_classes = self.model.num_classes
     self.batch_size = batch_size
-    schedule = optim.create_schedule(sched_spec)
-    tx = optim.create_optimizer(opt_spec, schedule, sched_spec)
+    schedule = optim.create_schedule(sched)
+    tx = optim.create_optimizer(self.optim, schedule, sched)
     self.init = lambda: create_state(self.model, tx, jax.random.PRNGKey(0),  # noqa: E731
                                      self.input_shape)
-    self.train_step = steps.make_train_step(self.model, tx, train_spec, opt_spec, schedule)
+    self.train_step = steps.make_train_step(self.model, tx, self.train_spec, self.optim,
+                                            schedule)
     self.eval_step = steps.make_eval_step(self.model)
 
   def abstract_batch(self, mask: bool = False) -> dict:
@@ -136,6 +136,7 @@ class JaxBench:
     self.jax = jax
     setup = Setup(model_name, batch_size, input_shape, dtype)
     self.config, self.num_classes = setup.config, setup.num_classes
+    self.optim, self.train_spec = setup.optim, setup.train_spec
     mesh = parallel.create_mesh()
     repl = parallel.replicated(mesh)
     sharding = jax.tree.map(lambda _: repl, jax.eval_shape(setup.init))

@@ -91,8 +91,8 @@ def _torch_setup(torch, name: str, jb, shape, batch: int, opts: Options):
     reply = torch.call(cmd="setup", model=name, batch_size=batch, input_shape=list(shape),
                        num_classes=jb.num_classes, threads=opts.threads, dtype=opts.dtype,
                        channels_last=opts.channels_last, device=opts.torch_device,
-                       aux_loss_weight=float(jb.config.aux_loss_weight),
-                       weight_decay=float(jb.config.optimizer.weight_decay))
+                       aux_loss_weight=jb.train_spec.aux_loss_weight,
+                       weight_decay=jb.optim.weight_decay)
     return torch, reply, None
   except TorchUnavailable:
     raise

@@ -109,8 +109,10 @@ def plot_heatmap(x, heat, path: str, *, title: str | None = None, alpha: float =
     mappable, axes = _image(fig, x, heat, norm, cmap, alpha)
   else:
     mappable, axes = _volume(fig, x, heat, norm, cmap, alpha, slices)
-  fig.subplots_adjust(left=0.08 if rank == 1 else 0.02, right=0.86, bottom=0.12,
-                      top=0.84 if title else 0.92, wspace=0.08, hspace=0.15)
+  height = size[1]      # margins in inches: axis labels below, up to two title lines above
+  fig.subplots_adjust(left=0.08 if rank == 1 else 0.02, right=0.86,
+                      bottom=(0.6 if rank == 1 else 0.3) / height,
+                      top=1.0 - (0.75 if title else 0.35) / height, wspace=0.08, hspace=0.15)
   bar = fig.colorbar(mappable, ax=axes, fraction=0.04, pad=0.02)
   bar.set_label("attribution" if norm.vmin < 0 else "importance", fontsize=8)
   if title:

@@ -1,9 +1,9 @@
 """A trained model's inputs from a user's own files, prepared as the training pipeline
 prepares its evaluation examples.
 
-    files, failed = collect(["scan.npy", "digits/"])        # folders: their supported files
+    entries = collect(["scan.npy", "digits/"])   # [(path, error or None)], folders expanded
     prepare = Preparer(info, options, input_shape)           # the run's dataset
-    for path in files:
+    for path, error in entries:
         for name, raw in read(path):                         # a .ts file may hold several series
             x = prepare(name, raw)                           # float32, one example
 
@@ -42,26 +42,24 @@ def extension(path: str) -> str:
   return ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
 
 
-def collect(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-  """(files to read, [(path, error)]) for files and folders (a folder's supported files,
-  sorted, not recursive)."""
-  files, failed = [], []
+def collect(paths: Sequence[str]) -> list[tuple[str, str | None]]:
+  """``[(path, error or None)]`` in the order given, folders expanded into their supported
+  files (sorted, not recursive)."""
+  out = []
   for path in paths:
     if os.path.isdir(path):
       found = sorted(os.path.join(path, f) for f in os.listdir(path)
                      if extension(f) in SUPPORTED and os.path.isfile(os.path.join(path, f)))
-      if found:
-        files += found
-      else:
-        failed.append((path, f"folder holds no supported file ({', '.join(SUPPORTED)})"))
+      out += [(f, None) for f in found] or [
+          (path, f"folder holds no supported file ({', '.join(SUPPORTED)})")]
     elif not os.path.exists(path):
-      failed.append((path, "no such file or folder"))
+      out.append((path, "no such file or folder"))
     elif extension(path) not in SUPPORTED:
-      failed.append((path, f"unsupported file type {extension(path) or '(none)'!r}; "
-                           f"supported: {', '.join(SUPPORTED)}"))
+      out.append((path, f"unsupported file type {extension(path) or '(none)'!r}; "
+                        f"supported: {', '.join(SUPPORTED)}"))
     else:
-      files.append(path)
-  return files, failed
+      out.append((path, None))
+  return out
 
 
 def _read_image(path: str) -> np.ndarray:

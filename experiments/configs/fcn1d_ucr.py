@@ -59,7 +59,8 @@ def ucr_protocol(c, *, epochs: int, batch_max: int):
   c.best_metric = "train_loss"         # the reported model: lowest training loss
   c.best_mode = "min"
   c.report_best = True
-  c.checkpoint_every_steps = -1        # once per epoch, so every epoch can be the chosen one
+  c.checkpoint_every_steps = -1        # per epoch, so every epoch can be the chosen one ...
+  c.checkpoint_best_only = True        # ... but saved only when its train loss is the lowest
   c.eval_every_steps = 0               # the test set only at the end (and for the chosen one)
   c.log_every_steps = -1
   return c
