@@ -170,3 +170,22 @@ def test_checkpoint_best_only_saves_when_the_train_loss_improves():
   assert [s for s, _ in ckpt.saved] == [2, 6, 10]
   assert [m["train_loss"] for _, m in ckpt.saved] == [1.0, 0.5, 0.9]
   assert spec.loop.best_mode == "min"
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "..", "shared", "datasets", "ucr",
+                                                   "GunPoint")),
+                    reason="needs the UCR GunPoint files in ../shared/datasets/ucr")
+def test_series_recipe_resolves_rank_and_batch_from_the_data(tmp_path):
+  """A 1-D recipe: the input shape (L, C), the class count and the auto batch
+  min(16, n_train // 10) all come from the prepared dataset (GunPoint: 50 train series of
+  length 150, 2 classes -> batch 5, 10 steps per epoch)."""
+  from cnnlab.data import prepare
+  from experiments.configs import fcn1d_ucr
+  prepare.prepare("ucr/GunPoint", os.path.join(ROOT, "..", "shared", "datasets", "ucr",
+                                               "GunPoint"), str(tmp_path))
+  c = fcn1d_ucr.get_config()
+  c.dataset.data_dir = str(tmp_path)
+  spec = config_lib.resolve(c, device_count=1, process_count=1)
+  assert spec.model.input_shape == (150, 1) and spec.model.num_classes == 2
+  assert (spec.loop.global_batch, spec.loop.steps_per_epoch) == (5, 10)
+  assert spec.schedule.plateau_every_steps == 10 and spec.loop.best_mode == "min"
