@@ -30,7 +30,7 @@ from cnnlab import config_checks as checks
 from cnnlab.config_checks import ConfigError
 
 __all__ = ["ConfigError", "RunSpec", "ModelSpec", "DataSpec", "OptimSpec", "ScheduleSpec",
-           "TrainSpec", "LoopSpec", "defaults", "resolve", "complete"]
+           "TrainSpec", "LoopSpec", "TransferSpec", "defaults", "resolve", "complete"]
 
 
 # ------------------------------------------------------------------------------ the specs
@@ -67,6 +67,8 @@ class OptimSpec:
   weight_decay: float
   weight_decay_mode: str            # l2 (in the loss) | decoupled
   exclude_norm_and_bias: bool
+  sdlm_mu: float = 0.02             # sdlm: eps_k = eta / (mu + h_kk) (LeCun et al. 1998, App. C)
+  sdlm_hessian_samples: int = 500   # sdlm: examples the curvature is estimated on, per pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,17 @@ class TrainSpec:
   aux_loss_weight: float
   grad_accum_steps: int
   ema_decay: float                  # 0: no EMA
+  online_updates: bool = False      # each step's batch as successive one-example updates
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSpec:
+  """Starting from pretrained weights (cnnlab/training/transfer.py)."""
+  init_from: str = ""               # torchvision .pth/.safetensors, or WORKDIR[:best|:latest|:STEP]
+  freeze: tuple[str, ...] = ()      # regexes over parameter paths: not trained
+  lr_groups: tuple[tuple[str, float], ...] = ()   # (regex, learning-rate multiplier)
+  freeze_batch_stats: bool = False  # frozen modules' BatchNorm statistics kept as loaded
+  linear_probe: bool = False        # train the classifier only (everything else frozen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +140,7 @@ class RunSpec:
   loop: LoopSpec
   seed: int
   config: Mapping[str, Any]         # the completed user config, as plain data (config.json)
+  transfer: TransferSpec = TransferSpec()
 
   def to_config(self) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_thaw(self.config))
@@ -156,7 +170,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.1, base_batch_size=0, momentum=0.9, nesterov=False,
       b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, weight_decay_mode="l2",
-      exclude_norm_and_bias=True))
+      exclude_norm_and_bias=True, sdlm_mu=0.02, sdlm_hessian_samples=500))
   c.schedule = ml_collections.ConfigDict(dict(
       name="constant", unit="epochs", warmup_epochs=0.0, boundaries=(), decay_factor=0.1,
       rates=(), plateau_factor=0.5, plateau_patience=10, plateau_every_steps=-1,
@@ -167,6 +181,12 @@ def defaults() -> ml_collections.ConfigDict:
   c.aux_loss_weight = 0.0
   c.grad_accum_steps = 1
   c.ema_decay = 0.0
+  c.online_updates = False          # True: a step's batch = that many one-example updates
+  c.init_from = ""                  # pretrained weights: a .pth/.safetensors file or WORKDIR[:best|:STEP]
+  c.freeze = ""                     # comma-separated regexes over parameter paths
+  c.lr_groups = ""                  # "regex=multiplier,..." learning-rate multipliers
+  c.freeze_batch_stats = False      # keep frozen modules' BatchNorm statistics as loaded
+  c.linear_probe = False            # train only the classifier (all else frozen, statistics too)
   c.eval_every_steps = -1           # -1: once per epoch; 0: only at the end
   c.checkpoint_every_steps = -1     # -1: once per epoch
   c.log_every_steps = 100           # -1: once per epoch
@@ -245,7 +265,8 @@ def resolve(config, *, process_count: int | None = None, device_count: int | Non
   loop = _loop(c, data, process_count, device_count)
   optim = _optim(c, loop.global_batch)
   return RunSpec(model=model, data=data, optim=optim, schedule=_schedule(c, optim, loop),
-                 train=_train(c), loop=loop, seed=int(c.seed), config=c.to_dict())
+                 train=_train(c), loop=loop, seed=int(c.seed), config=c.to_dict(),
+                 transfer=_transfer(c))
 
 
 def resolve_optimization(config, *, global_batch: int, steps_per_epoch: int,
@@ -305,7 +326,8 @@ def _optim(c, global_batch: int) -> OptimSpec:
   return OptimSpec(name=o.name, learning_rate=lr, momentum=float(o.momentum),
                    nesterov=bool(o.nesterov), b1=float(o.b1), b2=float(o.b2), eps=float(o.eps),
                    weight_decay=float(o.weight_decay), weight_decay_mode=o.weight_decay_mode,
-                   exclude_norm_and_bias=bool(o.exclude_norm_and_bias))
+                   exclude_norm_and_bias=bool(o.exclude_norm_and_bias),
+                   sdlm_mu=float(o.sdlm_mu), sdlm_hessian_samples=int(o.sdlm_hessian_samples))
 
 
 def _schedule(c, optim: OptimSpec, loop: LoopSpec) -> ScheduleSpec:
@@ -334,4 +356,13 @@ def _train(c) -> TrainSpec:
   return TrainSpec(loss=c.loss, loss_rubbish_j=float(c.loss_rubbish_j),
                    label_smoothing=float(c.label_smoothing),
                    aux_loss_weight=float(c.aux_loss_weight),
-                   grad_accum_steps=int(c.grad_accum_steps), ema_decay=float(c.ema_decay))
+                   grad_accum_steps=int(c.grad_accum_steps), ema_decay=float(c.ema_decay),
+                   online_updates=bool(c.online_updates))
+
+
+def _transfer(c) -> TransferSpec:
+  patterns = tuple(p.strip() for p in str(c.freeze).split(",") if p.strip())
+  return TransferSpec(init_from=str(c.init_from), freeze=patterns,
+                      lr_groups=checks.check_lr_groups(c.lr_groups),
+                      freeze_batch_stats=bool(c.freeze_batch_stats or c.linear_probe),
+                      linear_probe=bool(c.linear_probe))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 LOSSES = ("cross_entropy", "lenet_map")
-OPTIMIZERS = ("sgd", "adamw", "lars")
+OPTIMIZERS = ("sgd", "adamw", "lars", "sdlm")
 SCHEDULES = ("constant", "step", "piecewise", "cosine", "plateau")
 SCHEDULE_UNITS = ("epochs", "steps")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
@@ -91,6 +91,7 @@ def check_keys(c, *, device_count: int, process_count: int) -> None:
   positive(c, "keep_checkpoints", integer=True)
   _check_training(c, device_count)
   check_optimization(c)
+  check_transfer(c)
 
 
 def check_optimization(c) -> None:
@@ -126,6 +127,55 @@ def _check_optimizer(c) -> None:
   in_range("optimizer.momentum", o.momentum, 0.0, 1.0, "must be in [0, 1)")
   if o.base_batch_size < 0:
     fail("optimizer.base_batch_size", o.base_batch_size, "must be >= 0 (0: no scaling)")
+  if o.name == "sdlm":
+    positive(c, "optimizer.sdlm_mu", integer=False)
+    positive(c, "optimizer.sdlm_hessian_samples", integer=True)
+    if not c.online_updates:
+      fail("optimizer.name", o.name, "sdlm re-estimates its curvature once per pass and "
+           "steps one example at a time: set online_updates=True")
+  _check_online(c)
+
+
+def _check_online(c) -> None:
+  """Online updates: one example at a time inside the step (cnnlab/training/online.py)."""
+  if not isinstance(c.online_updates, bool):
+    fail("online_updates", c.online_updates, "must be True or False")
+  if not c.online_updates:
+    return
+  if c.schedule.name == "plateau":
+    fail("schedule.name", c.schedule.name, "plateau is not available with online_updates")
+  if c.grad_accum_steps != 1:
+    fail("grad_accum_steps", c.grad_accum_steps, "must be 1 with online_updates")
+  if c.ema_decay:
+    fail("ema_decay", c.ema_decay, "must be 0 with online_updates")
+  if c.optimizer.weight_decay:
+    fail("optimizer.weight_decay", c.optimizer.weight_decay,
+         "must be 0 with online_updates (not implemented there)")
+
+
+def check_lr_groups(value) -> tuple:
+  """'regex=multiplier,...' -> ((regex, multiplier), ...), one line on a bad item."""
+  from cnnlab.training import transfer
+  try:
+    groups = transfer.parse_lr_groups(value or "")
+    transfer.compile_patterns([p for p, _ in groups], "lr_groups")
+    return groups
+  except transfer.TransferError as e:
+    raise ConfigError(f"config.lr_groups={value!r} is invalid: {e}") from None
+
+
+def check_transfer(c) -> None:
+  from cnnlab.training import transfer
+  for key in ("init_from", "freeze", "lr_groups"):
+    if not isinstance(c[key], str):
+      fail(key, c[key], "must be a string")
+  try:
+    transfer.compile_patterns([p.strip() for p in c.freeze.split(",") if p.strip()], "freeze")
+    if c.init_from:
+      transfer.parse_source(c.init_from)
+  except transfer.TransferError as e:
+    raise ConfigError(str(e)) from None
+  check_lr_groups(c.lr_groups)
 
 
 def _check_schedule(c) -> None:
@@ -167,8 +217,12 @@ def check_data(c):
   except ValueError as e:
     fail("dataset.name", ds.name, "valid datasets: " + str(e).split("valid datasets are ")[-1])
   for key in ("train_split", "eval_split"):
-    if ds[key] is not None and ds[key] not in info.splits:
-      fail(f"dataset.{key}", ds[key], f"{info.name} has splits {', '.join(info.splits)}")
+    if ds[key] is not None:
+      try:
+        datasets.check_split(info, ds[key])
+      except ValueError:
+        fail(f"dataset.{key}", ds[key], f"{info.name} has splits {', '.join(info.splits)} "
+             "(optionally sliced, e.g. train[:1000])")
   if ds.preprocess is not None and ds.preprocess not in info.preprocess_options:
     fail("dataset.preprocess", ds.preprocess,
          f"{info.name} allows {', '.join(info.preprocess_options)}")

@@ -23,6 +23,14 @@ def _fresh_decoded_data():
   memory.clear_cache()
 
 
+def pytest_report_header(config):
+  """Says which MNIST the shared fixture uses, so a run without ../shared is visible."""
+  if os.path.isdir(SHARED_MNIST):
+    return f"mnist_data_dir fixture: real MNIST files from {os.path.abspath(SHARED_MNIST)}"
+  return ("mnist_data_dir fixture: SYNTHETIC idx files (../shared/datasets/mnist absent); the "
+          "real-data tests skip")
+
+
 @pytest.fixture(scope="session")
 def mnist_data_dir(tmp_path_factory):
   """TFDS data dir holding MNIST cut to 1,024 train / 1,024 test examples (TFDS's own
@@ -33,6 +41,8 @@ def mnist_data_dir(tmp_path_factory):
   if os.path.isdir(SHARED_MNIST):
     prepare.prepare("mnist", SHARED_MNIST, data_dir, max_examples_per_split=SMALL_SPLIT)
   else:
+    import warnings
+    warnings.warn("../shared/datasets/mnist is absent: tests use synthetic MNIST files")
     raw = str(tmp_path_factory.mktemp("raw_mnist"))
     sums = synthetic.write_mnist(raw)
     prepare.prepare("mnist", raw, data_dir, checksums=sums, max_examples_per_split=SMALL_SPLIT)

@@ -23,14 +23,24 @@ conv kernels He-uniform (std sqrt(2 / fan_in)), Linear weights std sqrt(1 / fan_
 U(-0.1, 0.1); BatchNorm is far from the identity: scale U(0.5, 1.5), running_mean U(-0.5, 0.5),
 running_var U(0.5, 2.0). Random running statistics do not normalise, so in a ResNet each block
 would multiply the residual stream's variance by about 3 (3^50 in ResNet-152); the last
-BatchNorm of every residual branch (``layerS.i.bn2`` of a basic block, ``bn3`` of a bottleneck)
-therefore gets scale U(0.1, 0.2), which keeps the stream O(1) while every branch still moves
-the logits by far more than the tolerance. Every draw is a float32 uniform (``Generator.random``), a plain
-transform of PCG64's bits, cheaper than normals and stable across numpy versions.
+BatchNorm of every residual branch (``layerS.i.bn2`` of a basic block, ``bn3`` of a bottleneck,
+``conv2.1`` of a video block) therefore gets scale U(0.1, 0.2), which keeps the stream O(1)
+while every branch still moves the logits by far more than the tolerance. Every draw is a
+float32 uniform (``Generator.random``), a plain transform of PCG64's bits, cheaper than normals
+and stable across numpy versions.
+
+Weights out (``EXPORT_CASES``, fixtures in tests/fixtures/torchvision_export/): the other way
+round. A worker process with jax and cnnlab (``--cnnlab_python``, default ``python3``) makes
+seeded variables in cnnlab's own layout (``cnnlab_side_variables``) and writes them with
+``cnnlab.interop.torchvision.save`` as .safetensors; this script loads the file into the
+torchvision model built with ``torchvision_kwargs`` using ``load_state_dict(strict=True)`` and
+stores torch's eval logits. tests/test_parity_export.py compares cnnlab's logits on the same
+variables with them.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -45,8 +55,8 @@ WEIGHT_SEED = 20240601
 INPUT_SEED = 7
 BATCH = 2
 
-# case name -> (torchvision builder, square input size). Small inputs keep the test fast on two
-# cores; AlexNet and ResNet-50 also run at the documented 224. VGG at 64 (and AlexNet at 96)
+# case name -> (torchvision builder, square input size or (T, H, W)). Small inputs keep the
+# test fast on two cores; AlexNet and ResNet-50 also run at the documented 224. VGG at 64 (and AlexNet at 96)
 # leaves 2x2 maps before the adaptive 7x7 (6x6) pool: the non-divisible adaptive-pool path.
 # ResNet-18 at 97 exercises odd sizes through the stride-2 convs and the max-pool.
 CASES = {
@@ -67,6 +77,11 @@ CASES = {
     "resnet50_224": ("resnet50", 224),
     "resnet101_64": ("resnet101", 64),
     "resnet152_64": ("resnet152", 64),
+    # Video (torchvision.models.video), inputs N, C, T, H, W: small clips; odd sizes for
+    # R(2+1)D run the stride-2 (2+1)-D convs on odd lengths.
+    "r3d_18_4x32": ("r3d_18", (4, 32, 32)),
+    "mc3_18_4x32": ("mc3_18", (4, 32, 32)),
+    "r2plus1d_18_5x29": ("r2plus1d_18", (5, 29, 29)),
 }
 
 
@@ -90,7 +105,7 @@ def synthetic_tensor(seed: int, key: str, shape: tuple[int, ...],
   rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
   if leaf == "weight" and len(shape) >= 2:  # conv (O, I, kh, kw) or Linear (O, I)
     fan_in = math.prod(shape[1:])
-    gain = 2.0 if len(shape) == 4 else 1.0
+    gain = 2.0 if len(shape) >= 3 else 1.0
     bound = math.sqrt(3.0 * gain / fan_in)   # uniform with std sqrt(gain / fan_in)
     return _uniform(rng, shape, -bound, bound)
   if leaf == "weight":                       # BatchNorm scale
@@ -105,6 +120,8 @@ def synthetic_tensor(seed: int, key: str, shape: tuple[int, ...],
 
 
 _BLOCK_BN = re.compile(r"^(layer\d+\.\d+)\.bn(\d)\.weight$")
+# A video ResNet block's branch ends in conv2 = Sequential(conv, BatchNorm3d).
+_VIDEO_BRANCH_END = re.compile(r"^layer\d+\.\d+\.conv2\.1\.weight$")
 
 
 def residual_branch_ends(keys) -> set[str]:
@@ -112,6 +129,8 @@ def residual_branch_ends(keys) -> set[str]:
   keys = set(keys)
   ends = set()
   for k in keys:
+    if _VIDEO_BRANCH_END.match(k):
+      ends.add(k)
     m = _BLOCK_BN.match(k)
     if m:
       last = 3 if f"{m.group(1)}.conv3.weight" in keys else 2
@@ -164,7 +183,8 @@ def unpack_shapes(ndims: np.ndarray, flat: np.ndarray) -> list[tuple[int, ...]]:
 def load_fixture(path: str) -> dict:
   """Reads a fixture written by ``main`` into plain Python / numpy values."""
   with np.load(path, allow_pickle=False) as z:
-    return {
+    extra = {"create_kwargs": json.loads(str(z["create_kwargs"]))} if "create_kwargs" in z else {}
+    return extra | {
         "model": str(z["model"]),
         "weight_seed": int(z["weight_seed"]),
         "input_seed": int(z["input_seed"]),
@@ -177,11 +197,25 @@ def load_fixture(path: str) -> dict:
     }
 
 
+VIDEO = ("r3d_18", "mc3_18", "r2plus1d_18")   # in torchvision.models.video
+
+
+def builder(torchvision, name: str):
+  """torchvision's builder of ``name`` (image models, or video ones from models.video)."""
+  return getattr(torchvision.models.video if name in VIDEO else torchvision.models, name)
+
+
+def input_shape(size) -> tuple[int, ...]:
+  """NC* input shape for a case's size: an int (square image) or a (T, H, W) tuple (video)."""
+  spatial = (size, size) if isinstance(size, int) else tuple(size)
+  return (BATCH, 3, *spatial)
+
+
 def _build(torchvision, name: str):
-  builder = getattr(torchvision.models, name)
+  builder_fn = builder(torchvision, name)
   if name == "googlenet":  # keep the aux heads so their weights are part of the fixture too
-    return builder(weights=None, aux_logits=True, init_weights=False)
-  return builder(weights=None)
+    return builder_fn(weights=None, aux_logits=True, init_weights=False)
+  return builder_fn(weights=None)
 
 
 def make_case(case: str, torch, torchvision) -> dict:
@@ -193,15 +227,15 @@ def make_case(case: str, torch, torchvision) -> dict:
   weights = synthetic_state_dict(WEIGHT_SEED, keys, shapes)
   model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
   model.eval()
-  input_shape = (BATCH, 3, size, size)
-  x = torch.from_numpy(synthetic_inputs(INPUT_SEED, input_shape))
+  shape = input_shape(size)
+  x = torch.from_numpy(synthetic_inputs(INPUT_SEED, shape))
   with torch.no_grad():
     logits = model(x).numpy().astype(np.float32)
   ndims, dims = pack_shapes(shapes)
   path = os.path.join(FIXTURE_DIR, f"{case}.npz")
   np.savez_compressed(
       path, model=np.asarray(name), weight_seed=np.asarray(WEIGHT_SEED),
-      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(input_shape),
+      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(shape),
       keys=np.asarray(keys), ndims=ndims, dims=dims, checksum=np.asarray(checksum(weights)),
       logits=logits,
       versions=np.asarray(f"torch {torch.__version__}, torchvision {torchvision.__version__}"))
@@ -209,13 +243,122 @@ def make_case(case: str, torch, torchvision) -> dict:
           "logits_absmax": float(np.abs(logits).max()), "bytes": os.path.getsize(path)}
 
 
+# --- weights out: cnnlab-side weights, exported, in torchvision -------------------------------
+EXPORT_DIR = os.path.join(os.path.dirname(FIXTURE_DIR), "torchvision_export")
+EXPORT_SEED = 20261201
+# case -> (model, square input size, models.create kwargs). GoogLeNet with transform_input on,
+# so the exported model is only right in torch if torchvision_kwargs reports it.
+EXPORT_CASES = {
+    "export_alexnet_96": ("alexnet", 96, {"num_classes": 10}),
+    "export_googlenet_99": ("googlenet", 99, {"num_classes": 10, "aux_logits": True,
+                                              "transform_input": True}),
+    "export_resnet18_64": ("resnet18", 64, {"num_classes": 10}),
+    "export_r2plus1d_18_4x32": ("r2plus1d_18", (4, 32, 32), {"num_classes": 10}),
+}
+
+
+def abstract_variables(name: str, **create_kwargs) -> dict:
+  """Flat {path: ShapeDtypeStruct} of cnnlab's ``name`` (needs jax and cnnlab; no compute)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import traverse_util
+  from cnnlab import models
+  model = models.create(name, **create_kwargs)
+  shape = models.info(name).input_shape
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
+  return traverse_util.flatten_dict(dict(abstract))
+
+
+def cnnlab_side_variables(name: str, seed: int, **create_kwargs) -> dict:
+  """Seeded cnnlab variables of ``name`` made in cnnlab's own layout (needs jax and cnnlab):
+  the rules of ``synthetic_tensor`` with fan-ins read off flax kernels (*k, I, O), each array
+  drawn from (seed, its flax path); never passes through torchvision's layout."""
+  from flax import traverse_util
+  from cnnlab.interop import torchvision as tv
+  flat = abstract_variables(name, **create_kwargs)
+  ends = residual_branch_ends(tv.torch_key(p) for p in flat)
+  out = {}
+  for path, leaf in flat.items():
+    rng = np.random.default_rng([seed, zlib.crc32("/".join(path).encode())])
+    dims, leaf_name = tuple(leaf.shape), path[-1]
+    if leaf_name == "kernel":
+      gain = 2.0 if len(dims) > 2 else 1.0
+      bound = math.sqrt(3.0 * gain / math.prod(dims[:-1]))
+      out[path] = _uniform(rng, dims, -bound, bound)
+    elif leaf_name == "scale":
+      low, high = (0.1, 0.2) if tv.torch_key(path) in ends else (0.5, 1.5)
+      out[path] = _uniform(rng, dims, low, high)
+    else:
+      low, high = {"bias": (-0.1, 0.1), "mean": (-0.5, 0.5), "var": (0.5, 2.0)}[leaf_name]
+      out[path] = _uniform(rng, dims, low, high)
+  return traverse_util.unflatten_dict(out)
+
+
+def _export_worker(name: str, seed: int, create_kwargs: str, out: str) -> int:
+  """Runs under the interpreter that has cnnlab (not torch): writes ``out`` (.safetensors) and
+  ``out``.json, the torchvision builder kwargs."""
+  from cnnlab.interop import torchvision as tv
+  kwargs = json.loads(create_kwargs)
+  variables = cnnlab_side_variables(name, seed, **kwargs)
+  tv.save(variables, name, out)
+  tv_kwargs = tv.torchvision_kwargs(variables, name,
+                                    transform_input=kwargs.get("transform_input", False))
+  with open(out + ".json", "w") as f:
+    json.dump(tv_kwargs, f)
+  return 0
+
+
+def make_export_case(case: str, torch, torchvision, python: str) -> dict:
+  import subprocess
+  import tempfile
+  from safetensors.torch import load_file
+  name, size, create_kwargs = EXPORT_CASES[case]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, f"{name}.safetensors")
+    subprocess.run([python, os.path.abspath(__file__), "--export-worker", name,
+                    str(EXPORT_SEED), json.dumps(create_kwargs), out], check=True, cwd=root,
+                   env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"))
+    with open(out + ".json") as f:
+      tv_kwargs = json.load(f)
+    state = load_file(out)
+  model = builder(torchvision, name)(weights=None, **tv_kwargs)
+  model.load_state_dict(state, strict=True)
+  model.eval()
+  shape = input_shape(size)
+  with torch.no_grad():
+    logits = model(torch.from_numpy(synthetic_inputs(INPUT_SEED, shape))).numpy()
+  numpy_state = {k: v.numpy() for k, v in state.items()}
+  ndims, dims = pack_shapes([v.shape for v in numpy_state.values()])
+  os.makedirs(EXPORT_DIR, exist_ok=True)
+  path = os.path.join(EXPORT_DIR, f"{case}.npz")
+  np.savez_compressed(
+      path, model=np.asarray(name), weight_seed=np.asarray(EXPORT_SEED),
+      input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(shape),
+      keys=np.asarray(list(numpy_state)), ndims=ndims, dims=dims,
+      checksum=np.asarray(checksum(numpy_state)), logits=logits.astype(np.float32),
+      create_kwargs=np.asarray(json.dumps(create_kwargs)),
+      torchvision_kwargs=np.asarray(json.dumps(tv_kwargs)),
+      versions=np.asarray(f"torch {torch.__version__}, torchvision {torchvision.__version__}"))
+  return {"path": path, "logits_std": float(logits.std()),
+          "logits_absmax": float(np.abs(logits).max()), "bytes": os.path.getsize(path)}
+
+
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] == ["--export-worker"]:   # the cnnlab half of an export case (see make_export_case)
+    name, seed, kwargs, out = argv[1:]
+    return _export_worker(name, int(seed), kwargs, out)
+  all_cases = list(CASES) + list(EXPORT_CASES)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(CASES)}")
+  parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(all_cases)}")
+  parser.add_argument("--cnnlab_python", default="python3",
+                      help="interpreter with jax and cnnlab, for the export cases")
   args = parser.parse_args(argv)
-  unknown = [c for c in args.cases if c not in CASES]
+  unknown = [c for c in args.cases if c not in all_cases]
   if unknown:
-    parser.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
+    parser.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(all_cases)}")
   try:
     import torch
     import torchvision
@@ -226,9 +369,12 @@ def main(argv=None) -> int:
   torch.manual_seed(0)  # unused by the synthetic weights; keeps any torch-side default fixed
   torch.set_num_threads(max(1, os.cpu_count() or 1))
   os.makedirs(FIXTURE_DIR, exist_ok=True)
-  for case in args.cases or list(CASES):
-    r = make_case(case, torch, torchvision)
-    print(f"{case:16s} logits std {r['logits_std']:.3f} max|.| {r['logits_absmax']:.3f} "
+  for case in args.cases or all_cases:
+    if case in EXPORT_CASES:
+      r = make_export_case(case, torch, torchvision, args.cnnlab_python)
+    else:
+      r = make_case(case, torch, torchvision)
+    print(f"{case:20s} logits std {r['logits_std']:.3f} max|.| {r['logits_absmax']:.3f} "
           f"-> {os.path.relpath(r['path'])} ({r['bytes']} bytes)", flush=True)
   return 0
 

@@ -31,7 +31,8 @@ def _case(path: str) -> str:
 
 def test_every_torchvision_layout_model_has_a_fixture():
   covered = {fx.load_fixture(p)["model"] for p in FIXTURES}
-  layout = {n for n in models.names() if models.info(n).torchvision == n}
+  # ModelInfo.torchvision names the builder: "resnet50", or "video.r3d_18" (models.video).
+  layout = {n for n in models.names() if models.info(n).torchvision in (n, f"video.{n}")}
   assert set(tv.SUPPORTED) == layout
   assert layout <= covered, f"no parity fixture for {sorted(layout - covered)}"
 
@@ -46,7 +47,7 @@ def test_parity_with_torchvision(path):
   assert tv.infer_model_name(weights) == f["model"]
   variables = tv.convert(weights)
   del weights
-  x = np.transpose(fx.synthetic_inputs(f["input_seed"], f["input_shape"]), (0, 2, 3, 1))
+  x = np.moveaxis(fx.synthetic_inputs(f["input_seed"], f["input_shape"]), 1, -1)   # NC* -> N*C
   model = models.create(f["model"], num_classes=f["logits"].shape[-1])
   logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
   diff = float(np.abs(logits - f["logits"]).max())

@@ -185,10 +185,16 @@ def test_model_train_step_cpu_equals_plain(build, shape):
 
 # --- choice at construction -----------------------------------------------------------------
 def test_select_by_platform_and_process_count():
-  assert kernels.select("cpu", 1).name.startswith("cpu")
+  assert kernels.select("cpu", 1) is CPU
+  assert kernels.select("cpu", 1, onednn=True).name in ("cpu", "cpu+onednn")
+  assert kernels.select("gpu", 1, onednn=True) is PLAIN
   assert kernels.select("gpu", 1) is PLAIN
   assert kernels.select("tpu", 1) is PLAIN
   assert kernels.select("cpu", 2) is PLAIN
+  assert kernels.by_name("plain") is PLAIN and kernels.by_name("cpu") is CPU
+  assert kernels.by_name("cpu+onednn").name in ("cpu", "cpu+onednn")
+  with pytest.raises(ValueError, match="kernels='gpu' is not one of plain, cpu, cpu.onednn"):
+    kernels.by_name("gpu")
 
 
 def test_create_passes_the_selected_kernels_unless_given():

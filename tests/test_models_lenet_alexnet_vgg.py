@@ -111,13 +111,17 @@ def test_bf16_compute_keeps_float32_params(name):
 
 @pytest.mark.parametrize("name", ["lenet5", "lenet5_1998"])
 def test_lenet_bf16_forward_runs_and_agrees(name):
-  x = jax.random.uniform(jax.random.key(1), (4,) + models.info(name).input_shape)
+  x = jax.random.uniform(jax.random.key(1), (16,) + models.info(name).input_shape)
   f32 = models.create(name)
   variables = jax.jit(f32.init)(jax.random.key(0), x)
-  ref = jax.jit(f32.apply)(variables, x)
-  out = jax.jit(models.create(name, dtype=jnp.bfloat16).apply)(variables, x)
-  assert np.all(np.isfinite(np.asarray(out, np.float32)))
-  np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=0.1, atol=0.5)
+  ref = np.asarray(jax.jit(f32.apply)(variables, x))
+  out = np.asarray(jax.jit(models.create(name, dtype=jnp.bfloat16).apply)(variables, x),
+                   np.float32)
+  assert np.all(np.isfinite(out))
+  # bfloat16 keeps 8 significant bits (relative rounding 2^-8 = 0.4 % per op); measured here:
+  # max error 0.7 % (lenet5) and 0.005 % (lenet5_1998's float32 RBF distances) of max |logit|.
+  assert np.abs(out - ref).max() <= 0.02 * np.abs(ref).max()
+  assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9
 
 
 # --- dropout ----------------------------------------------------------------------------------

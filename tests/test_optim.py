@@ -99,6 +99,9 @@ def test_decoupled_decay_shrinks_kernels_only(name):
   zero_grads = jax.tree.map(jnp.zeros_like, PARAMS)
   updates, _ = tx.update(zero_grads, tx.init(PARAMS), PARAMS)
   assert float(jnp.abs(updates["conv"]["kernel"]).max()) > 0
+  if name in ("sgd", "adamw"):   # zero gradients: the update is exactly -lr * wd * w
+    np.testing.assert_allclose(updates["conv"]["kernel"], -0.1 * 0.1 * PARAMS["conv"]["kernel"],
+                               rtol=1e-6)
   assert float(jnp.abs(updates["conv"]["bias"]).max()) == 0
   assert float(jnp.abs(updates["bn"]["scale"]).max()) == 0
 

@@ -61,3 +61,17 @@ def test_recipe_validates(recipe, arg):
   config_lib.resolve(config, device_count=1, process_count=1,
                      train_examples=info.splits[info.train_split])
   assert time.time() - t0 < 60
+
+
+def test_resnet_paper_numbers_are_one_set():
+  """The recipe's table of the paper's ResNet errors and the registry's model cards agree
+  (one set of numbers: a change in one place without the other fails here)."""
+  from cnnlab import models
+  from experiments.configs import resnet50_imagenet as r
+  assert set(r.RESNET_PAPER_ERROR) == {18, 34, 50, 101, 152}
+  for depth, (top1, top5) in r.RESNET_PAPER_ERROR.items():
+    card = models.info(f"resnet{depth}").paper_result
+    assert f"{top1:.2f}%" in card, (depth, card)
+    if top5 is not None:
+      assert f"{top5:.2f}%" in card, (depth, card)
+  assert "Table 3, ResNet-34 B" in models.info("resnet34").paper_result

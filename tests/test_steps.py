@@ -113,12 +113,25 @@ def test_aux_heads_add_weighted_loss():
   assert losses[0.3] > losses[0.0]
 
 
-def test_label_smoothing_changes_loss():
+def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
   logits = jnp.array([[5.0, 0.0, 0.0, 0.0]])
   labels = jnp.array([0])
+  logp = np.asarray(jax.nn.log_softmax(logits[0]))
   plain = float(steps.cross_entropy(logits, labels, 4)[0])
   smooth = float(steps.cross_entropy(logits, labels, 4, 0.1)[0])
-  assert smooth > plain
+  assert plain == pytest.approx(-logp[0], rel=1e-6)
+  target = np.array([0.9 + 0.1 / 4, 0.1 / 4, 0.1 / 4, 0.1 / 4])
+  assert smooth == pytest.approx(-(target * logp).sum(), rel=1e-6)
+
+
+def test_topk_correct_with_ten_classes_is_exact():
+  """Labels at rank 1, 3, 5 and 6 of their rows: top-1 hits only the first, top-5 the first
+  three (the sixth-ranked label is a miss)."""
+  base = jnp.arange(10, 0, -1, dtype=jnp.float32)          # class 0 ranks first, 9 last
+  logits = jnp.stack([base] * 4)
+  labels = jnp.array([0, 2, 4, 5])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 1), [True, False, False, False])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 5), [True, True, True, False])
 
 
 def test_eval_step_respects_mask():

@@ -204,7 +204,11 @@ def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
 
 
 def check_split(info: DatasetInfo, split: str) -> str:
-  if split not in info.splits:
+  """A split name, optionally with TFDS's slicing (``train[:1000]``, ``train[10%:]``) to
+  train or evaluate on part of it."""
+  base = split.split("[", 1)[0] if isinstance(split, str) else split
+  if base not in info.splits or (isinstance(split, str) and "[" in split and
+                                 not re.fullmatch(r"\w+\[[-0-9%:]*\]", split)):
     raise ValueError(f"unknown split {split!r} for dataset {info.name}: valid splits are "
                      f"{', '.join(info.splits)}")
   return split

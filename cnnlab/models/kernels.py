@@ -9,8 +9,9 @@ the model is constructed (``Kernels``), never by a switch read while tracing.
             gradient and fused residual + ReLU, a fusion barrier, LeNet's space-to-depth conv).
             Same values up to float rounding and the same gradients.
 
-``select()`` is what ``models.create`` uses: CPU in a single-process CPU run (with the oneDNN
-convolution of ``cnnlab.models.onednn`` when that extension is built), PLAIN elsewhere.
+``select()`` is what ``models.create`` uses: CPU in a single-process CPU run, PLAIN elsewhere;
+``select(onednn=True)`` adds the oneDNN convolution of ``cnnlab.models.onednn`` where that
+extension is built (opt-in: slower at model level here, see ``select``).
 
 Conventions (all ranks: 1, 2 or 3 spatial dims): activations (N, *spatial, C); conv kernels
 (*window, C_in // groups, C_out); ``strides``/``dilation``/``window`` one int per spatial dim;
@@ -279,17 +280,33 @@ def _with_onednn(kernels: Kernels) -> Kernels:
   return dataclasses.replace(kernels, name=kernels.name + "+onednn", conv=onednn.conv)
 
 
-def select(platform: str | None = None, process_count: int | None = None) -> Kernels:
-  """CPU (plus oneDNN's conv where built) for a single-process CPU run; PLAIN otherwise.
+def select(platform: str | None = None, process_count: int | None = None, *,
+           onednn: bool = False) -> Kernels:
+  """CPU for a single-process CPU run (with oneDNN's conv if ``onednn`` and the extension is
+  built); PLAIN otherwise.
 
+  ``onednn`` is opt-in: in this session's model-level measurement (train step, same process,
+  interleaved rounds, loaded 2-core machine) CPU+oneDNN ran 0.08x (CIFAR ResNet-20, batch 16) and
+  0.32x (fcn1d, batch 16) the speed of PLAIN, while CPU ran 1.42x / 1.05x.
   ``platform`` / ``process_count`` default to ``jax.default_backend()`` / ``jax.process_count()``
   (which start JAX's backend: call after any process-level set-up of an entry point).
   """
   platform = jax.default_backend() if platform is None else platform
   process_count = jax.process_count() if process_count is None else process_count
   if platform == "cpu" and process_count == 1:
-    return _with_onednn(CPU)
+    return _with_onednn(CPU) if onednn else CPU
   return PLAIN
 
 
 BY_NAME = {"plain": PLAIN, "cpu": CPU}
+NAMES = ("plain", "cpu", "cpu+onednn")
+
+
+def by_name(name: str) -> Kernels:
+  """The kernels a config or flag names: 'plain', 'cpu' or 'cpu+onednn' (CPU with the oneDNN
+  conv; plain CPU where the extension is not built)."""
+  if name == "cpu+onednn":
+    return _with_onednn(CPU)
+  if name not in BY_NAME:
+    raise ValueError(f"kernels={name!r} is not one of {', '.join(NAMES)}")
+  return BY_NAME[name]

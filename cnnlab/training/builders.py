@@ -45,13 +45,27 @@ def model(spec: ModelSpec):
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-  schedule: optax.Schedule
+  schedule: optax.Schedule                    # learning rate per step
   tx: optax.GradientTransformationExtraArgs
+  frozen: tuple = ()                          # parameter paths that are not trained
 
 
-def optimizer(spec: RunSpec) -> Optimizer:
+def optimizer(spec: RunSpec, module=None) -> Optimizer:
+  """The run's optimizer; with ``module``, partitioned for freeze / lr_groups / linear_probe
+  (cnnlab/training/transfer.py). With online updates the optimizer counts examples, so its
+  schedule is the per-step one read at example // batch."""
+  from cnnlab.training import transfer
   schedule = optim.create_schedule(spec.schedule)
-  return Optimizer(schedule, optim.create_optimizer(spec.optim, schedule, spec.schedule))
+  per_update = schedule
+  if spec.train.online_updates:
+    batch = spec.loop.global_batch
+    per_update = lambda n: schedule(n // batch)  # noqa: E731
+  tx = optim.create_optimizer(spec.optim, per_update, spec.schedule)
+  frozen = ()
+  if module is not None:
+    tx, frozen = transfer.plan_optimizer(tx, spec, module)
+    tx = optax.with_extra_args_support(tx)
+  return Optimizer(schedule, tx, tuple(frozen))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +91,15 @@ def state(spec: RunSpec, module, tx, mesh_) -> tuple[Callable[[], TrainState], S
 
 
 def train_step(spec: RunSpec, module, opt: Optimizer, mesh_, shardings: StateShardings):
-  fn = steps.make_train_step(module, opt.tx, spec.train, spec.optim, opt.schedule)
+  if spec.train.online_updates:
+    from cnnlab.training import online
+    fn = online.from_spec(spec, module, opt.tx, opt.schedule)
+  else:
+    fn = steps.make_train_step(module, opt.tx, spec.train, spec.optim, opt.schedule)
+  if spec.transfer.freeze_batch_stats and opt.frozen and shardings.abstract.batch_stats:
+    from cnnlab.training import transfer
+    fn = transfer.keep_frozen_stats(fn, transfer.frozen_stats_mask(
+        shardings.abstract.batch_stats, opt.frozen))
   return steps.jit_train_step(mesh_, fn, shardings.sharding)
 
 

@@ -64,7 +64,10 @@ def train_and_evaluate(spec_or_config, workdir: str, *,
     ckpt.close(raise_errors=False)
     raise
   if state is None:
+    loaded = _checked_source(spec, parts, ckpt)
     state, start_step = parts.init(), 0
+    if loaded is not None:
+      state = _start_from(spec, parts, state, loaded, workdir, is_main)
     if is_main:
       print(metrics_lib.parameter_summary(spec.model.name, state.params, workdir), flush=True)
   else:
@@ -86,6 +89,28 @@ def train_and_evaluate(spec_or_config, workdir: str, *,
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(final, f, indent=2)
   return final
+
+
+def _checked_source(spec: RunSpec, parts: Parts, ckpt):
+  """``spec.transfer.init_from`` read and checked against the model (before any compile)."""
+  if not spec.transfer.init_from:
+    return None
+  from cnnlab.training import transfer
+  try:
+    return transfer.load_checked(spec, parts)
+  except BaseException:
+    ckpt.close(raise_errors=False)
+    raise
+
+
+def _start_from(spec: RunSpec, parts: Parts, state, loaded, workdir: str, is_main: bool):
+  """A fresh state with the pretrained weights in; prints and records what was done."""
+  from cnnlab.training import transfer
+  state, report = transfer.initialise(spec, parts, state, loaded)
+  if is_main:
+    path = report.write(workdir)
+    print(report.summary() + f" (details: {path})", flush=True)
+  return state
 
 
 def write_run_files(spec: RunSpec, workdir: str, start_step: int) -> None:

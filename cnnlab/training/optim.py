@@ -70,6 +70,9 @@ def _base_optimizer(spec: OptimSpec, schedule) -> optax.GradientTransformation:
                       weight_decay_mask=_mask(spec) or True,
                       trust_ratio_mask=_mask(spec) or True,
                       momentum=spec.momentum, nesterov=spec.nesterov)
+  if spec.name == "sdlm":          # LeCun et al. 1998, Appendix C (cnnlab/training/sdlm.py)
+    from cnnlab.training import sdlm
+    return sdlm.sdlm(schedule, spec.sdlm_mu)
   raise ValueError(f"optimizer.name={spec.name!r} is not a known optimizer")
 
 

@@ -34,7 +34,7 @@ def build_parts(spec: RunSpec, *, mesh=None, confusion: bool = False) -> Parts:
     raise ValueError(f"the spec was resolved for {spec.loop.device_count} devices but the "
                      f"mesh has {mesh.size}")
   model = builders.model(spec.model)
-  opt = builders.optimizer(spec)
+  opt = builders.optimizer(spec, model)
   init, shardings = builders.state(spec, model, opt.tx, mesh)
   return Parts(spec=spec, mesh=mesh, model=model, optimizer=opt, init=init,
                shardings=shardings,
