@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import sys
+import types
 import zlib
 
 import jax
@@ -157,8 +159,6 @@ def test_exported_weights_give_torchvisions_logits(path):
 
 
 def test_pth_writer_uses_torch_save_and_never_half_writes(tmp_path, monkeypatch):
-  import sys
-  import types
   saved = {}
 
   def fake_save(obj, path):
