@@ -16,12 +16,14 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from cnnlab.models import onednn
+from cnnlab.models import kernels, onednn
 
 flags.DEFINE_integer("rounds", 7, "Interleaved rounds.")
 flags.DEFINE_float("round_s", 0.3, "Seconds per variant per round.")
 flags.DEFINE_list("weights", ["plain", "any"], "oneDNN weight layouts to time.")
 flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
+flags.DEFINE_list("layers", [], "Only layers whose name contains one of these (default: all).")
+flags.DEFINE_boolean("cpu_kernels", False, "Also time kernels.CPU.conv (XLA; 1x1 as a dot).")
 FLAGS = flags.FLAGS
 
 # name: (x shape, kernel, Cout, stride, groups) - 3x3 'same' unless the kernel says otherwise.
@@ -63,13 +65,18 @@ def main(argv):
   dtype = jnp.dtype(FLAGS.dtype)
   if not onednn.available():
     raise SystemExit(f"oneDNN extension unavailable: {onednn.unavailable_reason()}")
-  print(f"| layer | XLA ms | " + " | ".join(f"oneDNN {w} ms (speed-up)" for w in FLAGS.weights)
-        + " |\n|---|---|" + "---|" * len(FLAGS.weights))
+  names = (["kernels.CPU"] if FLAGS.cpu_kernels else []) + [f"oneDNN {w}" for w in FLAGS.weights]
+  print("| layer | XLA ms | " + " | ".join(f"{n} ms (speed-up)" for n in names) + " |\n|---|---|"
+        + "---|" * len(names))
   for name, (shape, kernel, cout, stride, groups) in LAYERS.items():
+    if FLAGS.layers and not any(part in name for part in FLAGS.layers):
+      continue
     kx, kw = jax.random.split(jax.random.PRNGKey(0))
     x = jax.random.normal(kx, shape, dtype)
     w = jax.random.normal(kw, (*kernel, shape[-1] // groups, cout), dtype) * 0.05
     variants = {"xla": _step(onednn.xla_conv, stride, kernel, groups)}
+    if FLAGS.cpu_kernels:
+      variants["cpu"] = _step(kernels.CPU.conv, stride, kernel, groups)
     for layout in FLAGS.weights:
       onednn.WEIGHTS_ANY = layout == "any"  # read at trace time
       variants[layout] = _step(onednn.conv, stride, kernel, groups)
@@ -82,7 +89,7 @@ def main(argv):
         times[k].append(_time(fn, (x, w), FLAGS.round_s))
     ratio = lambda k: statistics.median(a / b for a, b in zip(times["xla"], times[k]))
     med = {k: statistics.median(v) for k, v in times.items()}
-    cells = " | ".join(f"{med[k]:.2f} ({ratio(k):.2f}x)" for k in FLAGS.weights)
+    cells = " | ".join(f"{med[k]:.2f} ({ratio(k):.2f}x)" for k in variants if k != "xla")
     print(f"| {name} | {med['xla']:.2f} | {cells} |", flush=True)
 
 

@@ -81,6 +81,9 @@ flags.DEFINE_enum("channels_last", "auto", ["auto", "on", "off"],
                   "PyTorch memory format; auto: whichever is faster for the model.")
 flags.DEFINE_integer("threads", 0, "Threads for both sides; 0: every CPU this process may use.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).")
+flags.DEFINE_enum("kernels", "auto", ["auto", "plain", "cpu"], "cnnlab.models.kernels for the "
+                  "model: auto = what models.create picks here (kernels.select()); plain = "
+                  "lax ops only; cpu = cnnlab's CPU formulations (A/B them with plain).")
 flags.DEFINE_float("peak_gflops", 0.0, "Peak GFLOP/s of the device, for MFU (0: no MFU; a "
                    "suite uses the datasheet figure of a known GPU).")
 flags.DEFINE_integer("host_devices", 0, "Split this CPU host into N XLA devices (data "
@@ -123,7 +126,7 @@ def _options(threads: int, torch_device: str) -> runner.Options:
     cli.usage_error(f"--input_shape={','.join(FLAGS.input_shape)!r} must be integers")
   return runner.Options(
       batch_size=FLAGS.batch_size, image_size=FLAGS.image_size, input_shape=shape,
-      dtype=FLAGS.dtype, rounds=FLAGS.rounds, warmup=FLAGS.warmup,
+      dtype=FLAGS.dtype, kernels=FLAGS.kernels, rounds=FLAGS.rounds, warmup=FLAGS.warmup,
       steps_per_round=FLAGS.steps_per_round, round_seconds=FLAGS.round_seconds,
       eval=FLAGS.eval, pipeline=FLAGS.pipeline, pipeline_batches=FLAGS.pipeline_batches,
       data_dir=FLAGS.data_dir, peak_gflops=FLAGS.peak_gflops, threads=threads,
@@ -172,7 +175,8 @@ def run_suite(torch, threads: int, torch_device: str) -> dict:
   report = suite.run(cases, timing=suite.TIMING[FLAGS.suite], budget_s=FLAGS.suite_budget_s,
                      json_path=json_path, peak=FLAGS.peak_gflops / 1e3 or None, torch=torch,
                      torch_device=torch_device, threads=threads,
-                     ceiling_sizes=None if FLAGS.suite_trial_of else suite.CEILING_SIZES[FLAGS.suite],
+                     ceiling_sizes=(None if FLAGS.suite_trial_of
+                                    else suite.CEILING_SIZES[FLAGS.suite]),
                      log=lambda line: print(line, flush=True))
   if FLAGS.suite_trial_of:
     suite.record_trial(FLAGS.suite_trial_of, FLAGS.xla_flags, report)
@@ -233,7 +237,7 @@ def main(argv):
          "flags": {k: FLAGS[k].value for k in ("model", "batch_size", "image_size",
                                                "input_shape", "rounds", "warmup",
                                                "steps_per_round", "compare", "threads",
-                                               "dtype", "peak_gflops")},
+                                               "dtype", "kernels", "peak_gflops")},
          "results": results}
   if FLAGS.json_out:
     with open(FLAGS.json_out, "w") as f:

@@ -50,6 +50,12 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+# Fail in one line, before any device work, when the train-step path cannot import here.
+if ! "$PY" -c "import cnnlab.config, cnnlab.training.steps, cnnlab.bench.suite" >>"$LOG" 2>&1; then
+  say "error: cnnlab's train-step path does not import with $PY (see $LOG); a missing wheel?"
+  say "       carry it as the header of experiments/gpu_check.sh says"
+  exit 2
+fi
 if [ "$TINY" = 1 ]; then
   SUITE=tiny
 else

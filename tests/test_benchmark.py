@@ -31,7 +31,7 @@ def _run(*args, timeout=240):
 def test_smoke_run_writes_table_and_json(tmp_path):
   out = tmp_path / "bench.json"
   r = _run("--model=lenet5", "--batch_size=8", "--rounds=2", "--warmup=0",
-           "--steps_per_round=1", "--pipeline_batches=2", f"--json_out={out}")
+           "--steps_per_round=1", "--pipeline_batches=2", "--kernels=plain", f"--json_out={out}")
   assert r.returncode == 0, r.stderr[-2000:]
   assert "train img/s" in r.stdout and "lenet5" in r.stdout
   data = json.loads(out.read_text())
@@ -41,6 +41,7 @@ def test_smoke_run_writes_table_and_json(tmp_path):
   assert set(runner.RESULT_KEYS) <= set(res)
   assert res["model"] == "lenet5" and res["batch_size"] == 8 and res["image_size"] == 28
   assert res["input_shape"] == [28, 28, 1] and res["finite"] is True
+  assert res["kernels"] == "plain"
   for key in ("train_img_s", "train_ms_step", "train_img_per_cpu_s", "eval_img_s", "compile_s",
               "pipeline_img_s", "peak_rss_mb"):
     assert res[key] > 0, key

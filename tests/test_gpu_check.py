@@ -23,7 +23,7 @@ def _figures_ok(res):
   for key in ("train_img_s", "train_ms_step", "compile_s", "flops_per_step", "achieved_tflops",
               "mfu_vs_matmul"):
     assert res[key] > 0, key
-  assert res["finite"] is True
+  assert res["finite"] is True and res["kernels"]   # what models.create picked (auto)
   assert res["step_memory_mb"]["total"] > 0
   assert res["mfu_vs_peak"] is None          # no datasheet peak for a CPU
 
@@ -115,3 +115,13 @@ def test_gpu_suite_covers_the_issue():
   assert all(c.optional for c in suite.GPU if c.model in ("resnet1d", "r3d_18"))
   assert suite.peak_tflops("NVIDIA H200") == pytest.approx(989.4)
   assert suite.peak_tflops("cpu") is None
+
+
+def test_an_interpreter_that_cannot_run_it_fails_in_one_line(tmp_path):
+  """Before any device work: a Python that cannot install the carried wheels or import the
+  train-step path stops the script with an error line and a non-zero status."""
+  env = dict(os.environ, OUT=str(tmp_path), GPU_CHECK_TINY="1", GPU_CHECK_PYTHON="false")
+  r = subprocess.run(["bash", os.path.join(ROOT, "experiments", "gpu_check.sh")], env=env,
+                     capture_output=True, text=True, timeout=60)
+  assert r.returncode in (1, 2)
+  assert r.stdout.startswith("error: ") and not (tmp_path / "gpu_check.json").exists()

@@ -1,6 +1,7 @@
 """oneDNN FFI convolution == XLA's convolution in value and gradient, for every shape class
 the model zoo uses; fallbacks, primitive caching, vmap, a train step and bit-identical resume."""
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -11,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import linen as nn
 from jax.test_util import check_grads
 
-from cnnlab.models import onednn, onednn_build
+from cnnlab.models import kernels, onednn, onednn_build, resnet
 
 if not onednn.available():
   pytest.skip(f"oneDNN extension unavailable: {onednn.unavailable_reason()}",
@@ -152,22 +152,15 @@ def test_build_errors_are_one_line(monkeypatch, tmp_path):
   assert onednn._load.__wrapped__() == (None, "switched off by CNNLAB_ONEDNN=0")
 
 
-class _Net(nn.Module):
-  """conv-BN-ReLU x2 (second strided) + head, with the conv injected."""
-  conv: object
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    for feats, stride in ((8, 1), (16, 2)):
-      w = self.param(f"conv{feats}", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], feats))
-      x = self.conv(x, w, strides=(stride, stride), padding=((1, 1), (1, 1)), dilation=(1, 1),
-                    groups=1)
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-    return nn.Dense(10)(x.mean((1, 2)))
+def _model(conv):
+  """A zoo model (CIFAR ResNet, one block per stage, projection shortcuts: 1x1/2 and 3x3/2
+  convs) with the CPU kernels and the given conv."""
+  return resnet.CifarResNet(1, num_classes=10, shortcut="B",
+                            kernels=dataclasses.replace(kernels.CPU, conv=conv))
 
 
 def _trainer(conv):
-  net, tx = _Net(conv), optax.sgd(0.1, momentum=0.9)
+  net, tx = _model(conv), optax.sgd(0.1, momentum=0.9)
 
   def step(state, batch):
     params, stats, opt = state
@@ -179,10 +172,10 @@ def _trainer(conv):
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), new["batch_stats"], opt
 
-  variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 3)), train=False)
+  variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
   state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
   rng = np.random.default_rng(0)
-  batches = [(jnp.asarray(rng.standard_normal((8, 12, 12, 3)), jnp.float32),
+  batches = [(jnp.asarray(rng.standard_normal((8, 8, 8, 3)), jnp.float32),
               jnp.arange(8) % 10) for _ in range(4)]
   return jax.jit(step), state, batches
 

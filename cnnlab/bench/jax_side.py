@@ -80,18 +80,23 @@ class Setup:
   recipe-like optimizer, the engine's pure train/eval steps and the state initialiser — built
   the way a training run builds them (cnnlab.config specs, cnnlab.training.builders)."""
 
-  def __init__(self, model_name: str, batch_size: int, shape, dtype: str):
+  def __init__(self, model_name: str, batch_size: int, shape, dtype: str,
+               kernels: str = "auto"):
     import jax
     from cnnlab import config
+    from cnnlab.models import kernels as kernels_lib
     from cnnlab.training import builders, optim, steps
     from cnnlab.training.state import create_state
     self.input_shape = tuple(shape)
     self.config = train_config(model_name, batch_size, self.input_shape[-2], dtype)
     self.optim, sched, self.train_spec = config.resolve_optimization(
         self.config, global_batch=batch_size, steps_per_epoch=1000, total_steps=100_000)
+    # "auto": what models.create picks for this process (kernels.select()), as a run does.
+    kwargs = {} if kernels == "auto" else {"kernels": kernels_lib.BY_NAME[kernels]}
     self.model = builders.model(config.ModelSpec(
-        name=model_name, kwargs={}, dtype=dtype, num_classes=self.config.model.num_classes,
+        name=model_name, kwargs=kwargs, dtype=dtype, num_classes=self.config.model.num_classes,
         input_shape=self.input_shape))
+    self.kernels = getattr(getattr(self.model, "kernels", None), "name", None)
     self.num_classes = self.model.num_classes
     self.batch_size = batch_size
     schedule = optim.create_schedule(sched)
@@ -128,14 +133,14 @@ class JaxBench:
   donated. A timed call dispatches its steps back to back and syncs once at the end."""
 
   def __init__(self, model_name: str, batch_size: int, input_shape, dtype: str, *,
-               with_eval: bool = True):
+               with_eval: bool = True, kernels: str = "auto"):
     import jax
     import numpy as np
     from cnnlab import parallel
     from cnnlab.training import steps
     self.jax = jax
-    setup = Setup(model_name, batch_size, input_shape, dtype)
-    self.config, self.num_classes = setup.config, setup.num_classes
+    setup = Setup(model_name, batch_size, input_shape, dtype, kernels)
+    self.config, self.num_classes, self.kernels = setup.config, setup.num_classes, setup.kernels
     self.optim, self.train_spec = setup.optim, setup.train_spec
     mesh = parallel.create_mesh()
     repl = parallel.replicated(mesh)

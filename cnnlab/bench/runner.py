@@ -12,7 +12,8 @@ import dataclasses
 import statistics
 import sys
 
-RESULT_KEYS = ("model", "batch_size", "image_size", "input_shape", "dtype", "threads", "devices",
+RESULT_KEYS = ("model", "batch_size", "image_size", "input_shape", "dtype", "kernels", "threads",
+               "devices",
                "steps_per_round", "lower_s", "compile_s", "train_img_s", "train_ms_step",
                "train_img_s_rounds", "train_img_per_cpu_s", "finite", "eval_img_s",
                "flops_per_step", "flops_per_step_hlo", "achieved_gflops", "mfu", "peak_rss_mb",
@@ -28,6 +29,7 @@ class Options:
   image_size: int = 0            # 0: ModelInfo.input_shape (see jax_side.input_shape)
   input_shape: tuple = ()        # full per-example shape, channels last; overrides image_size
   dtype: str = "float32"         # compute dtype; params stay float32
+  kernels: str = "auto"          # cnnlab.models.kernels: auto (select()), plain or cpu
   rounds: int = 7
   warmup: int = 2
   steps_per_round: int = 0       # 0: about round_seconds
@@ -135,8 +137,10 @@ def bench_model(name: str, opts: Options, torch=None) -> dict:
   batch = opts.batch_size or default_batch(shape)
   res = {"model": name, "batch_size": batch, "image_size": shape[-2], "input_shape": list(shape),
          "dtype": opts.dtype, "threads": opts.threads}
-  jb = jax_side.JaxBench(name, batch, shape, opts.dtype, with_eval=opts.eval)
-  res.update(devices=jb.devices, lower_s=jb.lower_s, compile_s=jb.compile_s)
+  jb = jax_side.JaxBench(name, batch, shape, opts.dtype, with_eval=opts.eval,
+                         kernels=opts.kernels)
+  res.update(kernels=jb.kernels, devices=jb.devices, lower_s=jb.lower_s,
+             compile_s=jb.compile_s)
   steps = res["steps_per_round"] = _round_steps(jb, opts)
   torch, t_info, torch_error = _torch_setup(torch, name, jb, shape, batch, opts)
   mine, theirs = interleaved("train", jb, torch, steps, opts.rounds, opts.warmup)
