@@ -43,7 +43,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 MNIST_PREPROCESS = ("standard", "lenet1998")
 # Series: 'znorm_univariate' (default) z-normalises univariate series and keeps multivariate
-# ones as given — the protocol of Ismail Fawaz et al. 2019 (UCR z-normalised, UEA as is);
+# ones as given — our reading of Ismail Fawaz et al. 2019's code (UCR z-normalised, UEA as is);
 # 'znorm' normalises every series per channel; 'raw' none.
 SERIES_PREPROCESS = ("znorm_univariate", "znorm", "raw")
 VOLUME_PREPROCESS = ("zscore", "raw")      # per-volume intensity z-score, or none
