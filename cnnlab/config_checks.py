@@ -169,10 +169,10 @@ def check_transfer(c) -> None:
   for key in ("init_from", "freeze", "lr_groups"):
     if not isinstance(c[key], str):
       fail(key, c[key], "must be a string")
+  # init_from's file or workdir is read (and checked) only when a run starts fresh, before any
+  # compile: a fine-tuned run must still resume, evaluate and predict once its source is gone.
   try:
     transfer.compile_patterns([p.strip() for p in c.freeze.split(",") if p.strip()], "freeze")
-    if c.init_from:
-      transfer.parse_source(c.init_from)
   except transfer.TransferError as e:
     raise ConfigError(str(e)) from None
   check_lr_groups(c.lr_groups)

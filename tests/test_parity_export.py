@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import sys
+import types
 import zlib
 
 import jax
@@ -154,3 +156,28 @@ def test_exported_weights_give_torchvisions_logits(path):
   diff = float(np.abs(logits - f["logits"]).max())
   print(f"{os.path.basename(path)}: max |cnnlab - torchvision(exported)| = {diff:.2e}")
   assert diff <= TOLERANCE
+
+
+def test_pth_writer_uses_torch_save_and_never_half_writes(tmp_path, monkeypatch):
+  saved = {}
+
+  def fake_save(obj, path):
+    if saved:
+      raise OSError("disk full")
+    saved.update(obj)
+    with open(path, "wb") as f:
+      f.write(b"pth")
+
+  fake_torch = types.ModuleType("torch")
+  fake_torch.from_numpy, fake_torch.save = (lambda a: ("tensor", a.shape)), fake_save
+  monkeypatch.setitem(sys.modules, "torch", fake_torch)
+  v = _random_variables("resnet18", num_classes=3)
+  path = tmp_path / "r18.pth"
+  tv.save(v, "resnet18", path)
+  assert saved["fc.weight"] == ("tensor", (3, 512)) and path.read_bytes() == b"pth"
+  with pytest.raises(OSError, match="disk full"):
+    tv.save(v, "resnet18", path)
+  assert path.read_bytes() == b"pth" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+  monkeypatch.setitem(sys.modules, "torch", None)
+  with pytest.raises(ImportError, match=r"writing .* needs torch.*\.safetensors"):
+    tv.save(v, "resnet18", tmp_path / "other.pth")

@@ -149,8 +149,15 @@ def test_init_from_workdir_freeze_and_resume_mid_fine_tune(mnist_data_dir, tmp_p
       sorted(report["frozen"]) == ["conv1/bias", "conv1/kernel"]
   shutil.copytree(tmp_path / "ft", tmp_path / "ft2")
   shutil.rmtree(tmp_path / "ft2" / "checkpoints" / "4")
+  shutil.rmtree(tmp_path / "src")      # the source is only read when a run starts fresh
   resumed = _train(lenet_config(mnist_data_dir, **cfg), tmp_path / "ft2")
   assert resumed["params_fingerprint"] == full["params_fingerprint"]
+  assert _restore_params(tmp_path / "ft2")["conv1"]["kernel"].shape == (5, 5, 1, 6)
+  # ... while a fresh run from a missing source is one line, before anything is compiled.
+  from cnnlab.config import ConfigError
+  with pytest.raises(ConfigError) as e:
+    _train(lenet_config(mnist_data_dir, **cfg), tmp_path / "ft3")
+  assert "\n" not in str(e.value) and "init_from" in str(e.value)
 
 
 def test_init_from_safetensors_and_linear_probe(mnist_data_dir, tmp_path):
@@ -196,3 +203,28 @@ def test_finetune_recipe_arms():
   assert r.get_config("finetune").init_from == r.SOURCE
   assert r.get_config("scratch").init_from == ""
   assert r.get_config("scratch").dataset.train_split == "train[:1000]"
+
+
+def test_torchvision_file_fine_tunes_a_resnet_on_grey_images(mnist_data_dir, tmp_path):
+  """The torchvision route: seeded 1000-class RGB ResNet-18 weights written as torchvision's
+  .safetensors state dict (cnnlab's exporter), fine-tuned on 1-channel 10-class MNIST: head
+  re-initialised, first layer adapted (RGB summed), the rest loaded, then trained."""
+  import json
+  from conftest import lenet_config
+  from cnnlab.interop import torchvision as tv
+  src_model = models.create("resnet18", num_classes=1000)
+  src = _init(src_model, (32, 32, 3))
+  path = tmp_path / "resnet18.safetensors"
+  tv.save(src, "resnet18", str(path))
+  _train(lenet_config(mnist_data_dir, num_train_steps=1, batch_size=8, eval_every_steps=0,
+                      init_from=str(path), **{"model.name": "resnet18",
+                                              "optimizer.learning_rate": 1e-3}),
+         tmp_path / "ft")
+  report = json.loads((tmp_path / "ft" / "transfer.json").read_text())
+  assert sorted(report["reinitialised"]) == ["params/fc/bias", "params/fc/kernel"]
+  assert report["adapted"] == ["params/conv1/kernel"]
+  assert "params/layer4_1/conv2/kernel" in report["loaded"]
+  tuned = _restore_params(tmp_path / "ft")
+  np.testing.assert_allclose(tuned["conv1"]["kernel"][..., 0, :],
+                             src["params"]["conv1"]["kernel"].sum(axis=2), atol=5e-3)
+  assert tuned["fc"]["kernel"].shape == (512, 10)

@@ -137,7 +137,10 @@ def test_series_inputs_resampled_and_znormalised(built):
   np.testing.assert_allclose(x[0, :, 1], np.interp(np.linspace(0, 1, 5), [0, 0.5, 1],
                                                    [10, 20, 30]), rtol=1e-6)
   np.testing.assert_array_equal(x[1, :, 1], 1.0)              # already length 5
-  z, _ = families.load_arrays(info, b, "test", {"data_dir": data_dir}, cache=False)
+  same, _ = families.load_arrays(info, b, "test", {"data_dir": data_dir}, cache=False)
+  assert same[2, 0].tolist() == [9, 1]       # default: a multivariate dataset stays as given
+  z, _ = families.load_arrays(info, b, "test", {"data_dir": data_dir, "preprocess": "znorm"},
+                              cache=False)
   assert z.shape == (3, 6, 2) and np.isfinite(z).all()
   last = z[2]                                                  # length 6: not resampled
   np.testing.assert_allclose(last.mean(0), 0, atol=1e-6)
@@ -244,7 +247,7 @@ def test_ucr_recipes_resolve_with_the_paper_protocol(tmp_path):
         "train_loss", "min", True)
     assert spec.loop.checkpoint_every == spec.loop.steps_per_epoch
     assert spec.loop.checkpoint_best_only
-    assert spec.data.options["preprocess"] == "znorm"
+    assert spec.data.options["preprocess"] == "znorm_univariate"
 
 
 def test_fcn_recipe_trains_end_to_end(tmp_path):

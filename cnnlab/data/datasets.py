@@ -42,7 +42,10 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 MNIST_PREPROCESS = ("standard", "lenet1998")
-SERIES_PREPROCESS = ("znorm", "raw")       # per-series, per-channel z-normalisation, or none
+# Series: 'znorm_univariate' (default) z-normalises univariate series and keeps multivariate
+# ones as given — our reading of Ismail Fawaz et al. 2019's code (UCR z-normalised, UEA as is);
+# 'znorm' normalises every series per channel; 'raw' none.
+SERIES_PREPROCESS = ("znorm_univariate", "znorm", "raw")
 VOLUME_PREPROCESS = ("zscore", "raw")      # per-volume intensity z-score, or none
 SYNTHETIC_VOLUMES = "synthetic_volumes"
 CIFAR_PREPROCESS = ("standard", "per_pixel_mean")

@@ -9,7 +9,8 @@ volumes alike, so pipeline.py need not know the families.
 ``opts`` are the pipeline's resolved dataset options (pipeline.DEFAULTS plus the keys below).
 Series (``ucr/<Name>``): the split is held as float32 [N, L, C] with L = ``series_length`` or
 the dataset's longest series (unequal lengths resampled linearly; see ucr.py), z-normalised per
-series and channel with preprocess 'znorm' (the default; 'raw' keeps the values); no
+series and channel with preprocess 'znorm', only when univariate with 'znorm_univariate'
+(the default, the published protocol), not at all with 'raw'; no
 augmentation (the published protocol uses none). Volumes (``volumes/<name>``,
 ``synthetic_volumes``): float32 [N, D, H, W, C], intensity z-scored per volume with 'zscore'
 (default; 'raw' keeps them) when loaded; training batches are randomly cropped to
@@ -36,6 +37,13 @@ def _opt(opts, key):
 def _preprocess(info, opts) -> str:
   """The preprocess option; unset means the catalogue's default for the family."""
   return datasets.check_preprocess(info, opts.get("preprocess"))
+
+
+def _znorm(info, opts) -> bool:
+  """Whether series are z-normalised (see datasets.SERIES_PREPROCESS)."""
+  mode = _preprocess(info, opts)
+  return mode == "znorm" or (mode == "znorm_univariate"
+                             and int(described(info, opts).input_shape[-1]) == 1)
 
 
 def described(info, opts) -> datasets.DatasetInfo:
@@ -90,7 +98,7 @@ def load_arrays(info, builder, split: str, opts, *, cache: bool = True):
   """(inputs, int32 labels) of ``split`` held in memory, in the stored order."""
   if info.family == "series":
     length = series_length(info, opts)
-    znorm = _preprocess(info, opts) == "znorm"
+    znorm = _znorm(info, opts)
     key = ("series", builder.name, str(builder.data_dir), split, length, znorm)
     raw, labels = memory.load_split(builder, split, cache=cache, feature="series")
     return memory.cached(key, cache, lambda: (
@@ -171,7 +179,7 @@ def eval_inputs(info, opts, raw, *, builder=None) -> np.ndarray:
                          f"{channels})")
     return preprocess.series_batch([np.asarray(x, np.float32) for x in raw],
                                    length=series_length(info, opts),
-                                   znorm=_preprocess(info, opts) == "znorm")
+                                   znorm=_znorm(info, opts))
   if info.family == "volume":
     raw = [x if np.ndim(x) == 4 else np.asarray(x)[..., None] for x in raw]
     x = preprocess.volume_intensity(_stack(raw, info.input_shape, info.name),
