@@ -201,7 +201,6 @@ def prepare(name: str, source_dir: str | None, data_dir: str | None = None, *,
   for smoke tests; the result is then not the full dataset.
   """
   import tensorflow_datasets as tfds
-  from tensorflow_datasets.core.download import download_manager
   try:
     info = datasets.get(name)
   except ValueError as e:
@@ -239,17 +238,30 @@ def prepare(name: str, source_dir: str | None, data_dir: str | None = None, *,
     check(fname)
 
   os.makedirs(root, exist_ok=True)
+  _build(builder, root, name, source_dir, registry, python_tar if use_python else None,
+         trust_files=checksums is not None or not verify_checksums, overwrite=overwrite,
+         max_examples_per_split=max_examples_per_split)
+  return str(builder.data_path)
+
+
+def _build(builder, root: str, name: str, source_dir: str, registry: dict,
+           python_tar: str | None, *,
+           trust_files: bool, overwrite: bool, max_examples_per_split: int | None) -> None:
+  """Runs TFDS's own builder on the local files (its download manager pointed at them), in a
+  temporary directory next to the data (CIFAR's python tarball converted to the binary one)."""
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core.download import download_manager
   with tempfile.TemporaryDirectory(prefix="cnnlab_prepare_", dir=root) as tmp:
     manual_dir = source_dir
     url_infos = dict(registry)
-    if use_python:
+    if python_tar:
       manual_dir = os.path.join(tmp, "manual")
       os.makedirs(manual_dir)
       (url, ui), = registry.items()
       converted = os.path.join(manual_dir, ui.filename)
       cifar_python_to_binary(os.path.join(source_dir, python_tar), converted, name)
       url_infos = {url: tfds.core.download.checksums.compute_url_info(converted)}
-    elif checksums is not None or not verify_checksums:   # trust the files as they are
+    elif trust_files:   # trust the files as they are
       url_infos = {url: tfds.core.download.checksums.compute_url_info(
           os.path.join(source_dir, ui.filename)) for url, ui in registry.items()}
     _use_download_manager(builder, url_infos)
@@ -264,7 +276,6 @@ def prepare(name: str, source_dir: str | None, data_dir: str | None = None, *,
                                      download_config=config)
     except download_manager.NonMatchingChecksumError as e:
       raise PrepareError(f"TFDS rejected a file for {name}: {str(e).splitlines()[0]}") from e
-  return str(builder.data_path)
 
 
 def prepare_local(info: datasets.DatasetInfo, source_dir: str | None, data_dir: str | None,
