@@ -69,6 +69,7 @@ class OptimSpec:
   exclude_norm_and_bias: bool
   sdlm_mu: float = 0.02             # sdlm: eps_k = eta / (mu + h_kk) (LeCun et al. 1998, App. C)
   sdlm_hessian_samples: int = 500   # sdlm: examples the curvature is estimated on, per pass
+  sdlm_curvature: str = "gauss_newton"   # sdlm: gauss_newton (exact diagonal) | paper (App. C)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +171,8 @@ def defaults() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.1, base_batch_size=0, momentum=0.9, nesterov=False,
       b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, weight_decay_mode="l2",
-      exclude_norm_and_bias=True, sdlm_mu=0.02, sdlm_hessian_samples=500))
+      exclude_norm_and_bias=True, sdlm_mu=0.02, sdlm_hessian_samples=500,
+      sdlm_curvature="gauss_newton"))
   c.schedule = ml_collections.ConfigDict(dict(
       name="constant", unit="epochs", warmup_epochs=0.0, boundaries=(), decay_factor=0.1,
       rates=(), plateau_factor=0.5, plateau_patience=10, plateau_every_steps=-1,
@@ -327,7 +329,8 @@ def _optim(c, global_batch: int) -> OptimSpec:
                    nesterov=bool(o.nesterov), b1=float(o.b1), b2=float(o.b2), eps=float(o.eps),
                    weight_decay=float(o.weight_decay), weight_decay_mode=o.weight_decay_mode,
                    exclude_norm_and_bias=bool(o.exclude_norm_and_bias),
-                   sdlm_mu=float(o.sdlm_mu), sdlm_hessian_samples=int(o.sdlm_hessian_samples))
+                   sdlm_mu=float(o.sdlm_mu), sdlm_hessian_samples=int(o.sdlm_hessian_samples),
+                   sdlm_curvature=str(o.sdlm_curvature))
 
 
 def _schedule(c, optim: OptimSpec, loop: LoopSpec) -> ScheduleSpec:

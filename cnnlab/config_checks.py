@@ -133,6 +133,10 @@ def _check_optimizer(c) -> None:
     if not c.online_updates:
       fail("optimizer.name", o.name, "sdlm re-estimates its curvature once per pass and "
            "steps one example at a time: set online_updates=True")
+    one_of("optimizer.sdlm_curvature", o.sdlm_curvature, ("gauss_newton", "paper"))
+    if o.sdlm_curvature == "paper" and (c.model.name != "lenet5_1998" or c.loss != "lenet_map"):
+      fail("optimizer.sdlm_curvature", o.sdlm_curvature, "'paper' (LeCun et al. 1998, App. C) "
+           "is implemented for model lenet5_1998 with loss lenet_map only")
   _check_online(c)
 
 

@@ -151,3 +151,41 @@ def test_sdlm_needs_online_updates():
   c.online_updates = False
   with pytest.raises(ConfigError, match="online_updates=True"):
     resolve(c, process_count=1, device_count=1, train_examples=60000, check_model=False)
+
+
+def test_paper_curvature_recursion():
+  """The paper's diagonal back-propagation (App. C): its recorded forward pass is the model's,
+  every estimate is >= 0 with the parameters' shapes, and at the top (F6's bias) it is exactly
+  f'(a)^2 * diag(d2E/dx^2)."""
+  from cnnlab import models
+  from cnnlab.training import lenet_curvature
+  model = models.create("lenet5_1998")
+  x = jnp.asarray(np.random.default_rng(0).uniform(-0.1, 1.175, (3, 32, 32, 1)), jnp.float32)
+  y = jnp.array([1, 4, 9])
+  params = jax.jit(lambda k: model.init(k, x[:1])["params"])(jax.random.PRNGKey(0))
+  f, _, sums = lenet_curvature.features(params, x)
+  np.testing.assert_array_equal(
+      f, models.create("lenet5_1998", num_classes=0).apply({"params": params}, x))
+  _, loss = online.rbf_curvature_split(model, 1.0)
+  h = jax.jit(lambda p: lenet_curvature.mean_curvature(p, x, y, loss))(params)
+  for name in ("c1", "s2", "c3", "s4", "c5", "f6"):
+    for k, v in params[name].items():
+      assert h[name][k].shape == v.shape and float(h[name][k].min()) >= 0
+  want = 0.0
+  for i in range(3):
+    d2x = np.diag(np.asarray(jax.hessian(lambda ff: loss(ff, y[i]))(f[i])))
+    t = np.tanh(lenet.SQUASH_S * np.asarray(sums[-1][i]))
+    want += (lenet.SQUASH_A * lenet.SQUASH_S * (1 - t * t)) ** 2 * np.maximum(d2x, 0) / 3
+  np.testing.assert_allclose(h["f6"]["bias"], want, rtol=1e-5)
+  assert float(h["c1"]["kernel"].max()) > 0
+
+
+def test_paper_curvature_only_for_lenet1998():
+  from experiments.configs import lenet5_1998_mnist
+  from cnnlab.config import ConfigError, resolve
+  c = lenet5_1998_mnist.get_config("sdlm")
+  c.optimizer.sdlm_curvature = "paper"
+  resolve(c, process_count=1, device_count=1, train_examples=60000, check_model=False)
+  c.loss = "cross_entropy"
+  with pytest.raises(ConfigError, match="sdlm_curvature"):
+    resolve(c, process_count=1, device_count=1, train_examples=60000, check_model=False)

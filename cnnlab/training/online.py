@@ -47,11 +47,14 @@ def rbf_curvature_split(model: nn.Module, j: float):
 def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
                            loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
                            schedule: optax.Schedule, *, steps_per_pass: int,
-                           hessian_samples: int = 500, curvature_split=None) -> Callable:
+                           hessian_samples: int = 500, curvature_split=None,
+                           curvature_fn=None) -> Callable:
   """``loss_fn(outputs, labels)`` is the batch-mean loss (applied to batches of one);
   ``schedule(step)`` is only reported (the optimizer holds its own, counted in examples).
   ``curvature_split``: ``(outputs_fn(params, x), loss_fn(outputs, y))`` for one example, where
-  the Gauss-Newton curvature is taken (default: the model's outputs and ``loss_fn``)."""
+  the Gauss-Newton curvature is taken (default: the model's outputs and ``loss_fn``).
+  ``curvature_fn(params, images, labels)``: another estimator of the per-parameter curvature
+  (e.g. ``lenet_curvature.mean_curvature``, the paper's), used instead."""
   if steps_per_pass < 1 or hessian_samples < 1:
     raise ValueError(f"steps_per_pass={steps_per_pass} and hessian_samples={hessian_samples} "
                      "must be positive")
@@ -69,7 +72,11 @@ def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   def refresh(params, opt_state, images, labels):
     n = min(hessian_samples, images.shape[0])
-    h = sdlm.diag_gauss_newton(curv_outputs, curv_loss, params, images[:n], labels[:n])
+    if curvature_fn is not None:
+      h = curvature_fn(params, images[:n], labels[:n])
+      h = {k: h.get(k, jax.tree.map(jnp.zeros_like, v)) for k, v in params.items()}
+    else:
+      h = sdlm.diag_gauss_newton(curv_outputs, curv_loss, params, images[:n], labels[:n])
     return sdlm.set_hessian(opt_state, h)
 
   def train_step(state: TrainState, batch):
@@ -110,11 +117,16 @@ def from_spec(spec, model: nn.Module, tx: optax.GradientTransformation,
   paper's LeNet-5 with its MAP loss the curvature taken at F6 (``rbf_curvature_split``)."""
   from cnnlab.models import lenet
   from cnnlab.training import steps
-  split = None
+  split = curvature_fn = None
   if isinstance(model, lenet.LeNet5_1998) and model.head == "rbf" and \
       spec.train.loss == "lenet_map":
     split = rbf_curvature_split(model, spec.train.loss_rubbish_j)
+    if spec.optim.sdlm_curvature == "paper":
+      from cnnlab.training import lenet_curvature
+      loss_of_features = split[1]
+      curvature_fn = lambda p, xs, ys: lenet_curvature.mean_curvature(  # noqa: E731
+          p, xs, ys, loss_of_features)
   return make_online_train_step(model, tx, steps.make_loss(spec.train), schedule,
                                 steps_per_pass=spec.loop.steps_per_epoch,
                                 hessian_samples=spec.optim.sdlm_hessian_samples,
-                                curvature_split=split)
+                                curvature_split=split, curvature_fn=curvature_fn)
