@@ -48,6 +48,15 @@ def shared_string_flag(name: str, default, help_text: str):
   return flags.DEFINE_string(name, default, help_text)
 
 
+def shared_config_flag(help_text: str):
+  """``--config`` (an ml_collections recipe file), or the existing holder when another entry
+  point already defined it in this process (tests import train and evaluate together)."""
+  if "config" in FLAGS:
+    return flags.FlagHolder(FLAGS, FLAGS["config"])
+  from ml_collections import config_flags
+  return config_flags.DEFINE_config_file("config", None, help_text)
+
+
 def define_distributed_flags() -> None:
   if "coordinator_address" in FLAGS:
     return

@@ -11,12 +11,10 @@ import json
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Recipe (default: the workdir's config.json).")
+_CONFIG = cli.shared_config_flag("Recipe (default: the workdir's config.json).")
 _WORKDIR = cli.shared_string_flag("workdir", None, "Training workdir (or output dir for "
                                "--torchvision_weights).")
 _CHECKPOINT = cli.shared_string_flag("checkpoint", "latest", "latest, best, or a step number.")

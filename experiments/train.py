@@ -14,12 +14,11 @@ import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (experiments/configs/).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+_CONFIG = cli.shared_config_flag("Recipe file (experiments/configs/).")
+_WORKDIR = cli.shared_string_flag("workdir", None, "Directory for checkpoints, logs and metrics.")
 _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices", 0, "CPU hosts: split this host into N XLA devices and train data-parallel "
     "over them (experiments/perf.py; 1.1-1.3x faster for LeNet-5 / ResNet-20 / ResNet-18 on 2 cores, "
