@@ -81,12 +81,12 @@ flags.DEFINE_enum("channels_last", "auto", ["auto", "on", "off"],
                   "PyTorch memory format; auto: whichever is faster for the model.")
 flags.DEFINE_integer("threads", 0, "Threads for both sides; 0: every CPU this process may use.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).")
-flags.DEFINE_enum("kernels", "auto", ["auto", "plain", "cpu"], "cnnlab.models.kernels for the "
+flags.DEFINE_enum("kernels", "auto", ["auto", "plain", "cpu", "cpu+onednn"], "cnnlab.models.kernels for the "
                   "model: auto = what models.create picks here (kernels.select()); plain = "
                   "lax ops only; cpu = cnnlab's CPU formulations (A/B them with plain).")
 flags.DEFINE_float("peak_gflops", 0.0, "Peak GFLOP/s of the device, for MFU (0: no MFU; a "
                    "suite uses the datasheet figure of a known GPU).")
-flags.DEFINE_integer("host_devices", 0, "Split this CPU host into N XLA devices (data "
+cli.shared_flag(flags.DEFINE_integer, "host_devices", 0, "Split this CPU host into N XLA devices (data "
                      "parallel over them; experiments.perf.configure(host_devices=N)); 0: as "
                      "set.")
 flags.DEFINE_string("perf", "default", f"experiments.perf profile: {', '.join(perf.PROFILES)}.")
@@ -94,7 +94,7 @@ flags.DEFINE_list("xla_flags", [], "Extra XLA flags for this process (appended t
 flags.DEFINE_boolean("eval", True, "Also time the eval step.")
 flags.DEFINE_boolean("pipeline", True, "Also measure the input pipeline's img/s (TensorFlow).")
 flags.DEFINE_integer("pipeline_batches", 30, "Batches timed for the pipeline figure.")
-flags.DEFINE_string("data_dir", None, "TFDS data dir to read the dataset from when prepared "
+cli.shared_flag(flags.DEFINE_string, "data_dir", None, "TFDS data dir to read the dataset from when prepared "
                     "there (else synthetic data in a temp dir).")
 flags.DEFINE_string("json_out", None, "Write the results here as JSON.")
 flags.DEFINE_enum("suite", None, list(suite.SUITES), "Run a fixed list of cases instead of "

@@ -48,6 +48,14 @@ def shared_string_flag(name: str, default, help_text: str):
   return flags.DEFINE_string(name, default, help_text)
 
 
+def shared_flag(define, name: str, *args, **kwargs):
+  """``define(name, ...)`` (an absl DEFINE_*), or the existing holder when another entry point
+  already defined ``name`` in this process (the flags mean the same in each)."""
+  if name in FLAGS:
+    return flags.FlagHolder(FLAGS, FLAGS[name])
+  return define(name, *args, **kwargs)
+
+
 def shared_config_flag(help_text: str):
   """``--config`` (an ml_collections recipe file), or the existing holder when another entry
   point already defined it in this process (tests import train and evaluate together)."""

@@ -22,7 +22,7 @@ _DATASET = flags.DEFINE_string("dataset", None, "Catalogue name: mnist, fashion_
                                "cifar100, imagenet2012, imagenette, imagenette_320, "
                                "synthetic_volumes, ucr/<archive name>, volumes/<name>.")
 _SOURCE_DIR = flags.DEFINE_string("source_dir", None, "Directory holding the original files.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir to build into.")
+_DATA_DIR = cli.shared_flag(flags.DEFINE_string, "data_dir", None, "TFDS data dir to build into.")
 _VERIFY = flags.DEFINE_bool("verify_checksums", True, "Check each file's md5/sha256 first "
                             "(ImageNet's 147 GB take a while).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if already prepared.")

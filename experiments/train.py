@@ -19,8 +19,8 @@ from experiments import cli
 
 _CONFIG = cli.shared_config_flag("Recipe file (experiments/configs/).")
 _WORKDIR = cli.shared_string_flag("workdir", None, "Directory for checkpoints, logs and metrics.")
-_HOST_DEVICES = flags.DEFINE_integer(
-    "host_devices", 0, "CPU hosts: split this host into N XLA devices and train data-parallel "
+_HOST_DEVICES = cli.shared_flag(
+    flags.DEFINE_integer, "host_devices", 0, "CPU hosts: split this host into N XLA devices and train data-parallel "
     "over them (experiments/perf.py; 1.1-1.3x faster for LeNet-5 / ResNet-20 / ResNet-18 on 2 cores, "
     "see BUILD_NOTES.md); "
     "0: one device per host.")

@@ -189,3 +189,18 @@ def test_series_recipe_resolves_rank_and_batch_from_the_data(tmp_path):
   assert spec.model.input_shape == (150, 1) and spec.model.num_classes == 2
   assert (spec.loop.global_batch, spec.loop.steps_per_epoch) == (5, 10)
   assert spec.schedule.plateau_every_steps == 10 and spec.loop.best_mode == "min"
+
+
+def test_every_entry_point_imports_in_one_process():
+  """Entry points share the flags they have in common (--config, --workdir, --data_dir,
+  --host_devices...): importing them together, as the test suite does, must not raise
+  DuplicateFlagError."""
+  import subprocess
+  import sys
+  from conftest import ROOT
+  mods = ["train", "evaluate", "predict", "visualize", "checkpoints", "benchmark",
+          "prepare_data", "report", "reproduce"]
+  code = "; ".join(f"import experiments.{m}" for m in mods) + "; print('ok')"
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -92,7 +92,7 @@ class Setup:
     self.optim, sched, self.train_spec = config.resolve_optimization(
         self.config, global_batch=batch_size, steps_per_epoch=1000, total_steps=100_000)
     # "auto": what models.create picks for this process (kernels.select()), as a run does.
-    kwargs = {} if kernels == "auto" else {"kernels": kernels_lib.BY_NAME[kernels]}
+    kwargs = {} if kernels == "auto" else {"kernels": kernels_lib.by_name(kernels)}
     self.model = builders.model(config.ModelSpec(
         name=model_name, kwargs=kwargs, dtype=dtype, num_classes=self.config.model.num_classes,
         input_shape=self.input_shape))
