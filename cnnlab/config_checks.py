@@ -178,8 +178,7 @@ def check_transfer(c) -> None:
   try:
     transfer.compile_patterns([p.strip() for p in c.freeze.split(",") if p.strip()], "freeze")
   except transfer.TransferError as e:
-    raise ConfigError(str(e)) from None
-  check_lr_groups(c.lr_groups)
+    raise ConfigError(str(e)) from None   # lr_groups: parsed and checked once, by resolve()
 
 
 def _check_schedule(c) -> None:

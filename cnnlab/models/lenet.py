@@ -238,6 +238,12 @@ def rbf_codes(num_classes: int, codes: str = "auto") -> np.ndarray:
   return np.where(bits, 1.0, -1.0).astype(np.float32).reshape(num_classes, CODE_LENGTH)
 
 
+def rbf_penalty(features, codes):
+  """The Euclidean RBF layer: y_i = ||x - w_i||^2 for each class code w_i (float32)."""
+  x = features.astype(jnp.float32)
+  return jnp.sum(jnp.square(x[..., None, :] - codes), axis=-1)
+
+
 def map_loss(outputs, labels, j: float = 1.0):
   """The paper's MAP criterion (eq. 9) on this model's outputs o = -y (RBF penalties y):
 
@@ -292,10 +298,7 @@ class LeNet5_1998(nn.Module):  # noqa: N801  (the year is part of the name)
       return x
     if self.head == "dense":
       return fc(self.num_classes, "fc", 84)(x)
-    code = jnp.asarray(rbf_codes(self.num_classes, self.codes))
-    x = x.astype(jnp.float32)
-    penalty = jnp.sum(jnp.square(x[:, None, :] - code[None, :, :]), axis=-1)
-    return -penalty
+    return -rbf_penalty(x, jnp.asarray(rbf_codes(self.num_classes, self.codes)))
 
 
 # --- registry ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnlab.models import lenet
+from cnnlab.training import sdlm
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -93,10 +94,6 @@ def diag_curvature(params, x, loss_of_features):
 
 def mean_curvature(params, images, labels, loss_of_features):
   """``diag_curvature`` averaged over the patterns (scanned one at a time)."""
-  def body(total, xy):
-    x, y = xy
-    c = diag_curvature(params, x, lambda f: loss_of_features(f, y))
-    return jax.tree.map(jnp.add, total, c), None
   zeros = jax.tree.map(jnp.zeros_like, {k: params[k] for k, _ in LAYERS})
-  total, _ = jax.lax.scan(body, zeros, (images, labels))
-  return jax.tree.map(lambda t: t / images.shape[0], total)
+  return sdlm.pattern_mean(lambda x, y: diag_curvature(params, x, lambda f: loss_of_features(f, y)),
+                           zeros, images, labels)

@@ -39,8 +39,7 @@ def rbf_curvature_split(model: nn.Module, j: float):
     return features.apply({"params": params}, x[None], train=True)[0]
 
   def loss(f, y):
-    penalty = jnp.sum(jnp.square(f.astype(jnp.float32)[None, :] - codes), axis=-1)
-    return lenet.map_loss(-penalty[None], y[None], j)
+    return lenet.map_loss(-lenet.rbf_penalty(f[None], codes), y[None], j)
   return outputs, loss
 
 

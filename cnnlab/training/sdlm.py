@@ -110,9 +110,14 @@ def diag_gauss_newton(outputs_fn: Callable[[Any, jax.Array], jax.Array],
     cols = jax.vmap(lambda c: vjp(c.astype(out.dtype))[0])(factor.T)
     return jax.tree.map(lambda c: jnp.sum(jnp.square(c.astype(jnp.float32)), axis=0), cols)
 
-  def body(total, xy):
-    return jax.tree.map(jnp.add, total, one(*xy)), None
-
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  return pattern_mean(one, zeros, inputs, labels)
+
+
+def pattern_mean(per_pattern: Callable, zeros, inputs: jax.Array, labels: jax.Array):
+  """The mean over patterns of ``per_pattern(x, y)`` (a tree shaped like ``zeros``), one
+  pattern at a time (``lax.scan``), so memory holds one pattern's work."""
+  def body(total, xy):
+    return jax.tree.map(jnp.add, total, per_pattern(*xy)), None
   total, _ = jax.lax.scan(body, zeros, (inputs, labels))
   return jax.tree.map(lambda t: t / inputs.shape[0], total)

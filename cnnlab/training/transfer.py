@@ -75,8 +75,7 @@ def _short(paths: Sequence[str], n: int = 3) -> str:
 
 
 def flatten(variables) -> dict[str, Any]:
-  flat = traverse_util.flatten_dict(jax.tree.map(lambda x: x, dict(variables)), sep="/")
-  return dict(flat)
+  return dict(traverse_util.flatten_dict(dict(variables), sep="/"))
 
 
 def unflatten(flat: dict[str, Any]) -> dict:
