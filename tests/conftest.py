@@ -121,3 +121,18 @@ def worker_result(proc) -> dict:
     if line.startswith("RESULT "):
       return json.loads(line[len("RESULT "):])
   raise AssertionError(f"no RESULT line in:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+  """``-n auto`` (pyproject's addopts): one worker per core, at most MAX_WORKERS, since every
+  worker imports JAX and TensorFlow (~1 GiB each) and the XLA:CPU compiles are what the
+  workers share the cores for."""
+  del config
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:
+    cores = os.cpu_count() or 1
+  return max(1, min(MAX_WORKERS, cores))

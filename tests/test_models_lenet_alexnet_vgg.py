@@ -285,3 +285,18 @@ def test_map_loss_is_eq_9():
   expected = np.mean([y[p, labels[p]] + np.log(np.exp(-j) + np.exp(-y[p]).sum())
                       for p in range(2)])
   np.testing.assert_allclose(lenet.map_loss(outputs, labels, j=j), expected, rtol=1e-6)
+
+
+def test_lenet5_1998_weight_init_bounds_follow_the_fan_in_power():
+  """'paper' draws U(+-2.4/F) (Appendix A), 'sqrt_fan_in' U(+-2.4/sqrt F); C5 has F = 400, so
+  the two bounds are 0.006 and 0.12 and a draw of 48,000 weights fills each nearly to its end."""
+  import jax
+  import numpy as np
+  from cnnlab.models import lenet
+  x = np.zeros((1, 32, 32, 1), np.float32)
+  for name, bound in (("paper", 2.4 / 400), ("sqrt_fan_in", 2.4 / 20)):
+    params = lenet.LeNet5_1998(weight_init=name).init(jax.random.PRNGKey(0), x)["params"]
+    top = float(np.abs(np.asarray(params["c5"]["kernel"])).max())
+    assert 0.99 * bound < top <= bound, (name, top, bound)
+  with pytest.raises(ValueError, match="weight_init='fan_out'"):
+    lenet.LeNet5_1998(weight_init="fan_out").init(jax.random.PRNGKey(0), x)

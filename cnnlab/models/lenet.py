@@ -125,10 +125,24 @@ def squash(a):
   return SQUASH_A * jnp.tanh(SQUASH_S * a)
 
 
-def paper_uniform(fan_in):
-  """U(-2.4/F, 2.4/F) (Appendix A); ``fan_in`` may be an array broadcast against the shape."""
+# How the weights are drawn: U(-2.4/F^p, 2.4/F^p) with F the fan-in and p from this table.
+# 'paper': p = 1, as Appendix A states it; 'sqrt_fan_in': p = 1/2, which keeps the weighted sums'
+# spread independent of the fan-in (LeCun et al., "Efficient BackProp", 1998, §4.6 asks for
+# std 1/sqrt(F)). With 'paper' the deeper layers start almost linear and their SDLM curvature
+# h_kk is far below mu, so SDLM at the paper's eta diverges (see lenet5_1998_mnist.py).
+INIT_FAN_IN_POWER = {"paper": 1.0, "sqrt_fan_in": 0.5}
+
+
+def paper_uniform(fan_in, init_name: str = "paper"):
+  """U(-2.4/F, 2.4/F) (Appendix A; ``init_name`` see INIT_FAN_IN_POWER); ``fan_in`` may be an
+  array broadcast against the shape."""
+  if init_name not in INIT_FAN_IN_POWER:
+    raise ValueError(f"weight_init={init_name!r}; valid: "
+                     f"{', '.join(map(repr, INIT_FAN_IN_POWER))}")
+  power = INIT_FAN_IN_POWER[init_name]
+
   def init(key, shape, dtype=jnp.float32):
-    bound = jnp.broadcast_to(2.4 / jnp.asarray(fan_in, dtype), shape)
+    bound = jnp.broadcast_to(2.4 / jnp.asarray(fan_in, dtype) ** power, shape)
     return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * bound
   return init
 
@@ -152,14 +166,15 @@ def c3_connections() -> np.ndarray:
 class Subsampling(nn.Module):
   """S2 / S4: sum of each non-overlapping 2x2 window, times a per-map coefficient, plus a bias."""
   dtype: Any = jnp.float32
+  weight_init: str = "paper"
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
     if h % 2 or w % 2:
       raise ValueError(f"subsampling needs even spatial sizes; got {h}x{w}")
-    coeff = self.param("coeff", paper_uniform(4), (c,), jnp.float32)
-    bias = self.param("bias", paper_uniform(4), (c,), jnp.float32)
+    coeff = self.param("coeff", paper_uniform(4, self.weight_init), (c,), jnp.float32)
+    bias = self.param("bias", paper_uniform(4, self.weight_init), (c,), jnp.float32)
     s = x.reshape(b, h // 2, 2, w // 2, 2, c).sum(axis=(2, 4))
     return s * coeff.astype(self.dtype) + bias.astype(self.dtype)
 
@@ -170,6 +185,7 @@ class PartialConv(nn.Module):
   kernel_size: int = 5
   dtype: Any = jnp.float32
   kernels: Kernels = PLAIN
+  weight_init: str = "paper"
 
   @nn.compact
   def __call__(self, x):
@@ -180,9 +196,10 @@ class PartialConv(nn.Module):
     in_idx = np.array([i for ins in self.table for i in ins])
     out_idx = np.array([o for o, ins in enumerate(self.table) for _ in ins])
     fan_in = np.array([k * k * len(self.table[o]) for o in out_idx], np.float32)
-    kernel = self.param("kernel", paper_uniform(fan_in), (k, k, len(in_idx)), jnp.float32)
+    kernel = self.param("kernel", paper_uniform(fan_in, self.weight_init),
+                        (k, k, len(in_idx)), jnp.float32)
     bias = self.param("bias", paper_uniform(np.array([k * k * len(ins) for ins in self.table],
-                                                     np.float32)),
+                                                     np.float32), self.weight_init),
                       (len(self.table),), jnp.float32)
     full = jnp.zeros((k, k, num_in, len(self.table)), jnp.float32)
     full = full.at[:, :, in_idx, out_idx].set(kernel)
@@ -268,6 +285,7 @@ class LeNet5_1998(nn.Module):  # noqa: N801  (the year is part of the name)
   codes: str = "auto"        # see rbf_codes
   dtype: Any = jnp.float32
   kernels: Kernels = PLAIN   # how the convolutions are computed
+  weight_init: str = "paper"   # see INIT_FAN_IN_POWER
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -279,18 +297,22 @@ class LeNet5_1998(nn.Module):  # noqa: N801  (the year is part of the name)
 
     def conv(features, name, fan_in):
       return layers.conv(features, 5, use_bias=True, dtype=self.dtype,
-                         kernel_init=paper_uniform(fan_in), bias_init=paper_uniform(fan_in),
+                         kernel_init=paper_uniform(fan_in, self.weight_init),
+                         bias_init=paper_uniform(fan_in, self.weight_init),
                          kernels=self.kernels, name=name)
 
     def fc(features, name, fan_in):
-      return layers.dense(features, dtype=self.dtype, kernel_init=paper_uniform(fan_in),
-                          bias_init=paper_uniform(fan_in), name=name)
+      return layers.dense(features, dtype=self.dtype,
+                          kernel_init=paper_uniform(fan_in, self.weight_init),
+                          bias_init=paper_uniform(fan_in, self.weight_init), name=name)
 
     x = x.astype(self.dtype)
     x = squash(conv(6, "c1", 25 * x.shape[-1])(x))            # 28x28x6
-    x = squash(Subsampling(dtype=self.dtype, name="s2")(x))   # 14x14x6
-    x = squash(PartialConv(dtype=self.dtype, kernels=self.kernels, name="c3")(x))   # 10x10x16
-    x = squash(Subsampling(dtype=self.dtype, name="s4")(x))   # 5x5x16
+    init = self.weight_init
+    x = squash(Subsampling(dtype=self.dtype, weight_init=init, name="s2")(x))   # 14x14x6
+    x = squash(PartialConv(dtype=self.dtype, kernels=self.kernels, weight_init=init,
+                           name="c3")(x))                     # 10x10x16
+    x = squash(Subsampling(dtype=self.dtype, weight_init=init, name="s4")(x))   # 5x5x16
     x = squash(conv(120, "c5", 25 * 16)(x))                   # 1x1x120
     x = x.reshape(x.shape[0], -1)
     x = squash(fc(84, "f6", 120)(x))                          # 84
