@@ -255,3 +255,37 @@ def test_code_identity_is_recorded_and_marked(tmp_path):
   assert row.startswith("| g § |") and any("dirty tree" in n for n in notes)
   row, notes = document.group_row("g", [read_run(str(wd))], None, "d" * 40)
   assert any("other commit ccccccc" in n for n in notes)
+
+
+def test_ucr_recipes_have_one_row_per_dataset_with_its_paper_number(tmp_path):
+  """A recipe whose dataset comes from the command line (fcn1d_ucr) gets one row per archive
+  dataset: each run group is judged against its own dataset's published accuracy (target:
+  within TARGET_MARGIN of it), and datasets not run yet are pending with the command that runs
+  them."""
+  from cnnlab import report as report_lib
+  from experiments.configs import fcn1d_ucr
+  paper = fcn1d_ucr.PAPER_TEST_ACCURACY
+  for group, dataset, accs in (("fcn1d_ucr_ItalyPowerDemand", "ucr/ItalyPowerDemand",
+                                (0.955, 0.951)),
+                               ("fcn1d_ucr_ArrowHead", "ucr/ArrowHead", (0.80, 0.81))):
+    for seed, acc in enumerate(accs):
+      wd = tmp_path / "runs" / group / f"seed{seed}"
+      _write(wd, "config.json", {**_config("fcn1d", dataset, seed), "batch_size": 4})
+      _write(wd, "final_metrics.json", {"eval_accuracy": acc, "eval_loss": 0.1, "step": 10,
+                                        "eval_count": 100.0, "wall_time_sec": 5.0})
+      _write(wd, "run_info.json", {"recipe": "fcn1d_ucr", "config_arg": None, "seed": seed,
+                                   "command": "c", "wall_time_sec": 6.0})
+  text = report_lib.build_report(str(tmp_path / "runs"), str(tmp_path / "R.md"),
+                                 str(tmp_path / "fig"))
+  italy = _row(text, "fcn1d_ucr_ItalyPowerDemand (fcn1d_ucr)")
+  # 95.3 % is within 1.5 points of 96.3 %: met; 80.5 % is 3.8 points under 84.3 %: missed.
+  assert italy[2] == "ucr/ItalyPowerDemand" and italy[3].endswith("(n=2) ✓"), italy
+  assert f"{paper['ucr/ItalyPowerDemand']:.3f} test accuracy on ucr/ItalyPowerDemand" in italy[4]
+  arrow = _row(text, "fcn1d_ucr_ArrowHead (fcn1d_ucr)")
+  assert arrow[3].endswith("(n=2) ✗") and f"{paper['ucr/ArrowHead']:.3f}" in arrow[4]
+  vowels = _row(text, "fcn1d_ucr_JapaneseVowels")
+  assert vowels[3] == "**not yet run**"
+  assert ("--override=dataset.name=ucr/JapaneseVowels --group=fcn1d_ucr_JapaneseVowels"
+          in vowels[10])
+  assert _row(text, "fcn1d_ucr")[3] == "**not yet run**"        # GunPoint, the default
+  assert not [l for l in text.splitlines() if l.startswith("| fcn1d_ucr_ItalyPowerDemand |")]

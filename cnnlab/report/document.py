@@ -154,9 +154,16 @@ def group_row(group: str, runs: list[RunRecord], rec: Recipe | None,
   return "| " + " | ".join(_cell(c) for c in cells) + " |", notes
 
 
-def pending_row(rec: Recipe) -> str:
+def pending_row(rec: Recipe, other_dataset: bool = False) -> str:
+  """The row of a recipe not run yet; ``other_dataset``: ``rec`` is one of its ``variants`` on
+  a dataset other than the recipe's default (the command then names it)."""
   command = f"python -m experiments.reproduce --recipe={rec.name} --seeds={rec.seeds}"
-  cells = [rec.name, rec.model, rec.dataset, "**not yet run**", rec.paper, rec.source, "—",
+  name = rec.name
+  if other_dataset:
+    short = rec.dataset.split("/")[-1]
+    name = f"{rec.name}_{short}"
+    command += f" --override=dataset.name={rec.dataset} --group={name}"
+  cells = [name, rec.model, rec.dataset, "**not yet run**", rec.paper, rec.source, "—",
            f"estimate: {rec.time_estimate}", "—", "—", _code(command)]
   return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
@@ -267,8 +274,9 @@ def build_report(runs_dir: str, out_path: str, fig_dir: str, *,
     notes += [n for n in row_notes if n not in notes]
     figures = _figures(g, groups[g], matched[g], fig_dir)
     sections += group_section(g, groups[g], matched[g], figures, out_dir)
-  ran = {rec.name for rec in matched.values() if rec}
-  rows += [pending_row(r) for r in recipes if r.name not in ran]
+  ran = {(rec.name, rec.dataset) for rec in matched.values() if rec}
+  rows += [pending_row(v, other_dataset=i > 0) for r in recipes
+           for i, v in enumerate(r.variants()) if (v.name, v.dataset) not in ran]
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   text = "\n".join([
       "# Reproduction results", "",

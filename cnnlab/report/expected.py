@@ -7,7 +7,10 @@ them — nowhere else.
 ``source``, ``metrics`` (shown in order; each accuracy | error | top5_accuracy | top5_error),
 ``target`` ((metric, '>=' | '<=', fraction): the check shown as ✓ / ✗), ``time_to_accuracy``
 (report the time to first reach this eval accuracy), ``time_estimate``, ``seeds``; ``model`` /
-``dataset`` default to the recipe's ``get_config()``.
+``dataset`` default to the recipe's ``get_config()``. A recipe whose dataset is chosen on the
+command line (the UCR archive recipes) may add ``datasets`` ({dataset name: the paper's test
+accuracy, a fraction}) and ``target_margin``: the report then has one row per dataset, each with
+its own paper number and the target ``accuracy >= paper - target_margin``.
 
 Metrics are computed from a run's final evaluation: ``accuracy`` / ``top5_accuracy`` are
 ``eval_accuracy`` / ``eval_top5``; ``error`` / ``top5_error`` are one minus those.
@@ -37,6 +40,23 @@ class Recipe:
   time_to_accuracy: float | None = None
   seeds: int = 3
   order: int = 100            # position in the report's table
+  datasets: tuple = ()        # ((dataset, paper accuracy), ...): one report row per dataset
+  target_margin: float = 0.0
+
+  def for_dataset(self, dataset: str) -> "Recipe":
+    """This recipe on one of its ``datasets`` (its paper number and target); itself when the
+    dataset is its default or not one of them."""
+    papers = dict(self.datasets)
+    if dataset == self.dataset or dataset not in papers:
+      return self
+    acc = papers[dataset]
+    return dataclasses.replace(self, dataset=dataset,
+                               paper=f"{acc:.3f} test accuracy on {dataset} (mean over runs)",
+                               target=("accuracy", ">=", round(acc - self.target_margin, 6)))
+
+  def variants(self) -> list["Recipe"]:
+    """The recipe on its default dataset, then on each other one of ``datasets``."""
+    return [self] + [self.for_dataset(d) for d, _ in self.datasets if d != self.dataset]
 
 
 def recipe(name: str, package: str = DEFAULT_PACKAGE) -> Recipe | None:
@@ -51,6 +71,8 @@ def recipe(name: str, package: str = DEFAULT_PACKAGE) -> Recipe | None:
   fields = {f.name for f in dataclasses.fields(Recipe)}
   known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in expected.items()
            if k in fields and k != "name"}
+  if isinstance(known.get("datasets"), dict):
+    known["datasets"] = tuple(sorted(known["datasets"].items()))
   if "model" not in known or "dataset" not in known:
     config = module.get_config()
     known.setdefault("model", config.model.name)

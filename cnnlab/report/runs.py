@@ -119,12 +119,13 @@ def group_recipe(group: str, runs: list[RunRecord], package: str) -> Recipe | No
   info = runs[0].info
   cfg = runs[0].config
   model = cfg.get("model", {}).get("name")
+  dataset = cfg.get("dataset", {}).get("name")
   if info.get("recipe"):
     rec = recipe(info["recipe"], package)
-    return rec if rec and (not info.get("config_arg") or rec.model == model) else None
+    ok = rec and (not info.get("config_arg") or rec.model == model)
+    return rec.for_dataset(dataset) if ok else None
   recipes = all_recipes(package)
   if any(r.name == group for r in recipes):
-    return recipe(group, package)
-  dataset = cfg.get("dataset", {}).get("name")
-  matches = [r for r in recipes if (r.model, r.dataset) == (model, dataset)]
+    return recipe(group, package).for_dataset(dataset)
+  matches = [v for r in recipes for v in r.variants() if (v.model, v.dataset) == (model, dataset)]
   return matches[0] if len(matches) == 1 else None
