@@ -16,6 +16,19 @@ def _init(model, shape):
       jax.random.PRNGKey(0))
 
 
+def _zeros(model, shape):
+  """Variables of the right shapes without compiling an init (for tests of shapes only)."""
+  abstract = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *shape)), train=False),
+                            jax.random.PRNGKey(0))
+  return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+
+
+@pytest.fixture(scope="module")
+def resnet18_1000():
+  """Seeded 1000-class RGB ResNet-18 variables (ImageNet's head), built once for the module."""
+  return _init(models.create("resnet18", num_classes=1000), (32, 32, 3))
+
+
 def test_head_and_input_paths_are_found_by_asking_the_model():
   m = models.create("resnet18", num_classes=10)
   assert transfer.head_paths(m, (32, 32, 3)) == {"params/fc/kernel", "params/fc/bias"}
@@ -26,9 +39,8 @@ def test_head_and_input_paths_are_found_by_asking_the_model():
   assert not any("fc1" in h for h in heads)
 
 
-def test_merge_takes_matching_reinitialises_head_and_adapts_grey_input():
-  src_model = models.create("resnet18", num_classes=1000)
-  src = _init(src_model, (32, 32, 3))
+def test_merge_takes_matching_reinitialises_head_and_adapts_grey_input(resnet18_1000):
+  src = resnet18_1000
   tgt_model = models.create("resnet18", num_classes=5)
   fresh = _init(tgt_model, (32, 32, 1))
   merged, report = transfer.merge(fresh, src, head=transfer.head_paths(tgt_model, (32, 32, 1)),
@@ -42,8 +54,9 @@ def test_merge_takes_matching_reinitialises_head_and_adapts_grey_input():
   np.testing.assert_array_equal(merged["params"]["fc"]["kernel"], fresh["params"]["fc"]["kernel"])
   # Grey input: the summed RGB kernel responds to x exactly as the RGB kernel to (x, x, x).
   grey = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 1)), jnp.float32)
-  feats_src = models.create("resnet18", num_classes=0).apply(src, jnp.repeat(grey, 3, -1))
-  feats_tgt = models.create("resnet18", num_classes=0).apply(merged, grey)
+  features = jax.jit(models.create("resnet18", num_classes=0).apply)
+  feats_src = features(src, jnp.repeat(grey, 3, -1))
+  feats_tgt = features(merged, grey)
   np.testing.assert_allclose(feats_tgt, feats_src, rtol=1e-4, atol=1e-4)
 
 
@@ -57,9 +70,9 @@ def test_adapt_input_kernel_many_channels_keeps_equal_channel_response():
 
 
 def test_merge_mismatch_is_one_line_naming_the_parameters():
-  src = _init(models.create("resnet18", num_classes=10), (32, 32, 3))
+  src = _zeros(models.create("resnet18", num_classes=10), (32, 32, 3))
   tgt_model = models.create("resnet34", num_classes=10)
-  fresh = _init(tgt_model, (32, 32, 3))
+  fresh = _zeros(tgt_model, (32, 32, 3))
   with pytest.raises(transfer.TransferError) as e:
     transfer.merge(fresh, src, head=transfer.head_paths(tgt_model, (32, 32, 3)),
                    source_name="r18")
@@ -86,12 +99,16 @@ def test_freeze_is_bit_identical_and_lr_groups_scale_updates():
     out, upd = model.apply({"params": p, "batch_stats": s}, x, train=True, mutable=["batch_stats"])
     return optax.softmax_cross_entropy_with_integer_labels(out, y).mean(), upd["batch_stats"]
 
-  p, s, o = params, stats, opt_state
-  for _ in range(2):
+  @jax.jit
+  def step(p, s, o):
     (_, new_s), g = jax.value_and_grad(loss, has_aux=True)(p, s)
     upd, o = tx.update(g, o, p)
-    p = optax.apply_updates(p, upd)
     s = jax.tree.map(lambda m, n, old: old if m else n, mask, new_s, s)
+    return optax.apply_updates(p, upd), s, o
+
+  p, s, o = params, stats, opt_state
+  for _ in range(2):
+    p, s, o = step(p, s, o)
   np.testing.assert_array_equal(p["conv1"]["kernel"], params["conv1"]["kernel"])
   np.testing.assert_array_equal(p["layer1_1"]["conv2"]["kernel"], params["layer1_1"]["conv2"]["kernel"])
   np.testing.assert_array_equal(p["fc"]["kernel"], params["fc"]["kernel"])     # lr x 0
@@ -205,15 +222,15 @@ def test_finetune_recipe_arms():
   assert r.get_config("scratch").dataset.train_split == "train[:1000]"
 
 
-def test_torchvision_file_fine_tunes_a_resnet_on_grey_images(mnist_data_dir, tmp_path):
+def test_torchvision_file_fine_tunes_a_resnet_on_grey_images(mnist_data_dir, tmp_path,
+                                                            resnet18_1000):
   """The torchvision route: seeded 1000-class RGB ResNet-18 weights written as torchvision's
   .safetensors state dict (cnnlab's exporter), fine-tuned on 1-channel 10-class MNIST: head
   re-initialised, first layer adapted (RGB summed), the rest loaded, then trained."""
   import json
   from conftest import lenet_config
   from cnnlab.interop import torchvision as tv
-  src_model = models.create("resnet18", num_classes=1000)
-  src = _init(src_model, (32, 32, 3))
+  src = resnet18_1000
   path = tmp_path / "resnet18.safetensors"
   tv.save(src, "resnet18", str(path))
   _train(lenet_config(mnist_data_dir, num_train_steps=1, batch_size=8, eval_every_steps=0,

@@ -56,8 +56,13 @@ Paper procedure (``:sdlm``):
     python -m experiments.train --config=experiments/configs/lenet5_1998_mnist.py:sdlm --workdir=runs/lenet5_1998_sdlm
 trains as §III-C describes: stochastic diagonal Levenberg-Marquardt (cnnlab/training/sdlm.py),
 one example per update (cnnlab/training/online.py), mu = 0.02, curvature on 500 patterns before
-each pass, eta 5e-4 (2 passes), 2e-4 (3), 1e-4 (3), 5e-5 (4), 1e-5 (the rest), 20 passes. Its
-multi-seed result is not yet in docs/RESULTS.md (see BUILD_NOTES.md).
+each pass, eta 5e-4 (2 passes), 2e-4 (3), 1e-4 (3), 5e-5 (4), 1e-5 (the rest), 20 passes. As
+written it DIVERGES here: at the paper's init U(+-2.4/F) the curvature h_kk of every layer
+below F6 is far under mu, so those layers step by eta/mu = 0.025 x the gradient. With eta / 10
+(``--config.optimizer.learning_rate=5e-5``; the schedule keeps its ratios) and the paper's
+curvature recursion (``--config.optimizer.sdlm_curvature=paper``) it learns: 1.68 % test error
+after 20 passes (one seed) — worse than the SGD procedure above. Probes and figures:
+BUILD_NOTES.md ("SDLM").
 
 Expected: 0.95 % test error without distortions (paper §III-C, Fig. 9; 0.8 % with distortions).
 Time: ~5-10 min per seed on a 2-core Zen4 CPU.
