@@ -52,12 +52,12 @@ def one_of(key: str, value, allowed) -> None:
 
 
 def kernel_names() -> tuple[str, ...]:
-  """The model formulations one can ask for by name (cnnlab.models.kernels.BY_NAME)."""
+  """The model formulations one can ask for by name (cnnlab.models.kernels.NAMES)."""
   try:
     from cnnlab.models import kernels
   except ImportError:
     return ()
-  return tuple(getattr(kernels, "BY_NAME", {}))
+  return tuple(getattr(kernels, "NAMES", ()))
 
 
 def check_keys(c, *, device_count: int, process_count: int) -> None:

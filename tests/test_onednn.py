@@ -229,3 +229,28 @@ def test_data_parallel_devices_match_xla():
   done = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env, capture_output=True,
                         text=True, timeout=300, check=False)
   assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_config_selects_the_extension_by_name():
+  """``--config.model.kernels=cpu+onednn`` passes the config checks and builds the model with
+  the oneDNN conv (the names accepted are kernels.NAMES), equal to the plain model; a wrong
+  name is refused with the allowed ones listed."""
+  from cnnlab import config as config_lib
+  from cnnlab import config_checks
+  from cnnlab.training import builders
+  from experiments.configs import fcn1d_ucr
+  c = fcn1d_ucr.get_config()
+  c.model.kernels = "cpu+onednn"
+  config_checks.check_keys(c, device_count=1, process_count=1)
+  spec = config_lib.ModelSpec(name="fcn1d", kwargs={}, dtype="float32", num_classes=2,
+                              input_shape=(150, 1), kernels="cpu+onednn")
+  model = builders.model(spec)
+  assert model.kernels.name == "cpu+onednn"
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 150, 1)), jnp.float32)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  plain = builders.model(dataclasses.replace(spec, kernels="plain"))
+  np.testing.assert_allclose(model.apply(variables, x), plain.apply(variables, x),
+                             rtol=1e-4, atol=1e-4)
+  c.model.kernels = "onednn"
+  with pytest.raises(config_checks.ConfigError, match="'onednn'.*cpu\\+onednn"):
+    config_checks.check_keys(c, device_count=1, process_count=1)

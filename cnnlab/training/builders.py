@@ -38,7 +38,7 @@ def model(spec: ModelSpec):
   kwargs = dict(spec.kwargs)
   if spec.kernels != "auto":   # else models.create chooses (kernels.select())
     from cnnlab.models import kernels
-    kwargs["kernels"] = kernels.BY_NAME[spec.kernels]
+    kwargs["kernels"] = kernels.by_name(spec.kernels)
   return models.create(spec.name, num_classes=spec.num_classes, dtype=DTYPES[spec.dtype],
                        **kwargs)
 
