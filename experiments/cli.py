@@ -14,6 +14,12 @@ from absl import logging as absl_logging
 # setting silences in 2.21; entry points import it with stderr muted, so a usage error stays
 # one line. Anything Python raises during the import is still shown.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The oneDNN conv extension (--config.model.kernels=cpu+onednn) runs on GNU OpenMP, whose
+# threads spin while they wait by default: on a machine whose cores are shared (XLA's own
+# threads, the input pipeline, other jobs) that made small convolutions 2-7x slower (BUILD_NOTES,
+# issue 17). libgomp reads this once when it loads, so it is set here, before anything loads
+# it; a value the user exported wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _import_tensorflow_quietly() -> None:

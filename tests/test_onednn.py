@@ -254,3 +254,17 @@ def test_config_selects_the_extension_by_name():
   c.model.kernels = "onednn"
   with pytest.raises(config_checks.ConfigError, match="'onednn'.*cpu\\+onednn"):
     config_checks.check_keys(c, device_count=1, process_count=1)
+
+
+@pytest.mark.parametrize("exported", [None, "ACTIVE"])
+def test_entry_points_make_openmp_wait_passively(exported):
+  """Every entry point imports experiments.cli, which sets OMP_WAIT_POLICY=PASSIVE for the
+  extension's libgomp before anything loads it, unless the user exported a value."""
+  env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+  if exported:
+    env["OMP_WAIT_POLICY"] = exported
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", "import os, experiments.cli; "
+                        "print(os.environ['OMP_WAIT_POLICY'])"], cwd=root, env=env,
+                       capture_output=True, text=True, check=True).stdout.strip()
+  assert out == (exported or "PASSIVE")
