@@ -20,7 +20,9 @@ RECIPES = [
     ("resnet50_imagenet", "18,cosine", 64),
 ]
 VARIANTS = RECIPES + [("resnet20_cifar10", "110", None), ("alexnet_imagenet", "alexnet_2012", 227),
-                      ("resnet50_imagenet", "50,classic", 64), ("vgg16_imagenet", "19_bn", 32)]
+                      ("resnet50_imagenet", "50,classic", 64), ("vgg16_imagenet", "19_bn", 32),
+                      ("lenet5_1998_mnist", "sdlm", None),
+                      ("lenet5_1998_mnist", "sdlm_paper_eta", None)]
 
 
 @pytest.mark.slow
