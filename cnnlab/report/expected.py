@@ -51,7 +51,8 @@ class Recipe:
       return self
     acc = papers[dataset]
     return dataclasses.replace(self, dataset=dataset,
-                               paper=f"{acc:.3f} test accuracy on {dataset} (mean over runs)",
+                               paper=f"{acc:.3f} test accuracy on {dataset.split('/')[-1]} "
+                                     "(mean over runs)",
                                target=("accuracy", ">=", round(acc - self.target_margin, 6)))
 
   def variants(self) -> list["Recipe"]:
