@@ -299,7 +299,7 @@ def select(platform: str | None = None, process_count: int | None = None, *,
 
 
 BY_NAME = {"plain": PLAIN, "cpu": CPU}
-NAMES = ("plain", "cpu", "cpu+onednn")
+NAMES = (*BY_NAME, "cpu+onednn")   # every name ``by_name`` (and a config) accepts
 
 
 def by_name(name: str) -> Kernels:

@@ -134,8 +134,8 @@ INIT_FAN_IN_POWER = {"paper": 1.0, "sqrt_fan_in": 0.5}
 
 
 def paper_uniform(fan_in, init_name: str = "paper"):
-  """U(-2.4/F, 2.4/F) (Appendix A; ``init_name`` see INIT_FAN_IN_POWER); ``fan_in`` may be an
-  array broadcast against the shape."""
+  """U(-2.4/F^p, 2.4/F^p), p = INIT_FAN_IN_POWER[init_name] (1 for 'paper', Appendix A);
+  ``fan_in`` may be an array broadcast against the shape."""
   if init_name not in INIT_FAN_IN_POWER:
     raise ValueError(f"weight_init={init_name!r}; valid: "
                      f"{', '.join(map(repr, INIT_FAN_IN_POWER))}")

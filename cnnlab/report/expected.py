@@ -44,10 +44,10 @@ class Recipe:
   target_margin: float = 0.0
 
   def for_dataset(self, dataset: str) -> "Recipe":
-    """This recipe on one of its ``datasets`` (its paper number and target); itself when the
-    dataset is its default or not one of them."""
+    """This recipe on one of its ``datasets`` (its paper number and target, derived from
+    ``datasets`` and ``target_margin``); itself for a dataset not among them."""
     papers = dict(self.datasets)
-    if dataset == self.dataset or dataset not in papers:
+    if dataset not in papers:
       return self
     acc = papers[dataset]
     return dataclasses.replace(self, dataset=dataset,
@@ -57,7 +57,8 @@ class Recipe:
 
   def variants(self) -> list["Recipe"]:
     """The recipe on its default dataset, then on each other one of ``datasets``."""
-    return [self] + [self.for_dataset(d) for d, _ in self.datasets if d != self.dataset]
+    return [self.for_dataset(self.dataset)] + [self.for_dataset(d) for d, _ in self.datasets
+                                               if d != self.dataset]
 
 
 def recipe(name: str, package: str = DEFAULT_PACKAGE) -> Recipe | None:

@@ -61,8 +61,8 @@ paper's schedule shape over 20 passes — with ONE deviation: eta is the paper's
 (5e-5, 2e-5, 1e-5, 5e-6, 1e-6; SDLM_ETA_SCALE). ``:sdlm_paper_eta`` keeps the paper's eta 5e-4
 (2 passes), 2e-4 (3), 1e-4 (3), 5e-5 (4), 1e-5 (the rest) and DIVERGES here: at the paper's init
 U(+-2.4/F) the curvature h_kk of every layer below F6 is far under mu, so those layers step by
-eta/mu = 0.025 x the gradient. ``:sdlm`` gives 1.68 % test error after 20 passes (seed 0) —
-worse than the SGD procedure above; 3-seed figures in docs/RESULTS.md, probes in BUILD_NOTES.md
+eta/mu = 0.025 x the gradient. ``:sdlm`` gives 1.64 +- 0.22 % test error after 20 passes
+(3 seeds, docs/RESULTS.md) — worse than the SGD procedure above; probes in BUILD_NOTES.md
 ("SDLM").
 
 Expected: 0.95 % test error without distortions (paper §III-C, Fig. 9; 0.8 % with distortions).
