@@ -327,6 +327,16 @@ class Bench:
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "images": steps * self.batch}
 
+  def profile(self, steps):
+    """``steps`` train steps under torch.profiler: each operator's self CPU time and calls."""
+    from torch.profiler import ProfilerActivity, profile
+    self.train(1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+      timing = self.train(steps)
+    ops = [{"name": e.key, "seconds": e.self_cpu_time_total * 1e-6, "calls": e.count}
+           for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    return {**timing, "ops": ops}
+
   @torch.no_grad()
   def eval(self, steps):
     self.model.eval()
@@ -362,12 +372,12 @@ def serve(stdin=sys.stdin, stdout=sys.stdout):
           torch.cuda.empty_cache()
         bench = Bench(cmd)
         reply = bench.info
-      elif kind in ("train", "eval"):
+      elif kind in ("train", "eval", "profile"):
         if bench is None:
-          raise ValueError("send 'setup' before 'train' / 'eval'")
+          raise ValueError(f"send 'setup' before {kind!r}")
         reply = getattr(bench, kind)(int(cmd.get("steps", 1)))
       else:
-        raise ValueError(f"unknown cmd {kind!r}; valid: ping, setup, train, eval, quit")
+        raise ValueError(f"unknown cmd {kind!r}; valid: ping, setup, train, eval, profile, quit")
       reply = {"ok": True, **reply}
     except Exception as e:  # reported to the driver, which decides what to do
       reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}

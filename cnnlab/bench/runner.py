@@ -83,7 +83,7 @@ def _round_steps(jb, opts: Options) -> int:
   return max(1, int(round(opts.round_seconds / max(one, 1e-6))))
 
 
-def _torch_setup(torch, name: str, jb, shape, batch: int, opts: Options):
+def torch_setup(torch, name: str, jb, shape, batch: int, opts: Options):
   """(worker or None, its set-up reply, error text): a model with no PyTorch equivalent
   (lenet5_1998, say) is benchmarked on the JAX side only."""
   from cnnlab.bench.torch_client import TorchUnavailable
@@ -142,7 +142,7 @@ def bench_model(name: str, opts: Options, torch=None) -> dict:
   res.update(kernels=jb.kernels, devices=jb.devices, lower_s=jb.lower_s,
              compile_s=jb.compile_s)
   steps = res["steps_per_round"] = _round_steps(jb, opts)
-  torch, t_info, torch_error = _torch_setup(torch, name, jb, shape, batch, opts)
+  torch, t_info, torch_error = torch_setup(torch, name, jb, shape, batch, opts)
   mine, theirs = interleaved("train", jb, torch, steps, opts.rounds, opts.warmup)
   _train_figures(res, jb, mine, opts)
   res["eval_img_s"] = None
