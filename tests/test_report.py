@@ -257,6 +257,24 @@ def test_code_identity_is_recorded_and_marked(tmp_path):
   assert any("other commit ccccccc" in n for n in notes)
 
 
+def test_a_group_filled_by_two_invocations_lists_both_commands(tmp_path):
+  """Seeds 0-1 from one reproduce call and seed 2 from a later --first_seed=2 call: the row
+  names both commands (once each), not only the first seed's."""
+  from cnnlab.report import document
+  from cnnlab.report.runs import read_run
+  first = "python -m experiments.reproduce --recipe=r --seeds=2"
+  second = "python -m experiments.reproduce --recipe=r --seeds=1 --first_seed=2"
+  runs = []
+  for seed, command in enumerate((first, first, second)):
+    wd = tmp_path / "runs" / "g" / f"seed{seed}"
+    _write(str(wd), "config.json", _config("lenet5", "mnist", seed))
+    _write(str(wd), "final_metrics.json", {"eval_accuracy": 0.99, "step": 10})
+    _write(str(wd), "run_info.json", {"seed": seed, "group_command": command})
+    runs.append(read_run(str(wd)))
+  row, _ = document.group_row("g", runs, None)
+  assert row.split(" | ")[-1] == f"`{first}; {second}` |"
+
+
 def test_ucr_recipes_have_one_row_per_dataset_with_its_paper_number(tmp_path):
   """A recipe whose dataset comes from the command line (fcn1d_ucr) gets one row per archive
   dataset: each run group is judged against its own dataset's published accuracy (target:

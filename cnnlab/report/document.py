@@ -137,7 +137,9 @@ def group_row(group: str, runs: list[RunRecord], rec: Recipe | None,
       notes.append("* measured from the first logged step (no run_info.json): start-up and "
                    "compilation excluded.")
   hardware = "; ".join(sorted({hardware_text(r.info) for r in runs} - {"—"})) or "—"
-  command = info.get("group_command") or info.get("command") or "—"
+  # A group filled by several invocations (e.g. seeds 0-1, then --first_seed=2) lists each.
+  commands = [r.info.get("group_command") or r.info.get("command") for r in runs]
+  command = "; ".join(dict.fromkeys(c for c in commands if c)) or "—"
   name = group if rec is None or rec.name == group else f"{group} ({rec.name})"
   if info.get("overrides"):
     name += " with " + ", ".join(f"`{o}`" for o in info["overrides"])
