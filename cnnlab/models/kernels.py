@@ -11,7 +11,7 @@ the model is constructed (``Kernels``), never by a switch read while tracing.
 
 ``select()`` is what ``models.create`` uses: CPU in a single-process CPU run, PLAIN elsewhere;
 ``select(onednn=True)`` adds the oneDNN convolution of ``cnnlab.models.onednn`` where that
-extension is built (opt-in: slower at model level here, see ``select``).
+extension is built (opt-in, see ``select`` for why).
 
 Conventions (all ranks: 1, 2 or 3 spatial dims): activations (N, *spatial, C); conv kernels
 (*window, C_in // groups, C_out); ``strides``/``dilation``/``window`` one int per spatial dim;
@@ -285,9 +285,12 @@ def select(platform: str | None = None, process_count: int | None = None, *,
   """CPU for a single-process CPU run (with oneDNN's conv if ``onednn`` and the extension is
   built); PLAIN otherwise.
 
-  ``onednn`` is opt-in: in this session's model-level measurement (train step, same process,
-  interleaved rounds, loaded 2-core machine) CPU+oneDNN ran 0.08x (CIFAR ResNet-20, batch 16) and
-  0.32x (fcn1d, batch 16) the speed of PLAIN, while CPU ran 1.42x / 1.05x.
+  ``onednn`` is opt-in. With ``OMP_WAIT_POLICY=passive`` (every entry point sets it) the oneDNN
+  conv beat XLA's on every model measured (BUILD_NOTES, issue 17: ResNet-20 at 1.98x the
+  XLA-only speed on an idle 2-core machine); without it, on a loaded machine, libgomp's
+  spin-waiting made a ResNet-20 step run at 0.08x of PLAIN. A library user who imports cnnlab
+  does not get that variable set, and the first use compiles the extension: both argue for
+  asking.
   ``platform`` / ``process_count`` default to ``jax.default_backend()`` / ``jax.process_count()``
   (which start JAX's backend: call after any process-level set-up of an entry point).
   """
