@@ -12,6 +12,23 @@ SMALL_SPLIT = 1024
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# XLA:CPU compile time dominates this suite (dozens of small programs, each compiled once per
+# process); LLVM's backend optimisations are what cost it, and the tests check values, not
+# speed. Level 0 roughly halves the compile time of a GoogLeNet train step here (BUILD_NOTES,
+# "Test suite"). Test-only: entry points and benchmarks never set it. It is set before jax is
+# imported and every subprocess a test starts inherits it through ``xla_flags``.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(devices=None) -> str:
+  """The XLA_FLAGS value for a test process: the suite's compile setting, plus a forced host
+  device count when ``devices`` is given."""
+  return TEST_XLA_FLAGS + (f" --xla_force_host_platform_device_count={devices}"
+                           if devices else "")
+
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
+
 
 @pytest.fixture(autouse=True)
 def _fresh_decoded_data():
@@ -104,7 +121,7 @@ def run_worker(config_overrides: dict, workdir: str, data_dir: str, *, devices: 
                extra_args=(), env=None, timeout=300, check=True):
   """Runs tests/workers/train_worker.py in a fresh process with ``devices`` CPU devices."""
   e = dict(os.environ, **(env or {}))
-  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  e["XLA_FLAGS"] = xla_flags(devices)
   e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
   cmd = [sys.executable, os.path.join(ROOT, "tests", "workers", "train_worker.py"),
          "--workdir", workdir, "--data_dir", data_dir,

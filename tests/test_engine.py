@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_real_dataset, lenet_config, run_worker, worker_result
+from conftest import ROOT, assert_real_dataset, lenet_config, run_worker, worker_result, xla_flags
 
 
 def _train(config, workdir):
@@ -84,7 +84,7 @@ def json_rows(workdir):
 
 
 def _cli(args, **kw):
-  env = dict(os.environ, XLA_FLAGS=kw.pop("xla_flags", ""))
+  env = dict(os.environ, XLA_FLAGS=kw.pop("xla_flags", xla_flags()))
   return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=kw.pop("timeout", 300))
 
@@ -145,7 +145,7 @@ def test_two_processes_agree(mnist_data_dir, tmp_path):
   checkpoint, identical parameters in both."""
   port = _free_port()
   cfg = {"num_train_steps": 4, "eval_every_steps": 4, "checkpoint_every_steps": 4}
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1),
              PYTHONPATH=ROOT)
   procs = [subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "tests", "workers", "train_worker.py"),
@@ -175,7 +175,7 @@ def test_train_command_joins_a_two_process_run(mnist_data_dir, tmp_path):
        "--config.compilation_cache_dir=", f"--coordinator_address=127.0.0.1:{port}",
        "--num_processes=2", f"--process_id={i}"],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-      env=dict(os.environ, XLA_FLAGS="")) for i in range(2)]
+      env=dict(os.environ, XLA_FLAGS=xla_flags())) for i in range(2)]
   outs = [p.communicate(timeout=400) for p in procs]
   for p, (_, stderr) in zip(procs, outs):
     assert p.returncode == 0, stderr[-3000:]
@@ -199,7 +199,7 @@ def test_restore_onto_another_device_count(mnist_data_dir, tmp_path):
 def test_main_job_prepares_from_raw_files_on_first_use(tmp_path):
   """The README's main command, shortened: CNNLAB_RAW_DATA_DIR + an empty data dir."""
   data_dir = tmp_path / "tfds"
-  env = dict(os.environ, XLA_FLAGS="",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(),
              CNNLAB_RAW_DATA_DIR=os.path.join(ROOT, "..", "shared", "datasets"))
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/lenet5_mnist.py",

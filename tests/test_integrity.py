@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from cnnlab import checkpoint, integrity
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 
 
 def _state(v):
@@ -269,7 +269,7 @@ def test_two_processes_agree_on_a_damaged_step(workdir):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), PYTHONPATH=ROOT)
   procs = [subprocess.Popen([sys.executable, "-c", _WORKER, workdir, f"127.0.0.1:{port}", str(i)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT) for i in range(2)]

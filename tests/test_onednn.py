@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 from jax.test_util import check_grads
+from conftest import xla_flags
 
 from cnnlab.models import kernels, onednn, onednn_build, resnet
 
@@ -225,7 +226,7 @@ print("ok")
 
 
 def test_data_parallel_devices_match_xla():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   done = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env, capture_output=True,
                         text=True, timeout=300, check=False)
   assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 
 STEPS = 24
 CKPT_EVERY = 4
@@ -25,7 +25,7 @@ def _cmd(workdir, data_dir, cache_dir, *extra):
 
 
 def _env():
-  return dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
+  return dict(os.environ, XLA_FLAGS=xla_flags(), PYTHONUNBUFFERED="1")
 
 
 def _final(workdir):
