@@ -307,6 +307,31 @@ void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out) 
   worker->Call([&] { RunHere(pass, g, a, b, out); });
 }
 
+bool Supports(DType dtype) {
+  Geometry g;
+  g.dtype = dtype;
+  g.x = {1, 4, 4, 2};
+  g.w = {3, 3, 2, 2};
+  g.y = {1, 4, 4, 2};
+  g.strides = g.dilation = {1, 1};
+  g.pad_lo = g.pad_hi = {1, 1};
+  g.weights_any = true;
+  try {
+    const ConvParams p = Params(g);
+    const memory::desc x_md = ActivationDesc(g.x, dtype), y_md = ActivationDesc(g.y, dtype);
+    const auto hint = ForwardDesc(g, true);
+    dnnl::convolution_backward_data::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, x_md, WeightsDesc(g, true), y_md,
+        p.strides, p.dilation, p.pad_lo, p.pad_hi, hint);
+    dnnl::convolution_backward_weights::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, x_md, WeightsDesc(g, true), y_md,
+        p.strides, p.dilation, p.pad_lo, p.pad_hi, hint);
+  } catch (const dnnl::error&) {
+    return false;
+  }
+  return true;
+}
+
 int64_t PrimitivesCreated() { return g_created.load(); }
 
 }  // namespace cnnlab_onednn

@@ -39,6 +39,11 @@ struct Geometry {
 // Throws std::exception (dnnl::error or std::runtime_error) on failure.
 void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out);
 
+// Whether this CPU's oneDNN has all three convolution passes for `dtype` (oneDNN 3.2 has no
+// bfloat16 convolutions below AVX-512). Builds primitive descriptors for a tiny geometry only:
+// nothing is JIT-compiled or cached.
+bool Supports(DType dtype);
+
 // Number of primitives created so far (for tests: creation must not happen per call).
 int64_t PrimitivesCreated();
 

@@ -99,6 +99,7 @@ CNNLAB_EXPORT XLA_FFI_Error* CnnlabOnednnConvFwd(XLA_FFI_CallFrame*);
 CNNLAB_EXPORT XLA_FFI_Error* CnnlabOnednnConvBwdData(XLA_FFI_CallFrame*);
 CNNLAB_EXPORT XLA_FFI_Error* CnnlabOnednnConvBwdWeights(XLA_FFI_CallFrame*);
 CNNLAB_EXPORT int64_t cnnlab_onednn_primitives_created();
+CNNLAB_EXPORT int cnnlab_onednn_supports_bf16();
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnlabOnednnConvFwd, Handler<Pass::kForward>, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnlabOnednnConvBwdData, Handler<Pass::kBackwardData>, Binding());
@@ -108,3 +109,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnlabOnednnConvBwdWeights, Handler<Pass::kBackwar
 int64_t cnnlab_onednn_primitives_created() {
   return cnnlab_onednn::PrimitivesCreated();
 }
+
+int cnnlab_onednn_supports_bf16() { return cnnlab_onednn::Supports(DType::kBF16) ? 1 : 0; }

@@ -84,7 +84,36 @@ def test_value_and_gradient_match_xla(name):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
 
 
+def _cpu_flags() -> set:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((set(l.split(":", 1)[1].split()) for l in f if l.startswith("flags")), set())
+  except OSError:
+    return set()
+
+
+@pytest.mark.skipif(not _cpu_flags(), reason="no x86 /proc/cpuinfo flags to compare with")
+def test_bfloat16_support_follows_the_cpu_and_falls_back_to_xla(capfd):
+  """oneDNN 3.2 convolves bfloat16 from AVX-512 (avx512_core) up; below that the bf16 conv
+  must be XLA's (no FFI call in the program) with the same values, never a runtime error."""
+  has_avx512_core = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags()
+  onednn.dtype_supported.cache_clear()
+  capfd.readouterr()
+  assert onednn.dtype_supported(jnp.float32)
+  assert onednn.dtype_supported(jnp.bfloat16) == has_avx512_core
+  assert ("no bfloat16 convolutions" in capfd.readouterr().err) == (not has_avx512_core)
+  case = CASES["3x3 same (resnet)"]
+  x, w, _ = _operands(case, jnp.bfloat16)
+  f = jax.jit(functools.partial(onednn.conv, **_kwargs(case)))
+  assert ("cnnlab_onednn_conv_fwd" in f.lower(x, w).as_text()) == has_avx512_core
+  want = onednn.xla_conv(x, w, **_kwargs(case)).astype(jnp.float32)
+  np.testing.assert_allclose(f(x, w).astype(jnp.float32), want,
+                             atol=3e-2 * float(jnp.abs(want).max()))
+
+
 @pytest.mark.parametrize("name", ["3x3 same (resnet)", "5x5 groups=2 (alexnet-2012)"])
+@pytest.mark.skipif(not onednn.dtype_supported(jnp.bfloat16),
+                    reason="this CPU's oneDNN has no bfloat16 convolutions (needs AVX-512)")
 def test_bfloat16_matches_xla(name):
   for got, want in _both(CASES[name], jnp.bfloat16):
     assert got.dtype == jnp.bfloat16

@@ -86,8 +86,10 @@ def test_online_step_equals_python_loop_and_refreshes_per_pass():
     g = jax.grad(lambda p: _map(outputs(p, xi)[None], yi[None]))(params)
     upd, opt = tx.update(g, opt, params)
     params = optax.apply_updates(params, upd)
+  # 8 sequential float32 updates divided by small curvatures: on an AVX2 CPU the jitted and
+  # eager paths round differently by up to 4e-5 relative (measured); a wrong update is far off.
   for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   assert int(new.step) == 1 and int(m["finite"]) == 1
   # Step 1 is mid-pass: the curvature is kept; step 2 starts a pass: it is re-estimated.
   new2, _ = step(new, batch)

@@ -7,7 +7,8 @@
 ``jax.ffi.ffi_call``\\ s of the extension in ``native/`` (oneDNN's primitives, created once per
 shape and cached; operands stay in JAX's layout). It falls back to XLA's convolution
 whenever the extension cannot serve the call: extension not built (no compiler / oneDNN
-wheel), dtype other than float32 / bfloat16 (or mixed), negative padding, empty operands, and
+wheel), dtype other than float32 / bfloat16 (or mixed), bfloat16 on a CPU where oneDNN has
+no bfloat16 convolutions (below AVX-512 for oneDNN 3.2), negative padding, empty operands, and
 on every non-CPU platform (chosen at lowering with ``lax.platform_dependent``), so choosing it
 never breaks a model. 1-D convolutions run as 2-D ones with a unit height (measured faster:
 oneDNN's NWC backward-weights is slow).
@@ -53,6 +54,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib = ctypes.CDLL(path)
     handlers = {suffix: getattr(lib, symbol) for suffix, symbol in _TARGETS.items()}
     lib.cnnlab_onednn_primitives_created.restype = ctypes.c_int64
+    lib.cnnlab_onednn_supports_bf16.restype = ctypes.c_int
   except onednn_build.BuildError as e:
     return None, str(e)
   except (OSError, AttributeError) as e:  # e.g. libdnnl / libgomp missing at load time
@@ -80,6 +82,21 @@ def available() -> bool:
 def unavailable_reason() -> str:
   """One line saying why ``available()`` is False ("" when it is True)."""
   return _load()[1]
+
+
+@functools.cache
+def dtype_supported(dtype) -> bool:
+  """Whether this CPU's oneDNN convolves ``dtype`` (float32 always; bfloat16 needs AVX-512 in
+  oneDNN 3.2). Where it cannot, bfloat16 convolutions use XLA's, said once on stderr."""
+  dtype = jnp.dtype(dtype)
+  lib = _load()[0]
+  if lib is None or dtype not in _DTYPES:
+    return False
+  if dtype == jnp.dtype(jnp.bfloat16) and not lib.cnnlab_onednn_supports_bf16():
+    print("cnnlab: this CPU's oneDNN has no bfloat16 convolutions (oneDNN 3.2 needs AVX-512); "
+          "bfloat16 convolutions use XLA's", file=sys.stderr, flush=True)
+    return False
+  return True
 
 
 def primitives_created() -> int:
@@ -157,7 +174,7 @@ def supports(x, w, *, padding, groups) -> bool:
           and w.ndim == x.ndim and all(lo >= 0 and hi >= 0 for lo, hi in padding)
           and x.size > 0 and w.size > 0 and groups >= 1
           and x.shape[-1] == w.shape[-2] * groups and w.shape[-1] % groups == 0
-          and available())
+          and available() and dtype_supported(x.dtype))
 
 
 def conv(x, w, *, strides: Sequence[int], padding: Sequence[tuple[int, int]],
