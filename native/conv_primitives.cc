@@ -95,25 +95,38 @@ dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, bool an
       p.strides, p.dilation, p.pad_lo, p.pad_hi);
 }
 
+dnnl::convolution_backward_data::primitive_desc BackwardDataDesc(
+    const Geometry& g, const dnnl::convolution_forward::primitive_desc& hint) {
+  const ConvParams p = Params(g);
+  return dnnl::convolution_backward_data::primitive_desc(
+      Engine(), dnnl::algorithm::convolution_direct, ActivationDesc(g.x, g.dtype),
+      WeightsDesc(g, g.weights_any), ActivationDesc(g.y, g.dtype), p.strides, p.dilation,
+      p.pad_lo, p.pad_hi, hint);
+}
+
+dnnl::convolution_backward_weights::primitive_desc BackwardWeightsDesc(
+    const Geometry& g, const dnnl::convolution_forward::primitive_desc& hint) {
+  const ConvParams p = Params(g);
+  return dnnl::convolution_backward_weights::primitive_desc(
+      Engine(), dnnl::algorithm::convolution_direct, ActivationDesc(g.x, g.dtype),
+      WeightsDesc(g, g.weights_any), ActivationDesc(g.y, g.dtype), p.strides, p.dilation,
+      p.pad_lo, p.pad_hi, hint);
+}
+
 std::shared_ptr<Entry> Create(Pass pass, const Geometry& g) {
   auto e = std::make_shared<Entry>();
-  const ConvParams p = Params(g);
   const memory::desc x_md = ActivationDesc(g.x, g.dtype), y_md = ActivationDesc(g.y, g.dtype);
-  const memory::desc w_user = WeightsDesc(g, false), w_req = WeightsDesc(g, g.weights_any);
+  const memory::desc w_user = WeightsDesc(g, false);
   const auto hint = ForwardDesc(g, g.weights_any);
   if (pass == Pass::kForward) {
     e->prim = dnnl::convolution_forward(hint);
     e->a_md = x_md, e->b_md = w_user, e->out_md = y_md, e->weights_md = hint.weights_desc();
   } else if (pass == Pass::kBackwardData) {
-    dnnl::convolution_backward_data::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, x_md, w_req, y_md, p.strides, p.dilation,
-        p.pad_lo, p.pad_hi, hint);
+    const auto pd = BackwardDataDesc(g, hint);
     e->prim = dnnl::convolution_backward_data(pd);
     e->a_md = y_md, e->b_md = w_user, e->out_md = x_md, e->weights_md = pd.weights_desc();
   } else {
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, x_md, w_req, y_md, p.strides, p.dilation,
-        p.pad_lo, p.pad_hi, hint);
+    const auto pd = BackwardWeightsDesc(g, hint);
     e->prim = dnnl::convolution_backward_weights(pd);
     e->a_md = x_md, e->b_md = y_md, e->out_md = w_user, e->weights_md = pd.diff_weights_desc();
   }
@@ -317,15 +330,9 @@ bool Supports(DType dtype) {
   g.pad_lo = g.pad_hi = {1, 1};
   g.weights_any = true;
   try {
-    const ConvParams p = Params(g);
-    const memory::desc x_md = ActivationDesc(g.x, dtype), y_md = ActivationDesc(g.y, dtype);
-    const auto hint = ForwardDesc(g, true);
-    dnnl::convolution_backward_data::primitive_desc(
-        Engine(), dnnl::algorithm::convolution_direct, x_md, WeightsDesc(g, true), y_md,
-        p.strides, p.dilation, p.pad_lo, p.pad_hi, hint);
-    dnnl::convolution_backward_weights::primitive_desc(
-        Engine(), dnnl::algorithm::convolution_direct, x_md, WeightsDesc(g, true), y_md,
-        p.strides, p.dilation, p.pad_lo, p.pad_hi, hint);
+    const auto hint = ForwardDesc(g, g.weights_any);
+    BackwardDataDesc(g, hint);
+    BackwardWeightsDesc(g, hint);
   } catch (const dnnl::error&) {
     return false;
   }
