@@ -127,7 +127,7 @@ def resolve(config, *, prepare: bool = True):
   except datasets.DatasetUnavailableError:
     if not prepare:
       raise
-    from cnnlab.data import prepare as prepare_lib
+    from cnnlab.datasets import prepare as prepare_lib
     if prepare_lib.prepare_if_needed(config.dataset) is None:
       raise
     return config_lib.resolve(config)
@@ -179,7 +179,8 @@ class StopFlag:
 def errors_to_exit_codes():
   """Known failures become one line on stderr and a documented exit status."""
   from cnnlab import checkpoint, training
-  from cnnlab.data import datasets, prepare
+  from cnnlab.data import datasets
+  from cnnlab.datasets import prepare
   try:
     yield
   except (training.ConfigError, checkpoint.CheckpointMismatchError,

@@ -32,7 +32,8 @@ def main(argv):
   if len(argv) > 1:
     cli.usage_error(f"unexpected arguments {argv[1:]!r}")
   import tensorflow_datasets as tfds
-  from cnnlab.data import datasets, prepare
+  from cnnlab.data import datasets
+  from cnnlab.datasets import prepare
   try:
     info = datasets.get(_DATASET.value)
   except ValueError as e:

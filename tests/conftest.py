@@ -54,7 +54,7 @@ def mnist_data_dir(tmp_path_factory):
   """TFDS data dir holding MNIST cut to 1,024 train / 1,024 test examples (TFDS's own
   max_examples_per_split). Real files from ../shared/datasets when present, else synthetic
   idx files the project writes itself."""
-  from cnnlab.data import prepare, synthetic
+  from cnnlab.datasets import prepare, synthetic
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   if os.path.isdir(SHARED_MNIST):
     prepare.prepare("mnist", SHARED_MNIST, data_dir, max_examples_per_split=SMALL_SPLIT)

@@ -179,7 +179,7 @@ def test_series_recipe_resolves_rank_and_batch_from_the_data(tmp_path):
   """A 1-D recipe: the input shape (L, C), the class count and the auto batch
   min(16, n_train // 10) all come from the prepared dataset (GunPoint: 50 train series of
   length 150, 2 classes -> batch 5, 10 steps per epoch)."""
-  from cnnlab.data import prepare
+  from cnnlab.datasets import prepare
   from experiments.configs import fcn1d_ucr
   prepare.prepare("ucr/GunPoint", os.path.join(ROOT, "..", "shared", "datasets", "ucr",
                                                "GunPoint"), str(tmp_path))

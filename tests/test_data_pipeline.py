@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cnnlab.data import datasets, memory, pipeline, prepare, preprocess, streaming, synthetic
+from cnnlab.data import datasets, memory, pipeline, preprocess, streaming
+from cnnlab.datasets import prepare, synthetic
 
 tfds.disable_progress_bar()
 HOST = dict(process_index=0, process_count=1)

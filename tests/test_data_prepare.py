@@ -1,4 +1,4 @@
-"""cnnlab.data.prepare and experiments/prepare_data: raw files -> the dataset TFDS would build,
+"""cnnlab.datasets.prepare and experiments/prepare_data: raw files -> the dataset TFDS would build,
 checksums, one-line errors (exit 2), and the real MNIST / Fashion-MNIST files when present."""
 import os
 import subprocess
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cnnlab.data import datasets, prepare, synthetic
+from cnnlab.data import datasets
+from cnnlab.datasets import prepare, synthetic
 from conftest import assert_real_dataset
 
 tfds.disable_progress_bar()

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from cnnlab.data import datasets, families, memory, prepare, preprocess, ucr
+from cnnlab.data import datasets, families, memory, preprocess
+from cnnlab.datasets import prepare, ucr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_UCR = os.path.join(REPO, "..", "shared", "datasets", "ucr")

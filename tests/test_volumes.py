@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from cnnlab.data import datasets, families, memory, prepare, preprocess, volumes
+from cnnlab.data import datasets, families, memory, preprocess
+from cnnlab.data import volumes
+from cnnlab.datasets import prepare, volume_folders
 
 
 def _vol(seed, shape=(6, 5, 4)):
@@ -76,7 +78,7 @@ def test_explicit_train_test_folders(tmp_path):
       (tmp_path / split / cls).mkdir(parents=True)
       for i in range(n):
         np.save(tmp_path / split / cls / f"{i}.npy", _vol(i))
-  names, splits = volumes.scan(str(tmp_path))
+  names, splits = volume_folders.scan(str(tmp_path))
   assert names == ("a", "b")
   assert [len(splits[s]) for s in ("train", "test")] == [6, 4]
   assert splits["test"][0] == (os.path.join("test", "a", "0.npy"), 0)
@@ -149,7 +151,7 @@ def test_synthetic_volumes_written_on_first_use(tmp_path, monkeypatch):
   x, y = families.load_arrays(info, datasets.builder(info, str(tmp_path)), "test",
                               {"data_dir": str(tmp_path), "preprocess": "raw"})
   assert np.bincount(y).tolist() == [100, 100, 100]
-  first = next(volumes.synthetic_examples("test"))
+  first = next(volume_folders.synthetic_examples("test"))
   np.testing.assert_array_equal(x[0], first["volume"])                 # pure function of seed
   # The rod: the brightest 2x2 line of 8 voxels lies along the labelled axis.
   for k in range(6):

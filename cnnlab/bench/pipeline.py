@@ -14,7 +14,7 @@ from cnnlab.bench.jax_side import dataset_for
 
 def _synthetic_data_dir(dataset: str, root: str) -> str:
   """Writes small raw files in the dataset's original format and prepares them with TFDS."""
-  from cnnlab.data import prepare, synthetic
+  from cnnlab.datasets import prepare, synthetic
   raw, data_dir = os.path.join(root, "raw"), os.path.join(root, "tfds")
   if dataset == "mnist":
     sums = synthetic.write_mnist(raw)

@@ -176,7 +176,7 @@ def is_prepared(info: DatasetInfo, data_dir: str | None) -> bool:
   """Whether ``info``'s dataset is built in the data dir (local files only)."""
   directory = resolve_data_dir(data_dir)
   if info.local:
-    from cnnlab.data import local
+    from cnnlab.datasets import local
     return local.is_prepared(*local_key(info.name), directory)
   import tensorflow_datasets as tfds
   return tfds.builder(info.tfds_name, data_dir=directory).is_prepared()
@@ -190,7 +190,7 @@ def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
   info = get(name)
   if not info.local:
     return info
-  from cnnlab.data import local
+  from cnnlab.datasets import local
   directory = resolve_data_dir(data_dir)
   key = local_key(name)
   if not local.is_prepared(*key, directory):
@@ -257,7 +257,7 @@ def builder(info: DatasetInfo, data_dir: str | None, *, download: bool = False):
   """
   directory = resolve_data_dir(data_dir)
   if info.local:
-    from cnnlab.data import local
+    from cnnlab.datasets import local
     if not local.is_prepared(*local_key(info.name), directory):
       raise _unavailable(info, data_dir, directory)
     return local.open_builder(*local_key(info.name), directory)

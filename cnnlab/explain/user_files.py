@@ -86,7 +86,7 @@ def _read_csv(path: str) -> np.ndarray:
 
 
 def _read_ts(path: str) -> list[tuple[str, np.ndarray]]:
-  from cnnlab.data import ucr
+  from cnnlab.datasets import ucr
   try:
     ts = ucr.read_ts(path)
   except (ValueError, OSError) as e:

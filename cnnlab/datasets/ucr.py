@@ -237,7 +237,7 @@ def _check_pair(train: TsFile, test: TsFile) -> None:
 def local_spec(name: str, source_dir: str, *, checksums: dict | None = None,
                verify_checksums: bool = True):
   """Reads and checks both files; the LocalSpec that builds ``ucr/<Name>``."""
-  from cnnlab.data import local
+  from cnnlab.datasets import local
   problem = check_name(name)
   paths = source_files(problem, source_dir)
   sums = {}

@@ -20,7 +20,7 @@ Inputs (``source_dir`` holds them under their original names):
 - imagenet2012: ``ILSVRC2012_img_train.tar`` and ``ILSVRC2012_img_val.tar`` (TFDS's manual dir).
 - imagenette, imagenette_320: ``imagenette2.tgz`` / ``imagenette2-320.tgz``.
 - ucr/<Name>: ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` (ucr.py); volumes/<name>: class
-  folders of .npy / NIfTI volumes (volumes.py); synthetic_volumes: nothing (generated). These
+  folders of .npy / NIfTI volumes (volume_folders.py); synthetic_volumes: nothing (generated). These
   are built by cnnlab's own builder (local.py), not a TFDS catalogue one.
 
 Checksums: md5 of each file against the values published with the data (MNIST/Fashion: the
@@ -40,7 +40,8 @@ import tempfile
 
 import numpy as np
 
-from cnnlab.data import datasets, local
+from cnnlab.data import datasets
+from cnnlab.datasets import local
 
 KNOWN_MD5 = {
     "mnist": {
@@ -283,19 +284,19 @@ def prepare_local(info: datasets.DatasetInfo, source_dir: str | None, data_dir: 
                   overwrite: bool = False) -> str:
   """Builds a local dataset (ucr/<Name>, volumes/<name>, synthetic_volumes); returns its dir.
   Bad input (missing file, malformed line, wrong checksum) -> PrepareError, one line."""
-  from cnnlab.data import ucr, volumes
+  from cnnlab.datasets import ucr, volume_folders
   root = datasets.resolve_data_dir(data_dir)
   key = datasets.local_key(info.name)
   if local.is_prepared(*key, root) and not overwrite:
     return local.dataset_dir(*key, root)
   try:
     if info.name == datasets.SYNTHETIC_VOLUMES:
-      spec = volumes.synthetic_spec()
+      spec = volume_folders.synthetic_spec()
     elif info.family == "series":
       spec = ucr.local_spec(info.name, source_dir, checksums=checksums,
                             verify_checksums=verify_checksums)
     else:
-      spec = volumes.local_spec(info.name, source_dir)
+      spec = volume_folders.local_spec(info.name, source_dir)
   except (ValueError, OSError) as e:   # TsFormatError and VolumeError are ValueErrors
     raise PrepareError(str(e).splitlines()[0]) from e
   return local.build(spec, root, overwrite=overwrite)
