@@ -10,16 +10,19 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-# TensorFlow (it only feeds the input pipeline) prints C++ start-up lines on stderr that no
-# setting silences in 2.21; entry points import it with stderr muted, so a usage error stays
-# one line. Anything Python raises during the import is still shown.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The oneDNN conv extension (--config.model.kernels=cpu+onednn) runs on GNU OpenMP, whose
-# threads spin while they wait by default: on a machine whose cores are shared (XLA's own
-# threads, the input pipeline, other jobs) that made small convolutions 2-7x slower (BUILD_NOTES,
-# issue 17). libgomp reads this once when it loads, so it is set here, before anything loads
-# it; a value the user exported wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Environment an entry point sets for itself before anything loads the libraries that read it
+# (``run`` applies them; a value the user exported wins):
+# - TF_CPP_MIN_LOG_LEVEL: TensorFlow feeds the input pipeline only; its C++ start-up lines
+#   (oneDNN notices, absl pre-init warnings) are silenced before TensorFlow loads.
+# - OMP_WAIT_POLICY: the oneDNN convolution extension runs on GNU OpenMP, whose threads spin
+#   while they wait by default; on a machine whose cores are shared that made small
+#   convolutions 2-7x slower (BUILD_NOTES, issue 17). libgomp reads it once, when it loads.
+PROCESS_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def set_process_env() -> None:
+  for key, value in PROCESS_ENV.items():
+    os.environ.setdefault(key, value)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -117,20 +120,20 @@ def _one_line(e: BaseException) -> str:
 
 
 def resolve(config, *, prepare: bool = True):
-  """The RunSpec of ``config`` — with first-use preparation: when the dataset is not prepared
-  and $CNNLAB_RAW_DATA_DIR holds its original files, it is built from them (one progress
-  line) and the config resolved again. Raises what ``cnnlab.config.resolve`` raises."""
-  from cnnlab import config as config_lib
+  """The RunSpec of ``config`` (``cnnlab.training.resolve_run``) — with first-use preparation:
+  when the dataset is not prepared and $CNNLAB_RAW_DATA_DIR holds its original files, it is
+  built from them (one progress line) and the config resolved again."""
   from cnnlab.data import datasets
+  from cnnlab.training import resolve_run
   try:
-    return config_lib.resolve(config)
+    return resolve_run(config)
   except datasets.DatasetUnavailableError:
     if not prepare:
       raise
     from cnnlab.datasets import prepare as prepare_lib
     if prepare_lib.prepare_if_needed(config.dataset) is None:
       raise
-    return config_lib.resolve(config)
+    return resolve_run(config)
 
 
 def setup_compilation_cache(spec, workdir: str) -> None:
@@ -255,6 +258,7 @@ def _install_hooks() -> None:
 def run(main, *, uses_tensorflow: bool = True) -> None:
   """absl's app.run with cnnlab's flag-error handling, quiet logs and hooks. Entry points
   whose flags load configs (which import the input pipeline) import TF quietly first."""
+  set_process_env()
   if uses_tensorflow:
     _import_tensorflow_quietly()
 

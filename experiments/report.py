@@ -11,8 +11,8 @@ table row per group — model, dataset, our metric as mean ± sample standard de
 finished seeds, the paper's metric and its source, epochs, mean wall time, time to a target
 accuracy where the recipe defines one, hardware and the exact command — then a section per
 group (per-seed numbers, curves of loss and accuracy against steps and wall time with the seeds
-overlaid, a confusion matrix when ``eval_<split>.json`` exists). Every recipe known to
-experiments/expected.py that has no runs is listed with its paper target, the command and a
+overlaid, a confusion matrix when ``eval_<split>.json`` exists). Every recipe with an
+EXPECTED entry that has no runs is listed with its paper target, the command and a
 time estimate, as "not yet run".
 
 Our metric is the final evaluation of each run (``final_metrics.json``: the last step, every

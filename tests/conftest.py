@@ -31,16 +31,6 @@ def xla_flags(devices=None) -> str:
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_decoded_data():
-  """The in-memory back end caches decoded splits per process, keyed by data dir and split;
-  tests under tfds.testing.mock_data serve other examples from the same key, so each test
-  starts with an empty cache."""
-  yield
-  from cnnlab.data import memory
-  memory.clear_cache()
-
-
 def pytest_report_header(config):
   """Says which MNIST the shared fixture uses, so a run without ../shared is visible."""
   if os.path.isdir(SHARED_MNIST):

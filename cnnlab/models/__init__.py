@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
+from cnnlab.config import registry as config_registry
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
@@ -43,6 +45,7 @@ def register(info: ModelInfo, factory: Callable[..., nn.Module]) -> None:
   if info.name in _REGISTRY:
     raise ValueError(f"model {info.name!r} is registered twice")
   _REGISTRY[info.name] = (factory, info)
+  config_registry.register("model", info.name)
 
 
 def names() -> list[str]:
