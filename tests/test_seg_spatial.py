@@ -189,3 +189,11 @@ def test_border_weights_ignore_label_and_given_class_weights():
   np.testing.assert_allclose(w[39, 59], 1.0)
   np.testing.assert_allclose(w[15, 15], 2.0)
   np.testing.assert_allclose(bw.balanced_class_weights([30, 10, 0]), [2 / 3, 2.0, 0.0])
+
+
+def test_constant_mode_fills_the_mask_with_the_ignore_label():
+  image, mask = np.ones((20, 20, 1), np.float32), np.ones((20, 20), np.uint8)
+  opts = sp.SpatialAugment(scale_range=(0.5, 0.5), mode="constant", ignore_label=255)
+  i, m = sp.augment_pair(image, mask, np.random.default_rng(0), opts)
+  assert m[0, 0] == 255 and m[10, 10] == 1 and i[0, 0, 0] == 0.0
+  assert np.all(m[i[..., 0] > 0.99] == 1) and np.all(m[i[..., 0] < 0.01] == 255)

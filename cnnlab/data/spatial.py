@@ -44,6 +44,8 @@ from scipy import ndimage
 # standard deviation. Per-pixel displacements are then computed using bicubic interpolation."
 ELASTIC_GRID = 3
 ELASTIC_SIGMA = 10.0
+# nnU-Net (v1) default_3D_augmentation_params' "scale_range": the zoom factors it draws from.
+SCALE_RANGE = (0.85, 1.25)
 # scipy.ndimage's name for numpy's 'reflect' extension (mirror about the edge pixel's centre).
 BOUNDARY = "mirror"
 BOUNDARY_MODES = ("mirror", "reflect", "nearest", "constant", "wrap")
@@ -204,17 +206,19 @@ def _source_coords(start, size, scale: float, field) -> np.ndarray:
   return coords
 
 
-def resample_pair(image, mask, coords: np.ndarray, order: int = 1, mode: str = BOUNDARY):
-  """Reads image (spline ``order``, float32) and mask (nearest) at ``coords`` [rank, *out]."""
+def resample_pair(image, mask, coords: np.ndarray, order: int = 1, mode: str = BOUNDARY,
+                  fill_label: int = 0):
+  """Reads image (spline ``order``, float32) and mask (nearest) at ``coords`` [rank, *out];
+  with mode 'constant', outside points read image 0 and mask ``fill_label``."""
   if mode not in BOUNDARY_MODES:
     raise AugmentError(f"boundary mode={mode!r} is not one of {', '.join(BOUNDARY_MODES)}")
   channels = [ndimage.map_coordinates(image[..., c], coords, order=order, mode=mode,
                                       output=np.float32) for c in range(image.shape[-1])]
   return (np.stack(channels, axis=-1),
-          ndimage.map_coordinates(mask, coords, order=0, mode=mode))
+          ndimage.map_coordinates(mask, coords, order=0, mode=mode, cval=fill_label))
 
 
-def random_scale(image, mask, rng: np.random.Generator, scale_range=(0.85, 1.25),
+def random_scale(image, mask, rng: np.random.Generator, scale_range=SCALE_RANGE,
                  order: int = 1, mode: str = BOUNDARY):
   """Zooms the pair about its centre by s ~ U[scale_range] (one draw) at the same size: s > 1
   crops the enlarged pair, s < 1 fills the border with the mirrored pair."""
@@ -254,7 +258,8 @@ class SpatialAugment:
                             the window is centred on a foreground pixel.
   image_order               spline order for the image (0, 1 or 3); the mask is always nearest.
   mode                      scipy boundary mode where a warp reads outside the array.
-  ignore_label              label that is not foreground, and fills crop padding.
+  ignore_label              label that is not foreground; fills crop padding (and, with mode
+                            'constant', what a warp reads outside the mask).
   """
   flip_axes: tuple[int, ...] = ()
   flip_prob: float = 0.5
@@ -328,4 +333,4 @@ def augment_pair(image, mask, rng: np.random.Generator, opts: SpatialAugment):
     window = tuple(slice(a, a + int(n)) for a, n in zip(start, size))
     return image[window], mask[window]
   coords = _source_coords(start, size, scale, field)
-  return resample_pair(image, mask, coords, opts.image_order, opts.mode)
+  return resample_pair(image, mask, coords, opts.image_order, opts.mode, fill)
