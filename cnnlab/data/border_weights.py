@@ -25,9 +25,9 @@ How this module reads the paper:
 
 Cost: one Euclidean distance transform per cell, each on the cell's bounding box grown by
 ``cutoff = sigma * sqrt(2 ln 1e6)`` (~26 px at sigma = 5): when d2 > cutoff the border term is
-below w0 * 1e-6, and it is taken as exactly 0 there. Compute the map once per training image
-offline (or per augmented mask; about 1 ms per cell on a 512 x 512 slice) — see
-``cnnlab.data.spatial`` for carrying a precomputed map through augmentation.
+below w0 * 1e-6, and it is taken as exactly 0 there. A 512 x 512 slice with 135 cells took
+0.2 s on a contended 2-core AVX2 host: compute the map once per training image, offline, and
+carry it through augmentation as an extra image channel (see ``cnnlab.data.spatial``).
 """
 from __future__ import annotations
 
