@@ -48,11 +48,7 @@ def _prepare(run, paths):
   """``[(name, input or None, error or None)]`` for the files and folders in ``paths``, in
   their order (a .ts file gives one entry per series)."""
   from cnnlab.explain import user_files
-  builder = None
-  if run.options.get("preprocess") == "per_pixel_mean":   # CIFAR: the training mean image
-    from cnnlab.data import datasets
-    builder = datasets.builder(run.dataset, run.options.get("data_dir"))
-  prepare = user_files.Preparer(run.dataset, run.options, run.input_shape, builder)
+  prepare = user_files.Preparer(run.feed, run.input_shape)
   items = []
   for path, error in user_files.collect(paths):
     if error:
@@ -67,16 +63,6 @@ def _prepare(run, paths):
     except user_files.InputError as e:
       items.append((path, None, str(e).split(": ", 1)[-1]))
   return items
-
-
-def _probabilities(run, x, batch_size: int = 64):
-  import jax
-  import numpy as np
-  from cnnlab.explain import features
-  logits_fn = jax.jit(lambda v, b: jax.nn.softmax(
-      features.apply_inference(run.model, v, b).astype("float32")))
-  return np.concatenate([np.asarray(logits_fn(run.variables, x[i:i + batch_size]))
-                         for i in range(0, len(x), batch_size)])
 
 
 def _explain(run, method, x, probs, names, out_dir, layer):
@@ -107,8 +93,8 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
   """Classifies ``inputs``; prints a line each; writes the CSV (and heat maps). Returns
   (csv rows, number of failed inputs)."""
   import numpy as np
-  from cnnlab.explain import explainers, trained_run
-  from cnnlab.training import ConfigError
+  from cnnlab.explain import explainers
+  from cnnlab.training import ConfigError, inference, load_trained
   if explain:
     try:
       explainers.check_method(explain)
@@ -116,13 +102,13 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
       raise ConfigError(f"--explain: {e}") from None
   if top_k < 1:
     raise ConfigError(f"--top_k={top_k} must be >= 1")
-  run = trained_run.load(workdir, checkpoint)
+  run = load_trained(workdir, checkpoint)
   items = _prepare(run, inputs)
   ready = [(name, x) for name, x, error in items if error is None]
   names = [n for n, _ in ready]
   if ready:
     x = np.stack([v for _, v in ready])
-    probs = _probabilities(run, x)
+    probs = inference.probabilities(run, x)
   by_name = dict(zip(names, probs)) if ready else {}
   rows = []
   for name, _, error in items:

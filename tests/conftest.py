@@ -144,3 +144,21 @@ def pytest_xdist_auto_num_workers(config):
   except AttributeError:
     cores = os.cpu_count() or 1
   return max(1, min(MAX_WORKERS, cores))
+
+
+def spec_of(config, *, devices: int = 1, processes: int = 1, n: int | None = None,
+            data_dir_prepared: bool = False):
+  """``cnnlab.config.resolve`` of ``config`` for ``devices`` devices in ``processes``
+  processes, without a device query or oneDNN probe: the dataset's facts come from the
+  catalogue (or the prepared metadata when ``data_dir_prepared``), the train split sized ``n``
+  when given (no data is read either way)."""
+  import dataclasses
+  from cnnlab import config as config_lib
+  from cnnlab.data import datasets
+  c = config_lib.complete(config)
+  facts = datasets.describe(c.dataset, require_prepared=data_dir_prepared)
+  if n is not None:
+    split = c.dataset.train_split or facts.train_split
+    facts = dataclasses.replace(facts, split_sizes={**facts.split_sizes, split: int(n)})
+  return config_lib.resolve(c, facts, config_lib.Devices(device_count=devices,
+                                                         process_count=processes))

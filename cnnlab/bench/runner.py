@@ -94,7 +94,8 @@ def torch_setup(torch, name: str, jb, shape, batch: int, opts: Options):
                        num_classes=jb.num_classes, threads=opts.threads, dtype=opts.dtype,
                        channels_last=opts.channels_last, device=opts.torch_device,
                        aux_loss_weight=jb.train_spec.aux_loss_weight,
-                       weight_decay=jb.optim.weight_decay)
+                       weight_decay=jb.optim.weight_decay,
+                       learning_rate=jb.optim.learning_rate)
     return torch, reply, None
   except TorchUnavailable:
     raise

@@ -32,10 +32,12 @@ DATASET_OPTIONS = dict(
     data_dir=None, preprocess=None, image_size=None, eval_resize=256, shuffle_buffer=10_000,
     train_split=None, eval_split=None, augment=True, crop_area_min=0.08, scale_min=256,
     scale_max=512, pca_lighting=0.0, prefetch=2, num_parallel_calls=-1, download=False,
-    series_length=None, crop_shape=None, flip_axes=(0, 1, 2))
+    series_length=None, series_lengths=None, pad_seed=0, crop_shape=None,
+    flip_axes=(0, 1, 2))
 # The type of an option whose default is None (what --config.dataset.x=... parses to).
 OPTION_TYPES = {"data_dir": str, "preprocess": str, "image_size": int, "train_split": str,
-                "eval_split": str, "series_length": int, "crop_shape": tuple}
+                "eval_split": str, "series_length": int, "series_lengths": str,
+                "crop_shape": tuple}
 
 
 # ------------------------------------------------------------------------------ the specs

@@ -36,6 +36,7 @@ offline prepare command instead. (Under ``tfds.testing.mock_data``, whose
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Mapping
 
@@ -212,8 +213,10 @@ def _local_info(info: DatasetInfo, data_dir, directory: str) -> DatasetInfo:
 
 
 def _catalogue_info(info: DatasetInfo, data_dir, directory: str, required: bool):
-  builder = prepared.catalogue_builder(info.tfds_name, directory)
-  if not builder.is_prepared():
+  builder = None
+  if os.path.isdir(os.path.join(directory, info.tfds_name.split("/")[0])):
+    builder = prepared.catalogue_builder(info.tfds_name, directory)
+  if builder is None or not builder.is_prepared():
     if required:
       raise _unavailable(info, data_dir, directory)
     return info

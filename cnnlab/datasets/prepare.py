@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from cnnlab.data import datasets
+from cnnlab.data import datasets, prepared
 from cnnlab.datasets import local
 
 KNOWN_MD5 = {
@@ -287,8 +287,8 @@ def prepare_local(info: datasets.DatasetInfo, source_dir: str | None, data_dir: 
   from cnnlab.datasets import ucr, volume_folders
   root = datasets.resolve_data_dir(data_dir)
   key = datasets.local_key(info.name)
-  if local.is_prepared(*key, root) and not overwrite:
-    return local.dataset_dir(*key, root)
+  if prepared.local_is_prepared(*key, root) and not overwrite:
+    return prepared.local_dir(*key, root)
   try:
     if info.name == datasets.SYNTHETIC_VOLUMES:
       spec = volume_folders.synthetic_spec()

@@ -2,7 +2,7 @@
 prepares its evaluation examples.
 
     entries = collect(["scan.npy", "digits/"])   # [(path, error or None)], folders expanded
-    prepare = Preparer(info, options, input_shape)           # the run's dataset
+    prepare = Preparer(trained.feed, trained.input_shape)    # the run's dataset
     for path, error in entries:
         for name, raw in read(path):                         # a .ts file may hold several series
             x = prepare(name, raw)                           # float32, one example
@@ -10,7 +10,7 @@ prepares its evaluation examples.
 Supported: PNG/JPEG images (MNIST, CIFAR, ImageNet families), ``.npy`` arrays and NIfTI
 ``.nii``/``.nii.gz`` volumes (volume family; ``.npy`` also for series), ``.ts`` (UCR/UEA) and
 ``.csv`` series (rows are time steps, columns channels; one row is a univariate series).
-Preparation is the evaluation pipeline's (``cnnlab.data.families.eval_inputs``):
+Preparation is the evaluation pipeline's (``cnnlab.data.pipeline.Feed.eval_inputs``):
 - mnist: a grey 28x28 image; 'standard' (x/255 - mean) / std, or 'lenet1998' (padded to 32);
 - cifar: an RGB 32x32 image; per-channel standardisation or the training set's mean image;
 - imagenet: any RGB image file: shorter side resized, centre crop, standardised;
@@ -131,13 +131,14 @@ class Preparer:
   """Raw array -> one model input (float32), through the data package's ``eval_inputs`` (the
   evaluation pipeline's own preprocessing); InputError (one line, naming the file) otherwise.
   Images are checked here first so the message speaks of channels and pixels."""
-  info: Any                   # cnnlab.data.datasets.DatasetInfo
-  options: Mapping[str, Any]  # the run's resolved dataset options
+  feed: Any                   # the run's cnnlab.data.pipeline.Feed
   input_shape: tuple          # what the model takes (for messages)
-  builder: Any = None         # only CIFAR's 'per_pixel_mean' needs the training split
+
+  @property
+  def info(self):
+    return self.feed.facts.info
 
   def __call__(self, name: str, raw: np.ndarray) -> np.ndarray:
-    from cnnlab.data import families
     path = name.split("#")[0]
     ext = extension(path)
     family = self.info.family
@@ -152,7 +153,7 @@ class Preparer:
     elif family == "series" and np.ndim(raw) == 1:
       raw = np.asarray(raw)[:, None]
     try:
-      batch = families.eval_inputs(self.info, self.options, [raw], builder=self.builder)
+      batch = self.feed.eval_inputs([raw])
     except ValueError as e:
       raise InputError(f"{name}: {str(e).splitlines()[0]}") from None
     return np.asarray(batch[0], np.float32)
@@ -161,7 +162,7 @@ class Preparer:
     if ext not in IMAGE_EXTENSIONS:
       raise InputError(f"{name}: a {ext} file; this model takes "
                        f"{_shape_text(self.input_shape)} images (PNG/JPEG)")
-    want_c = int(self.info.channels)
+    want_c = int(self.input_shape[-1])
     if raw.ndim != 3 or raw.dtype != np.uint8:
       raise InputError(f"{name}: a {raw.dtype} image of shape {raw.shape}; need 8-bit pixels")
     if raw.shape[-1] != want_c:

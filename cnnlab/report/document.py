@@ -1,5 +1,5 @@
 """The reproduction report as Markdown: the results table (one row per group of seeds, and
-the recipes not yet run), a section per group, and figures through cnnlab.viz.
+the recipes not yet run), a section per group, and figures through cnnlab.explain.
 
 Our metric is the final evaluation of each run (``final_metrics.json``), never a best-of
 checkpoint chosen on the eval split. Wall time and time-to-accuracy count from the start of the
@@ -15,6 +15,8 @@ import os
 from typing import Any
 
 from cnnlab import provenance
+from cnnlab.data import datasets
+from cnnlab.explain import training_plots
 from cnnlab.report.expected import (DEFAULT_PACKAGE, METRIC_LABELS, Recipe, all_recipes,
                                     metric_value)
 from cnnlab.report.runs import RunRecord, find_groups, group_recipe
@@ -62,7 +64,6 @@ def _split_label(runs: list[RunRecord]) -> str:
   split = ds.get("eval_split")
   if not split:
     try:
-      from cnnlab.data import datasets
       split = datasets.get(ds.get("name")).eval_split
     except ValueError:
       split = "eval"
@@ -172,27 +173,26 @@ def pending_row(rec: Recipe, other_dataset: bool = False) -> str:
 
 def _figures(group: str, runs: list[RunRecord], rec: Recipe | None,
              fig_dir: str) -> dict[str, str]:
-  from cnnlab import viz
   out = {}
   curves = {}
   for r in runs:
     if r.rows:
-      clock = viz.run_clock(r.rows, r.info.get("attempts"))
+      clock = training_plots.run_clock(r.rows, r.info.get("attempts"))
       curves[r.name] = [{**row, "elapsed_sec": clock(row["time"])} for row in r.rows]
   target = rec.time_to_accuracy if rec else None
   if rec and rec.target and target is None:
     metric, _, bound = rec.target
     target = {"accuracy": bound, "error": 1 - bound}.get(metric)
   if curves:
-    out["curves"] = viz.plot_curves(curves, os.path.join(fig_dir, f"{group}_curves.png"),
+    out["curves"] = training_plots.plot_curves(curves, os.path.join(fig_dir, f"{group}_curves.png"),
                                     title=f"{group}: loss and accuracy, seeds overlaid",
                                     target=target)
   for r in runs:
     for split, ev in sorted(r.evals.items()):
       if "confusion_matrix" in ev:
-        names = viz.CLASS_NAMES.get(r.config.get("dataset", {}).get("name"))
+        names = datasets.CLASS_NAMES.get(r.config.get("dataset", {}).get("name"))
         n = len(ev["confusion_matrix"])
-        out["confusion"] = viz.plot_confusion(
+        out["confusion"] = training_plots.plot_confusion(
             ev["confusion_matrix"], os.path.join(fig_dir, f"{group}_confusion.png"),
             class_names=names if names and len(names) == n else None,
             title=f"{group}/{r.name}, {split} split (accuracy {100 * ev['eval_accuracy']:.2f} %)")

@@ -8,6 +8,9 @@ import os
 from typing import Any
 
 from cnnlab import provenance
+from cnnlab.data import datasets
+from cnnlab.explain import training_plots
+from cnnlab.metrics import read_jsonl
 from cnnlab.report.expected import Recipe, all_recipes, recipe
 
 
@@ -41,9 +44,8 @@ class RunRecord:
     return self.final is not None and "eval_accuracy" in self.final
 
   def elapsed(self, t: float) -> float:
-    """Seconds of run time at Unix time ``t`` (see ``cnnlab.viz.run_clock``)."""
-    from cnnlab import viz
-    return viz.run_clock(self.rows, self.info.get("attempts"))(t)
+    """Seconds of run time at Unix time ``t`` (see ``training_plots.run_clock``)."""
+    return training_plots.run_clock(self.rows, self.info.get("attempts"))(t)
 
   @property
   def timed_from_start(self) -> bool:
@@ -63,7 +65,6 @@ class RunRecord:
       step = max((int(r["step"]) for r in self.rows), default=None)
     cfg = self.config
     try:
-      from cnnlab.data import datasets
       ds = cfg["dataset"]
       info = datasets.get(ds["name"])
       split = ds.get("train_split") or info.train_split
@@ -81,7 +82,6 @@ class RunRecord:
 
 
 def read_run(path: str) -> RunRecord:
-  from cnnlab.metrics import read_jsonl
   evals = {}
   for f in sorted(os.listdir(path)):
     if f.startswith("eval_") and f.endswith(".json"):
