@@ -1,6 +1,6 @@
 r"""Pictures of a trained workdir: what the network learned, where it looks, how it trained.
 
-    python -m experiments.visualize --workdir=runs/lenet5_mnist/seed0 \
+    python -m experiments.visualize --workdir=runs/lenet5_mnist \
         --what=filters,feature_maps,saliency,gradcam,mistakes,curves,confusion \
         [--layer=conv1,conv2] [--image_index=0] [--split=test] [--out_dir=DIR] \
         [--checkpoint=auto|best|latest|STEP]
