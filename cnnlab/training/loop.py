@@ -29,6 +29,7 @@ import numpy as np
 from cnnlab import checkpoint as ckpt_lib
 from cnnlab import metrics as metrics_lib
 from cnnlab import provenance
+from cnnlab import workdir_lock
 from cnnlab.config import RunSpec, resolve
 from cnnlab.training import builders
 from cnnlab.training.parts import Parts, build_parts, params_fingerprint
@@ -54,6 +55,21 @@ def as_spec(spec_or_config) -> RunSpec:
 def train_and_evaluate(spec_or_config, workdir: str, *,
                        stop_requested: Callable[[], bool] = lambda: False) -> dict[str, Any]:
   """Trains in ``workdir`` (resuming if it holds checkpoints); returns the final metrics."""
+  # --- issue 28 item 10: one writer per workdir (cnnlab/workdir_lock.py). Process 0 holds
+  # the lock for the run; a second run is refused at once (WorkdirBusyError, a ConfigError).
+  spec = as_spec(spec_or_config)   # a bad config is refused before the workdir is touched
+  with workdir_lock.hold_for_run(workdir, process_index=jax.process_index(),
+                                 share=_from_process_0 if jax.process_count() > 1 else None):
+    return _train_and_evaluate(spec, workdir, stop_requested)
+
+
+def _from_process_0(ok: bool) -> bool:
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+  # --- end issue 28 item 10
+
+
+def _train_and_evaluate(spec_or_config, workdir: str, stop_requested) -> dict[str, Any]:
   spec = as_spec(spec_or_config)
   parts = build_parts(spec)
   ckpt = builders.checkpointer(spec, workdir)
