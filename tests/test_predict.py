@@ -58,10 +58,10 @@ def test_predict_on_good_and_bad_files(workdir, tmp_path, capsys):
       "missing.png"]
   errors = {os.path.basename(r["path"]): r["error"] for r in rows if r["error"]}
   assert errors == {   # a mismatch is refused, naming the option that would convert it
-      "rgb.png": "3 channel(s); the model takes grey images (1 channel) (pass --grey to "
-                 "convert it)",
-      "small.png": "a 20x20 image; the model takes 28x28 (pass --resize to scale and "
-                   "centre-crop it)",
+      "rgb.png": "3 channel(s); the model takes grey images (1 channel): pass --grey to "
+                 "convert it",
+      "small.png": "a 20x20 image; the model takes 28x28: pass --resize to scale and "
+                   "centre-crop it",
       "broken.png": errors["broken.png"], "series.csv": errors["series.csv"],
       "missing.png": "no such file or folder"}
   assert errors["broken.png"].startswith("not a readable image")

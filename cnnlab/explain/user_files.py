@@ -207,7 +207,7 @@ class Preparer:
     if have_c == want_c:
       return raw
     kind = {1: "grey", 3: "RGB"}.get(want_c, f"{want_c}-channel")
-    fix = " (pass --grey to convert it)" if want_c == 1 and have_c in (2, 3, 4) else ""
+    fix = ": pass --grey to convert it" if want_c == 1 and have_c in (2, 3, 4) else ""
     if not fix or not self.conversions.grey:
       raise InputError(f"{name}: {have_c} channel(s); the model takes {kind} images "
                        f"({want_c} channel{'s' if want_c > 1 else ''}){fix}")
@@ -222,7 +222,7 @@ class Preparer:
       return raw
     if not self.conversions.resize:
       raise InputError(f"{name}: a {_shape_text(raw.shape[:2])} image; the model takes "
-                       f"{_shape_text(stored)} (pass --resize to scale and centre-crop it)")
+                       f"{_shape_text(stored)}: pass --resize to scale and centre-crop it")
     out, scaled = resize_and_crop(raw, stored)
     done.append(f"resized {_shape_text(raw.shape[:2])} to {_shape_text(scaled)} (Lanczos), "
                 f"centre-cropped to {_shape_text(stored)}")
