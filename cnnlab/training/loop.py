@@ -64,9 +64,10 @@ def train_and_evaluate(spec_or_config, workdir: str, *,
 
 
 def _from_process_0(ok: bool) -> bool:
+  """Process 0's ``ok`` in every process of a multi-host run (a refused run stops in all)."""
   from jax.experimental import multihost_utils
   return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
-  # --- end issue 28 item 10
+# --- end issue 28 item 10
 
 
 def _train_and_evaluate(spec_or_config, workdir: str, stop_requested) -> dict[str, Any]:
