@@ -47,13 +47,23 @@ EXIT_IO = 74          # EX_IOERR: a checkpoint could not be written (earlier one
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: a checkpoint was written; run the same command again
 
 FLAGS = flags.FLAGS
+# --- issue 28 item 8: flags defined through the helpers below belong to the entry point that
+# calls them, so its --help lists them. absl shows the main module's key flags only; without
+# this they were this module's (or ml_collections'), and --help omitted them.
+flags.disclaim_key_flags()
+
+
+def _key_flag_of_caller(holder):
+  flags.declare_key_flag(holder.name)   # the disclaimed cli is skipped: the caller's module
+  return holder
+# --- end issue 28 item 8
 
 
 def shared_string_flag(name: str, default, help_text: str):
   """DEFINE_string, or the existing holder when another entry point already defined ``name``
   in this process (tests import several entry points; the flags mean the same in each)."""
   if name in FLAGS:
-    return flags.FlagHolder(FLAGS, FLAGS[name])
+    return _key_flag_of_caller(flags.FlagHolder(FLAGS, FLAGS[name]))
   return flags.DEFINE_string(name, default, help_text)
 
 
@@ -61,7 +71,7 @@ def shared_flag(define, name: str, *args, **kwargs):
   """``define(name, ...)`` (an absl DEFINE_*), or the existing holder when another entry point
   already defined ``name`` in this process (the flags mean the same in each)."""
   if name in FLAGS:
-    return flags.FlagHolder(FLAGS, FLAGS[name])
+    return _key_flag_of_caller(flags.FlagHolder(FLAGS, FLAGS[name]))
   return define(name, *args, **kwargs)
 
 
@@ -69,13 +79,15 @@ def shared_config_flag(help_text: str):
   """``--config`` (an ml_collections recipe file), or the existing holder when another entry
   point already defined it in this process (tests import train and evaluate together)."""
   if "config" in FLAGS:
-    return flags.FlagHolder(FLAGS, FLAGS["config"])
+    return _key_flag_of_caller(flags.FlagHolder(FLAGS, FLAGS["config"]))
   from ml_collections import config_flags
-  return config_flags.DEFINE_config_file("config", None, help_text)
+  return _key_flag_of_caller(config_flags.DEFINE_config_file("config", None, help_text))
 
 
 def define_distributed_flags() -> None:
   if "coordinator_address" in FLAGS:
+    for name in ("coordinator_address", "num_processes", "process_id"):
+      flags.declare_key_flag(name)
     return
   flags.DEFINE_string("coordinator_address", None,
                       "host:port of process 0 for multi-host runs (default: auto-detect "

@@ -10,8 +10,8 @@ r"""Pictures of a trained workdir: what the network learned, where it looks, how
 - ``feature_maps``: the input and the maps of each ``--layer`` (default: the first layer with a
   spatial output) for example ``--image_index`` of the eval split;
 - ``saliency``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``: a heat map over that
-  example for its predicted class; ``gradcam`` at each ``--layer`` (default: the last feature
-  map);
+  example for its predicted class; ``gradcam`` at each ``--layer`` (default: the deepest feature
+  map larger than 1 in every axis);
 - ``mistakes``: the most confident mistakes among the first ``--max_examples`` eval examples;
 - ``curves``: loss and accuracy against steps and wall time, from ``metrics.jsonl``;
 - ``confusion``: from ``eval_<split>.json`` (python -m experiments.evaluate), else computed on

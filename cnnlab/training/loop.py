@@ -25,10 +25,12 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from cnnlab import checkpoint as ckpt_lib
 from cnnlab import metrics as metrics_lib
 from cnnlab import provenance
+from cnnlab import workdir_lock
 from cnnlab.config import RunSpec
 from cnnlab.training import builders, sources
 from cnnlab.training.parts import Parts, build_parts, params_fingerprint
@@ -54,10 +56,23 @@ def train_and_evaluate(spec: RunSpec, workdir: str, *,
   """Trains in ``workdir`` (resuming if it holds checkpoints); returns the final metrics.
 
   ``spec``: a RunSpec (``cnnlab.training.resolve_run(config)``), or a config, which is resolved
-  that same way first. A finished run (its last step checkpointed and final_metrics.json
-  written) is left as it is: its final metrics are returned and nothing is written."""
+  that same way first. One process writes a workdir: while another holds it the run is refused
+  at once (``WorkdirBusyError``, a ConfigError; cnnlab/workdir_lock.py). A finished run (its
+  last step checkpointed and final_metrics.json written) is left as it is: its final metrics
+  are returned and nothing is written."""
   if not isinstance(spec, RunSpec):
-    spec = resolve_run(spec)
+    spec = resolve_run(spec)   # a bad config is refused before the workdir is touched
+  with workdir_lock.hold_for_run(workdir, process_index=jax.process_index(),
+                                 share=_from_process_0 if jax.process_count() > 1 else None):
+    return _train_and_evaluate(spec, workdir, stop_requested)
+
+
+def _from_process_0(ok: bool) -> bool:
+  """Process 0's ``ok`` in every process of a multi-host run (a refused run stops in all)."""
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+
+
+def _train_and_evaluate(spec: RunSpec, workdir: str, stop_requested) -> dict[str, Any]:
   parts = build_parts(spec)
   ckpt = builders.checkpointer(spec, workdir)
   is_main = jax.process_index() == 0
