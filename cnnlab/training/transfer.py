@@ -40,7 +40,8 @@ import optax
 from flax import traverse_util
 
 from cnnlab.config import ConfigError
-from cnnlab.config.checks import compile_patterns as _compile, parse_lr_groups
+from cnnlab.config.checks import compile_patterns as _compile
+from cnnlab.config.checks import parse_lr_groups as _parse_lr_groups
 
 
 class TransferError(ConfigError):
@@ -172,6 +173,14 @@ def merge(target, source, *, head: Iterable[str] = (), first: Iterable[str] = ()
 def compile_patterns(patterns: Sequence[str], what: str) -> list[re.Pattern]:
   try:
     return _compile(patterns, what)
+  except ConfigError as e:
+    raise TransferError(str(e)) from None
+
+
+def parse_lr_groups(spec) -> tuple[tuple[str, float], ...]:
+  """'regex=mult,regex=mult' (or pairs) -> ((regex, mult), ...); a bad item is a TransferError."""
+  try:
+    return _parse_lr_groups(spec)
   except ConfigError as e:
     raise TransferError(str(e)) from None
 
