@@ -266,7 +266,7 @@ def test_config_selects_the_extension_by_name():
   the oneDNN conv (the names accepted are kernels.NAMES), equal to the plain model; a wrong
   name is refused with the allowed ones listed."""
   from cnnlab import config as config_lib
-  from cnnlab import config_checks
+  from cnnlab.config import checks as config_checks
   from cnnlab.training import builders
   from experiments.configs import fcn1d_ucr
   c = fcn1d_ucr.get_config()
