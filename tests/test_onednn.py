@@ -288,13 +288,15 @@ def test_config_selects_the_extension_by_name():
 
 @pytest.mark.parametrize("exported", [None, "ACTIVE"])
 def test_entry_points_make_openmp_wait_passively(exported):
-  """Every entry point imports experiments.cli, which sets OMP_WAIT_POLICY=PASSIVE for the
-  extension's libgomp before anything loads it, unless the user exported a value."""
+  """Every entry point runs through experiments.cli.run, which sets OMP_WAIT_POLICY=PASSIVE
+  for the extension's libgomp before it loads anything, unless the user exported a value;
+  importing experiments.cli alone writes no environment (issue 27: no import-time writes)."""
   env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
   if exported:
     env["OMP_WAIT_POLICY"] = exported
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, "-c", "import os, experiments.cli; "
-                        "print(os.environ['OMP_WAIT_POLICY'])"], cwd=root, env=env,
-                       capture_output=True, text=True, check=True).stdout.strip()
-  assert out == (exported or "PASSIVE")
+  code = ("import os, experiments.cli as cli; print(os.environ.get('OMP_WAIT_POLICY', '-')); "
+          "cli.run(lambda argv: print(os.environ['OMP_WAIT_POLICY']), uses_tensorflow=False)")
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                       capture_output=True, text=True, check=True).stdout.split()
+  assert out == [exported or "-", exported or "PASSIVE"]
