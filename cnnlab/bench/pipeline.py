@@ -48,11 +48,11 @@ def pipeline_throughput(model_name: str, batch_size: int, image_size: int,
     if use_dir is None:
       with contextlib.redirect_stdout(sys.stderr):   # TFDS prints its progress to stdout
         use_dir = _synthetic_data_dir(name, tmp)
-    over = {"data_dir": use_dir, "shuffle_buffer": 256}
+    over = {"data_dir": use_dir}
     if pre:
       over["preprocess"] = pre
-    if name == "imagenet2012":
-      over["image_size"] = image_size
+    if name == "imagenet2012":   # the streaming family: the only one with these options
+      over.update(image_size=image_size, shuffle_buffer=256)
     spec = pipeline.data_spec(name, **over)
     rate = pipeline.measure_throughput(spec, global_batch_size=batch_size,
                                        num_batches=num_batches, warmup=3)
