@@ -152,19 +152,3 @@ def train_batches(spec: RunSpec, feed_: pipeline.Feed, mesh_, start_step: int) -
   host = feed_.train_batches(global_batch_size=spec.loop.global_batch, seed=spec.seed,
                              start_step=start_step)
   return parallel.prefetch_to_device(host, mesh_)
-
-
-def evaluate(spec: RunSpec, state: TrainState, eval_step_, feed_: pipeline.Feed, mesh_,
-             split: str | None = None) -> dict:
-  """Eval metrics over every example of ``split`` (default: the eval split), each counted
-  once (padded batches carry a mask); ``confusion`` too when the step computes it."""
-  batches = feed_.eval_batches(split=split or spec.data.eval_split,
-                               global_batch_size=spec.loop.eval_batch)
-  sync = parallel.needs_step_sync(mesh_)
-  totals = None
-  for batch in parallel.prefetch_to_device(batches, mesh_):
-    out = eval_step_(state, batch)
-    if sync:
-      jax.block_until_ready(out)
-    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  return task(spec).finalize(jax.tree.map(np.asarray, jax.device_get(totals)))
