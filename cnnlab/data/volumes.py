@@ -6,7 +6,8 @@ series folders.
     shape = volume_shape("scan.nii.gz")     # from the header, no voxels read
     z, y, x = voxel_spacing("CT_0001/")     # mm; None for .npy (unknown)
     a = affine("CT_0001/")                  # 4x4, voxel (d, h, w) -> RAS mm; None for .npy
-    vol = load("scan.nii.gz")               # all three at once (one header read)
+    vol = load("scan.nii.gz")               # voxels, spacing and affine at once
+    g = geometry("CT_0001/")                # shape, spacing and affine from the headers only
 
 What a training pipeline, ``predict`` and the dataset builders (cnnlab.datasets) all read
 volumes with. A file or folder that cannot be used is a ``VolumeError``: one line naming it.
@@ -42,6 +43,14 @@ class Volume:
   """A volume with its geometry: ``spacing`` (z, y, x) mm and ``affine`` (4x4, voxel -> RAS
   mm) are None where the file does not say (``.npy``)."""
   voxels: np.ndarray                 # float32 [D, H, W, C]
+  spacing: tuple[float, float, float] | None
+  affine: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """What the header(s) say: ``shape`` [D, H, W, C], ``spacing`` and ``affine`` as in Volume."""
+  shape: tuple[int, int, int, int]
   spacing: tuple[float, float, float] | None
   affine: np.ndarray | None
 
@@ -130,6 +139,21 @@ def volume_shape(path: str) -> tuple[int, ...]:
   except Exception as e:
     raise VolumeError(f"{path}: cannot read the volume header ({type(e).__name__})") from e
   return tuple(int(s) for s in shape) + ((1,) if len(shape) == 3 else ())
+
+
+def geometry(path: str) -> Geometry:
+  """Shape, spacing and affine from the header(s) alone (no voxel data read)."""
+  if os.path.isdir(path):
+    series = _series(path)
+    return Geometry(series.shape + (1,), series.spacing, series.affine("RAS"))
+  if path.lower().endswith(".npy"):
+    return Geometry(volume_shape(path), None, None)
+  image = _nifti_header(path)
+  shape = tuple(int(s) for s in image.shape)
+  if len(shape) not in (3, 4):
+    raise VolumeError(f"{path}: shape {shape}; expected [D, H, W] or [D, H, W, C]")
+  return Geometry(shape + ((1,) if len(shape) == 3 else ()), _nifti_spacing(image),
+                  np.asarray(image.affine, float))
 
 
 def _nifti_spacing(image) -> tuple[float, float, float]:
