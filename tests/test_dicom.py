@@ -292,3 +292,19 @@ def test_window_presets_and_pairs():
     windowing.window(hu, "liver")
   with pytest.raises(ValueError, match="width -5.0 HU: must be > 0"):
     windowing.window(hu, (40, -5))
+
+
+def test_volume_class_folders_accept_dicom_series(tmp_path):
+  """volumes/<name> (classification): a class folder may hold DICOM series folders."""
+  from cnnlab.datasets import volume_folders
+  (tmp_path / "normal").mkdir()
+  for i in range(2):
+    _series(tmp_path / "tumour" / f"patient{i}", n=3, seed=i, slopes=False)
+    np.save(tmp_path / "normal" / f"p{i}.npy", np.zeros((3, 4, 6), np.float32))
+  names, splits = volume_folders.scan(str(tmp_path))
+  assert names == ("normal", "tumour")
+  spec = volume_folders.local_spec("volumes/mixed", str(tmp_path))
+  got = {ex["file"]: ex for s in spec.splits for ex in spec.splits[s]()}
+  series = got[os.path.join("tumour", "patient1")]
+  assert series["label"] == 1 and series["volume"].shape == (3, 4, 6, 1)
+  assert series["volume"][2, 1, 3, 0] == 213      # geometric slice 2: stored 100 k + 10 h + w

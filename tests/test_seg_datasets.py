@@ -12,8 +12,11 @@ from PIL import Image
 
 from cnnlab.datasets import isbi2012, local, phantoms, prepare, seg_pairs, segmentation
 
-SHARED_ISBI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                           "shared", "datasets", "isbi2012_em")
+# The real files: $CNNLAB_RAW_DATA_DIR/isbi2012_em when set, else ../shared/datasets beside
+# the checkout (the layout prepare_if_needed reads).
+SHARED_ISBI = os.path.join(os.environ.get("CNNLAB_RAW_DATA_DIR") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "datasets"),
+    "isbi2012_em")
 IGNORE = seg_pairs.IGNORE_INDEX
 
 
@@ -325,16 +328,17 @@ def test_isbi_altered_or_missing_file_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED_ISBI), reason="../shared/datasets/isbi2012_em absent")
 def test_isbi_real_files(tmp_path):
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   path = prepare.prepare("isbi2012_em", SHARED_ISBI, str(tmp_path / "tfds"))
-  seconds = time.perf_counter() - start
+  seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
   b, train = _read(path, "train")
   meta = dict(b.info.metadata)
   assert meta["shape"] == [512, 512, 1] and meta["checksums"] == "verified against SHA256SUMS"
   membrane = meta["class_pixels"]["train"][0] / sum(meta["class_pixels"]["train"])
   assert 0.15 < membrane < 0.30        # README: ~22 % of pixels are membrane
   assert train[0]["image"].shape == (512, 512, 1) and set(np.unique(train[0]["mask"])) == {0, 1}
-  print(f"isbi2012_em build: {seconds:.1f} s")
+  size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+  print(f"isbi2012_em build: {seconds:.1f} s wall, {cpu:.1f} s CPU, {size / 2**20:.1f} MiB")
 
 
 # --------------------------------------------------------------------------- phantoms
@@ -373,10 +377,11 @@ def test_phantoms_small_build(tmp_path):
 
 @pytest.mark.slow
 def test_phantoms_full_build_time_and_size(tmp_path):
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   path = prepare.prepare("synthetic_phantoms", None, str(tmp_path))
-  seconds = time.perf_counter() - start
+  seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
   b, _ = _read(path, "validation")
   assert {s: b.info.splits[s].num_examples for s in b.info.splits} == phantoms.SIZES
   size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-  print(f"synthetic_phantoms build: {seconds:.1f} s, {size / 2**20:.1f} MiB")
+  print(f"synthetic_phantoms build: {seconds:.1f} s wall, {cpu:.1f} s CPU, "
+        f"{size / 2**20:.1f} MiB")

@@ -22,6 +22,9 @@ Inputs (``source_dir`` holds them under their original names):
 - ucr/<Name>: ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` (ucr.py); volumes/<name>: class
   folders of .npy / NIfTI volumes (volume_folders.py); synthetic_volumes: nothing (generated). These
   are built by cnnlab's own builder (local.py), not a TFDS catalogue one.
+- segmentation/<name> (image + mask folders), segvolumes/<name> (volume + label folders:
+  NIfTI, .npy, DICOM series), isbi2012_em (the ISBI 2012 EM files, SHA256SUMS verified),
+  synthetic_phantoms (generated): segmentation.py dispatches them, also through local.py.
 
 Checksums: md5 of each file against the values published with the data (MNIST/Fashion: the
 project README and torchvision; CIFAR: the CIFAR page; ImageNet: torchvision's table), or
