@@ -7,13 +7,15 @@ A CT-like task for 3-D segmentation that a small 3-D U-Net learns on a CPU: 48^3
 (an ellipsoid of soft tissue with a smooth fat / muscle texture) holding three organs of
 different shapes and textures and a small lesion:
 
-| class | name       | shape                                      | texture (HU)                  |
-|-------|------------|--------------------------------------------|-------------------------------|
-| 0     | background | air outside, body tissue inside            | -1000; body ~0 +- 15, smooth   |
-| 1     | liver      | a large ellipsoid cut flat on its medial side | 60 +- 6, smooth waves       |
-| 2     | kidney     | a bean: an ellipsoid with a notch (hilum)  | cortex 150 around medulla 90  |
-| 3     | spine      | a cylinder along the body axis             | bone shell 700, core 250 with discs every 6 voxels |
-| 4     | lesion     | a sphere (radius 2-3.5 voxels) inside the liver | 15 (hypodense)          |
+| class | name       | shape                                         | texture (HU)           |
+|-------|------------|-----------------------------------------------|------------------------|
+| 0     | background | air outside, body tissue inside               | -1000; body 0 +- 15    |
+| 1     | liver      | a large ellipsoid cut flat on its medial side | 60 +- 6, smooth waves  |
+| 2     | kidney     | a bean: an ellipsoid with a notch (hilum)     | cortex 150, medulla 90 |
+| 3     | spine      | a cylinder along the body axis                | shell 700, core 250 *  |
+| 4     | lesion     | a sphere (radius 2-3.5 voxels) in the liver   | 15 (hypodense)         |
+
+(* with "discs": the core is 80 HU darker in a band every 6 voxels along the axis.)
 
 Organs are classes 1-3 (``organ_classes``; the recipe's "mean organ Dice" averages them), the
 lesion class 4 (``lesion_classes``). Each volume has a random pose — rotation about the body

@@ -1,11 +1,11 @@
 """The segmentation datasets by name: where each is stored and which builder makes it.
 
-| name                    | stored as (TFDS dir)             | built by        | source           |
-|-------------------------|----------------------------------|-----------------|------------------|
-| ``segmentation/<name>`` | segmentation/<name>/1.0.0        | seg_folders.py  | image+mask folder|
-| ``segvolumes/<name>``   | segvolumes/<name>/1.0.0          | seg_volumes.py  | volume+label folder |
-| ``isbi2012_em``         | segmentation/isbi2012_em/1.0.0   | isbi2012.py     | the ISBI files   |
-| ``synthetic_phantoms``  | segvolumes/synthetic_phantoms/1.0.0 | phantoms.py  | none (generated) |
+| name                    | TFDS dir (under data_dir, + /1.0.0) | built by       | from        |
+|-------------------------|-------------------------------------|----------------|-------------|
+| ``segmentation/<name>`` | segmentation/<name>                 | seg_folders.py | a folder    |
+| ``segvolumes/<name>``   | segvolumes/<name>                   | seg_volumes.py | a folder    |
+| ``isbi2012_em``         | segmentation/isbi2012_em            | isbi2012.py    | ISBI files  |
+| ``synthetic_phantoms``  | segvolumes/synthetic_phantoms       | phantoms.py    | nothing     |
 
 2-D datasets (family ``segmentation``) share one feature set, and so do 3-D ones (family
 ``segvolumes``); their metadata.json carries the class names and the label mapping

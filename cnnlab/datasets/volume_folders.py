@@ -5,9 +5,9 @@
 ``DIR`` holds one sub-folder per class with its volumes, ``<class>/*.npy`` (NumPy arrays, read
 without pickle), ``<class>/*.nii`` / ``*.nii.gz`` (NIfTI, read with nibabel; the voxel array
 in stored index order, as float32, with the header's scaling applied) or ``<class>/<series>/``
-(a DICOM series folder, read by cnnlab.data.volumes: slices in geometric order, HU). Volumes are [D, H, W]
-or [D, H, W, C] and must all have the same shape (resample them beforehand; the first file of
-another shape is named in the error). Splits: when ``DIR`` has ``train/`` and ``test/``
+(a DICOM series folder, read by cnnlab.data.volumes: slices in geometric order, HU). Volumes
+are [D, H, W] or [D, H, W, C] and must all have the same shape (resample them beforehand; the
+first file of another shape is named in the error). Splits: when ``DIR`` has ``train/`` and ``test/``
 sub-folders, each with the class folders, those are the splits; otherwise every fifth file of
 each class (sorted by name: the 5th, 10th, ...) is held out as ``test`` — deterministic and
 stratified. Classes are the sorted class-folder names, mapped to 0..K-1 in that order (kept in
