@@ -108,19 +108,18 @@ def scan(root: str) -> dict[str, list[seg_pairs.Pair]]:
       accept_image=lambda p: os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def _check(root: str, pairs: Mapping[str, list]) -> tuple[dict, dict, set]:
-  """Pre-pass: ({pair: {stored value: count}}, {split: set of (H, W)}, channel counts)."""
-  counts, sizes, channels = {}, {}, {}
+def _check(root: str, pairs: Mapping[str, list]) -> tuple[dict, dict, int]:
+  """Pre-pass: ({pair: {stored value: count}}, {split: set of (H, W)}, channels)."""
+  counts, sizes, first = {}, {}, None
   for split, entries in pairs.items():
     sizes[split] = set()
     for pair in entries:
       path = os.path.join(root, pair.image)
       h, w, c = image_header(path)
-      channels.setdefault(c, path)
-      if len(channels) > 1:
-        (c0, first), = [(k, v) for k, v in channels.items() if k != c]
-        raise seg_pairs.SegmentationDataError(f"{path}: {c} channel(s) where {first} has "
-                                              f"{c0}; all images need one channel count")
+      first = first or (c, path)
+      if c != first[0]:
+        raise seg_pairs.SegmentationDataError(f"{path}: {c} channel(s) where {first[1]} has "
+                                              f"{first[0]}; all images need one channel count")
       sizes[split].add((h, w))
       if pair.label is not None:
         mask = read_mask(os.path.join(root, pair.label))
@@ -130,7 +129,7 @@ def _check(root: str, pairs: Mapping[str, list]) -> tuple[dict, dict, set]:
               f"differs from its image {pair.image} ({h}x{w})")
         values, n = np.unique(mask, return_counts=True)
         counts[pair] = dict(zip(values.tolist(), n.tolist()))
-  return counts, sizes, set(channels)
+  return counts, sizes, first[0]
 
 
 def features(channels: int) -> dict:
@@ -157,10 +156,10 @@ def spec_from_pairs(config: str, root: str, pairs: Mapping[str, list], *,
                     description: str = ""):
   """The LocalSpec of ``segmentation/<config>`` from scanned pairs (all checked first)."""
   from cnnlab.datasets import local
-  counts, sizes, (channels,) = _check(root, pairs)
+  counts, sizes, channels = _check(root, pairs)
   mapping = seg_pairs.resolve_map(root, label_map, {p: v.keys() for p, v in counts.items()})
   every = set().union(*sizes.values())
-  (h, w), = every if len(every) == 1 else [(None, None)]
+  h, w = next(iter(every)) if len(every) == 1 else (None, None)   # None: sizes vary
   meta = {"task": "segmentation", "ndim": 2, "shape": [h, w, channels], "channels": channels,
           **mapping.metadata(),
           "unlabelled_splits": [s for s, e in pairs.items() if e[0].label is None],

@@ -86,12 +86,14 @@ def scan(root: str, *, accept_image: Callable[[str], bool], accept_label: Callab
       out[split] = [Pair(split, k, images[k], None) for k in sorted(images)]
       continue
     labels = _entries(label_dir, accept_label, stem, root)
-    for k in sorted(set(images) - set(labels)):
-      raise SegmentationDataError(f"{os.path.join(root, images[k])}: image without a mask "
-                                  f"(no {split}/label/{k}.*)")
-    for k in sorted(set(labels) - set(images)):
-      raise SegmentationDataError(f"{os.path.join(root, labels[k])}: mask without an image "
-                                  f"(no {split}/image/{k}.*)")
+    alone = sorted(set(images) - set(labels))
+    if alone:
+      raise SegmentationDataError(f"{os.path.join(root, images[alone[0]])}: image without a "
+                                  f"mask (no {split}/label/{alone[0]}.*)")
+    alone = sorted(set(labels) - set(images))
+    if alone:
+      raise SegmentationDataError(f"{os.path.join(root, labels[alone[0]])}: mask without an "
+                                  f"image (no {split}/image/{alone[0]}.*)")
     out[split] = [Pair(split, k, images[k], labels[k]) for k in sorted(images)]
   return out
 
