@@ -22,6 +22,9 @@ Inputs (``source_dir`` holds them under their original names):
 - ucr/<Name>: ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` (ucr.py); volumes/<name>: class
   folders of .npy / NIfTI volumes (volume_folders.py); synthetic_volumes: nothing (generated). These
   are built by cnnlab's own builder (local.py), not a TFDS catalogue one.
+- segmentation/<name> (image + mask folders), segvolumes/<name> (volume + label folders:
+  NIfTI, .npy, DICOM series), isbi2012_em (the ISBI 2012 EM files, SHA256SUMS verified),
+  synthetic_phantoms (generated): segmentation.py dispatches them, also through local.py.
 
 Checksums: md5 of each file against the values published with the data (MNIST/Fashion: the
 project README and torchvision; CIFAR: the CIFAR page; ImageNet: torchvision's table), or
@@ -41,7 +44,7 @@ import tempfile
 import numpy as np
 
 from cnnlab.data import datasets, prepared
-from cnnlab.datasets import local
+from cnnlab.datasets import local, segmentation
 
 KNOWN_MD5 = {
     "mnist": {
@@ -202,6 +205,9 @@ def prepare(name: str, source_dir: str | None, data_dir: str | None = None, *,
   for smoke tests; the result is then not the full dataset.
   """
   import tensorflow_datasets as tfds
+  if segmentation.handles(name):
+    return prepare_segmentation(name, source_dir, data_dir, checksums=checksums,
+                                verify_checksums=verify_checksums, overwrite=overwrite)
   try:
     info = datasets.get(name)
   except ValueError as e:
@@ -300,6 +306,27 @@ def prepare_local(info: datasets.DatasetInfo, source_dir: str | None, data_dir: 
   except (ValueError, OSError) as e:   # TsFormatError and VolumeError are ValueErrors
     raise PrepareError(str(e).splitlines()[0]) from e
   return local.build(spec, root, overwrite=overwrite)
+
+
+def prepare_segmentation(name: str, source_dir: str | None, data_dir: str | None, *,
+                         checksums: dict | None = None, verify_checksums: bool = True,
+                         overwrite: bool = False) -> str:
+  """Builds a segmentation dataset (segmentation.py names them); returns its dir. Bad input
+  (a missing mask, a value outside the mapping, a refused DICOM series ...) -> PrepareError."""
+  root = datasets.resolve_data_dir(data_dir)
+  key = segmentation.local_key(name)
+  if local.is_prepared(*key, root) and not overwrite:
+    return local.dataset_dir(*key, root)
+  if name not in segmentation.GENERATED and (source_dir is None or not os.path.isdir(
+      os.path.expanduser(source_dir))):
+    raise PrepareError(f"--source_dir={source_dir} is not a directory")
+  source = None if source_dir is None else os.path.abspath(os.path.expanduser(source_dir))
+  try:   # the builders check their input before writing; decoding may still fail
+    spec = segmentation.local_spec(name, source, checksums=checksums,
+                                   verify_checksums=verify_checksums)
+    return local.build(spec, root, overwrite=overwrite)
+  except (ValueError, OSError) as e:
+    raise PrepareError(str(e).splitlines()[0]) from e
 
 
 def summary(name: str, data_dir: str | None = None) -> str:
