@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.datasets import isbi2012, local, phantoms, prepare, seg_pairs, segmentation
+from cnnlab.data import datasets, prepared
+from cnnlab.datasets import isbi2012, local, phantoms, prepare, seg_pairs
 
 # The real files: $CNNLAB_RAW_DATA_DIR/isbi2012_em when set, else ../shared/datasets beside
 # the checkout (the layout prepare_if_needed reads).
@@ -120,7 +121,7 @@ def _refused(name, src, tmp_path, match):
   with pytest.raises(prepare.PrepareError, match=match) as e:
     _prepare(name, src, tmp_path)
   assert "\n" not in str(e.value)
-  assert not local.is_prepared(*segmentation.local_key(name), str(tmp_path / "tfds"))
+  assert not prepared.local_is_prepared(*datasets.local_key(name), str(tmp_path / "tfds"))
 
 
 def test_image_mask_folder_refusals(folder2d, tmp_path):
@@ -172,13 +173,16 @@ def test_label_mapping_refusals(folder2d, tmp_path):
 
 
 def test_names_and_dispatch():
-  assert segmentation.local_key("segmentation/x") == ("segmentation", "x")
-  assert segmentation.local_key("segvolumes/ct-1") == ("segvolumes", "ct-1")
-  assert segmentation.local_key("isbi2012_em") == ("segmentation", "isbi2012_em")
-  assert segmentation.local_key("synthetic_phantoms") == ("segvolumes", "synthetic_phantoms")
-  for other in ("mnist", "segmentation/", "segmentation/isbi2012_em", "volumes/x",
-                "segvolumes/a/b"):
-    assert segmentation.local_key(other) is None
+  assert datasets.local_key("segmentation/x") == ("segmentation", "x")
+  assert datasets.local_key("segvolumes/ct-1") == ("segvolumes", "ct-1")
+  assert datasets.local_key("isbi2012_em") == ("segmentation", "isbi2012_em")
+  assert datasets.local_key("synthetic_phantoms") == ("segvolumes", "synthetic_phantoms")
+  for other in ("mnist", "segmentation/", "segmentation/isbi2012_em", "segvolumes/a/b"):
+    assert datasets.local_key(other) is None
+  for name, family in (("segmentation/x", "segmentation"), ("isbi2012_em", "segmentation"),
+                       ("segvolumes/ct-1", "segvolume"), ("synthetic_phantoms", "segvolume"),
+                       ("volumes/x", "volume")):
+    assert datasets.get(name).family == family
 
 
 # --------------------------------------------------------------------------- volumes
@@ -322,7 +326,7 @@ def test_isbi_altered_or_missing_file_refused(tmp_path):
   with pytest.raises(prepare.PrepareError, match=r"test/image/29.png: listed in SHA256SUMS but "
                      "missing"):
     prepare.prepare("isbi2012_em", src, str(tmp_path / "t"), checksums={"SHA256SUMS": sums})
-  assert not local.is_prepared("segmentation", "isbi2012_em", str(tmp_path / "t"))
+  assert not prepared.local_is_prepared("segmentation", "isbi2012_em", str(tmp_path / "t"))
 
 
 @pytest.mark.slow

@@ -7,43 +7,22 @@
 | ``isbi2012_em``         | segmentation/isbi2012_em            | isbi2012.py    | ISBI files  |
 | ``synthetic_phantoms``  | segvolumes/synthetic_phantoms       | phantoms.py    | nothing     |
 
-2-D datasets (family ``segmentation``) share one feature set, and so do 3-D ones (family
-``segvolumes``); their metadata.json carries the class names and the label mapping
+The names and their TFDS dirs are the catalogue's (cnnlab.data.datasets.local_key). 2-D datasets
+(family ``segmentation``) share one feature set, and so do 3-D ones (family ``segvolume``);
+their metadata.json carries the class names and the label mapping
 (seg_pairs.LabelMap.metadata), ``shape`` (None where sizes vary), ``unlabelled_splits`` and
 per-class pixel / voxel counts per split. prepare.prepare dispatches these names here.
 """
 from __future__ import annotations
 
-import re
-
+from cnnlab.data import datasets
 from cnnlab.datasets import isbi2012, phantoms, seg_folders, seg_volumes
-
-FIXED = {isbi2012.NAME: (seg_folders.FAMILY, isbi2012.NAME),
-         phantoms.NAME: (seg_volumes.FAMILY, phantoms.NAME)}
-PREFIXES = (seg_folders.FAMILY, seg_volumes.FAMILY)
-GENERATED = (phantoms.NAME,)         # need no source files
-_CONFIG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-
-
-def local_key(name: str) -> tuple[str, str] | None:
-  """(family, config) — the dataset's TFDS dir is <family>/<config> — or None when ``name``
-  is not a segmentation dataset. Folder names may not shadow the fixed datasets."""
-  if name in FIXED:
-    return FIXED[name]
-  prefix, sep, config = str(name).partition("/")
-  if sep and prefix in PREFIXES and _CONFIG.match(config) and config not in FIXED:
-    return prefix, config
-  return None
-
-
-def handles(name: str) -> bool:
-  return local_key(name) is not None
 
 
 def local_spec(name: str, source_dir: str | None, *, checksums: dict | None = None,
                verify_checksums: bool = True):
   """The LocalSpec that builds ``name`` (ValueError subclasses for bad input, one line)."""
-  family, config = local_key(name)
+  family, config = datasets.local_key(name)
   if name == phantoms.NAME:
     return phantoms.local_spec()
   if name == isbi2012.NAME:
