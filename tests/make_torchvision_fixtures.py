@@ -29,6 +29,13 @@ while every branch still moves the logits by far more than the tolerance. Every 
 float32 uniform (``Generator.random``), a plain transform of PCG64's bits, cheaper than normals
 and stable across numpy versions.
 
+Segmentation networks (fcn_resnet50, deeplabv3_resnet50; ``torchvision.models.segmentation``,
+built with ``weights_backbone=None``) return a dict of (N, C, H, W) maps: the fixture stores
+the "out" logits (and the "aux" ones where the aux head is on) moved to channels-last, as
+cnnlab returns them. The last BatchNorm of each residual branch is found under the
+``backbone.`` prefix too. ``SEGMENTATION_CASES`` (tests/fixtures/torchvision_segmentation/)
+use 2 classes so larger inputs stay small on disk.
+
 Weights out (``EXPORT_CASES``, fixtures in tests/fixtures/torchvision_export/): the other way
 round. A worker process with jax and cnnlab (``--cnnlab_python``, default ``python3``) makes
 seeded variables in cnnlab's own layout (``cnnlab_side_variables``) and writes them with
@@ -82,21 +89,23 @@ CASES = {
     "r3d_18_4x32": ("r3d_18", (4, 32, 32)),
     "mc3_18_4x32": ("mc3_18", (4, 32, 32)),
     "r2plus1d_18_5x29": ("r2plus1d_18", (5, 29, 29)),
-    # Segmentation (torchvision.models.segmentation), (H, W) inputs, batch 1 and
-    # SEGMENTATION_CLASSES classes to keep the stored per-pixel logits small; an odd size
-    # checks the bilinear resize of the stride-8 logits back to the input. No aux head here
-    # (the default); SEGMENTATION_AUX_CASES has them.
-    "fcn_resnet50_96x128": ("fcn_resnet50", (96, 128)),
-    "deeplabv3_resnet50_75x101": ("deeplabv3_resnet50", (75, 101)),
+    # Segmentation (torchvision.models.segmentation), (H, W) inputs, batch 1, the default 21
+    # classes (so the key lists are the registered models'): tiny odd sizes keep the stored
+    # per-pixel logits small; SEGMENTATION_CASES has larger inputs and the aux head.
+    "fcn_resnet50_24x33": ("fcn_resnet50", (24, 33)),
+    "deeplabv3_resnet50_27x20": ("deeplabv3_resnet50", (27, 20)),
 }
 SEGMENTATION = ("fcn_resnet50", "deeplabv3_resnet50")
 SEGMENTATION_CLASSES = 2
-# With the auxiliary head (aux_loss=True): fixtures in SEGMENTATION_DIR hold both the "out"
-# and the "aux" logits; tests/test_interop_segmentation.py compares them.
+# case -> (model, (H, W), aux_loss), SEGMENTATION_CLASSES classes, in SEGMENTATION_DIR: the
+# fixtures hold the "out" logits and, with the aux head, the "aux" ones
+# (tests/test_models_segmentation.py compares both, per pixel).
 SEGMENTATION_DIR = os.path.join(os.path.dirname(FIXTURE_DIR), "torchvision_segmentation")
-SEGMENTATION_AUX_CASES = {
-    "fcn_resnet50_aux_45x61": ("fcn_resnet50", (45, 61)),
-    "deeplabv3_resnet50_aux_48x64": ("deeplabv3_resnet50", (48, 64)),
+SEGMENTATION_CASES = {
+    "fcn_resnet50_96x128": ("fcn_resnet50", (96, 128), False),
+    "deeplabv3_resnet50_75x101": ("deeplabv3_resnet50", (75, 101), False),
+    "fcn_resnet50_aux_45x61": ("fcn_resnet50", (45, 61), True),
+    "deeplabv3_resnet50_aux_48x64": ("deeplabv3_resnet50", (48, 64), True),
 }
 
 
@@ -235,12 +244,14 @@ def _batch(name: str) -> int:
   return 1 if name in SEGMENTATION else BATCH
 
 
-def _build(torchvision, name: str, aux: bool = False):
+def _build(torchvision, name: str, segmentation: tuple[int, bool] = (21, False)):
+  """torchvision's ``name`` without weights; ``segmentation``: (num_classes, aux_loss)."""
   builder_fn = builder(torchvision, name)
   if name == "googlenet":  # keep the aux heads so their weights are part of the fixture too
     return builder_fn(weights=None, aux_logits=True, init_weights=False)
   if name in SEGMENTATION:
-    return builder_fn(weights=None, weights_backbone=None, num_classes=SEGMENTATION_CLASSES,
+    num_classes, aux = segmentation
+    return builder_fn(weights=None, weights_backbone=None, num_classes=num_classes,
                       aux_loss=aux)
   return builder_fn(weights=None)
 
@@ -255,9 +266,13 @@ def channels_last_logits(out) -> dict[str, np.ndarray]:
 
 
 def make_case(case: str, torch, torchvision) -> dict:
-  aux = case in SEGMENTATION_AUX_CASES
-  name, size = SEGMENTATION_AUX_CASES[case] if aux else CASES[case]
-  model = _build(torchvision, name, aux)
+  own_dir = case in SEGMENTATION_CASES
+  if own_dir:
+    name, size, aux = SEGMENTATION_CASES[case]
+    model = _build(torchvision, name, (SEGMENTATION_CLASSES, aux))
+  else:
+    name, size = CASES[case]
+    model = _build(torchvision, name)
   reference = model.state_dict()
   keys = list(reference)
   shapes = [tuple(v.shape) for v in reference.values()]
@@ -270,7 +285,7 @@ def make_case(case: str, torch, torchvision) -> dict:
     outputs = channels_last_logits(model(x))
   logits = outputs["logits"]
   ndims, dims = pack_shapes(shapes)
-  path = os.path.join(SEGMENTATION_DIR if aux else FIXTURE_DIR, f"{case}.npz")
+  path = os.path.join(SEGMENTATION_DIR if own_dir else FIXTURE_DIR, f"{case}.npz")
   os.makedirs(os.path.dirname(path), exist_ok=True)
   np.savez_compressed(
       path, model=np.asarray(name), weight_seed=np.asarray(WEIGHT_SEED),
@@ -397,7 +412,7 @@ def main(argv=None) -> int:
   if argv[:1] == ["--export-worker"]:   # the cnnlab half of an export case (see make_export_case)
     name, seed, kwargs, out = argv[1:]
     return _export_worker(name, int(seed), kwargs, out)
-  all_cases = list(CASES) + list(SEGMENTATION_AUX_CASES) + list(EXPORT_CASES)
+  all_cases = list(CASES) + list(SEGMENTATION_CASES) + list(EXPORT_CASES)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(all_cases)}")
   parser.add_argument("--cnnlab_python", default="python3",
