@@ -85,3 +85,5 @@ from cnnlab.models.googlenet import GoogLeNet  # noqa: E402,F401
 from cnnlab.models.resnet import ResNet, CifarResNet  # noqa: E402,F401
 from cnnlab.models.timeseries import FCN1D, ResNet1D  # noqa: E402,F401
 from cnnlab.models.video import VideoResNet  # noqa: E402,F401
+from cnnlab.models.unet import EncoderUNet, UNet  # noqa: E402,F401
+from cnnlab.models.segmentation import SegmentationResNet  # noqa: E402,F401
