@@ -103,15 +103,18 @@ def _apply(parts, state):
 
 
 def predict_whole(parts, apply, image: np.ndarray) -> np.ndarray:
-  """float32 logits [*S, K] of one prepared image [*S, C] (see the module docstring)."""
-  opts, margin = parts.spec.data.options, getattr(parts.model, "output_margin", None)
-  if callable(margin) and any(margin(tuple(opts["tile_shape"]))):
-    inner = tuple(t - 2 * m for t, m in zip(opts["tile_shape"], margin(tuple(opts["tile_shape"]))))
-    return tiling.overlap_tile(image, apply, inner, margin(tuple(opts["tile_shape"])),
-                               tile_batch=int(opts["tile_batch"]))
-  return tiling.sliding_window(image, apply, tuple(opts["tile_shape"]),
-                               overlap=float(opts["tile_overlap"]), blend=opts["tile_blend"],
-                               tile_batch=int(opts["tile_batch"]))
+  """float32 logits [*S, K] of one prepared image [*S, C] (see the module docstring): a
+  network whose output is smaller than its input tile (``output_spatial``, U-Net with valid
+  convolutions) by U-Net's overlap-tile strategy, any other by overlapping tiles."""
+  opts = parts.spec.data.options
+  tile = tuple(opts["tile_shape"])
+  out = tuple(parts.model.output_spatial(tile)) if hasattr(parts.model, "output_spatial") \
+      else tile
+  if out != tile:
+    margin = tuple((t - o) // 2 for t, o in zip(tile, out))
+    return tiling.overlap_tile(image, apply, out, margin, tile_batch=int(opts["tile_batch"]))
+  return tiling.sliding_window(image, apply, tile, overlap=float(opts["tile_overlap"]),
+                               blend=opts["tile_blend"], tile_batch=int(opts["tile_batch"]))
 
 
 def _image_counts(logits: np.ndarray, mask: np.ndarray) -> tuple[dict, float]:
