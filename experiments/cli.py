@@ -266,7 +266,8 @@ class _DropNoise(logging.Filter):
   write that cnnlab then reports in one line), and TFDS's file_utils warnings while it probes a
   data dir where the dataset is not built (cnnlab then names the prepare command)."""
 
-  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py")
+  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py",
+           "/tensorflow_datasets/core/features/feature.py")
 
   def filter(self, record):
     path = record.pathname or ""
