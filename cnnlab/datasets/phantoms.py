@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab.datasets import local, seg_pairs, seg_volumes
+
 FAMILY = "segvolumes"
 NAME = "synthetic_phantoms"
 SHAPE = (48, 48, 48)
@@ -162,7 +164,6 @@ def local_spec(seed: int = SEED, sizes: dict | None = None):
   """The LocalSpec that writes ``segvolumes/synthetic_phantoms`` (``sizes``: fewer volumes
   per split, for tests)."""
   sizes = dict(SIZES if sizes is None else sizes)
-  from cnnlab.datasets import local, seg_pairs, seg_volumes
   return local.LocalSpec(
       family=FAMILY, config=NAME, features=seg_volumes.features(1),
       splits={s: (lambda s=s: examples(s, seed, sizes[s])) for s in sizes},

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnlab.config import DATASET_OPTIONS, fail
+from cnnlab.data import memory
 
 COMMON = frozenset({"data_dir", "preprocess", "train_split", "eval_split", "augment",
                     "prefetch", "download"})
@@ -60,7 +61,6 @@ class Family:
   # ----------------------------------------------------------------------------- feeding
   def load(self, builder, split: str, opts: dict, facts):
     """(inputs, int32 labels) of ``split`` held in memory, in the stored order."""
-    from cnnlab.data import memory
     return memory.load_split(builder, split, feature=self.feature)
 
   def transform(self, opts: dict, facts, *, train: bool, mean_image=None):
