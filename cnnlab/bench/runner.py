@@ -97,7 +97,7 @@ def torch_setup(torch, name: str, jb, shape, batch: int, opts: Options):
                        channels_last=opts.channels_last, device=opts.torch_device,
                        aux_loss_weight=jb.train_spec.aux_loss_weight,
                        weight_decay=jb.optim.weight_decay,
-                       learning_rate=jb.optim.learning_rate)
+                       learning_rate=jb.optim.learning_rate, task=jb.task)
     return torch, reply, None
   except TorchUnavailable:
     raise

@@ -36,6 +36,7 @@ class ModelInfo:
   paper_result: str = ""     # the paper's reported number, with where it is in the paper
   torchvision: str | None = None   # name of the torchvision builder with the same layout
   notes: str = ""
+  task: str = "classify"     # classify: logits (N, K); segment: logits (N, *spatial, K)
 
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}

@@ -45,6 +45,9 @@ def model(spec: ModelSpec, *, check_input: bool = True):
                            kernels=kernels.by_name(spec.kernels), **dict(spec.kwargs))
   except TypeError as e:
     fail("model.kwargs", dict(spec.kwargs), f"not accepted by {spec.name}: {e}")
+  if models.info(spec.name).task != spec.task:
+    fail("model.name", spec.name, f"a {models.info(spec.name).task} model; the dataset's task "
+         f"is {spec.task}")
   if check_input:
     _check_input(module, spec)
   return module

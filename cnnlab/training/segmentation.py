@@ -90,6 +90,16 @@ class Segment:
     right = (jnp.argmax(logits, -1) == labels) & valid
     return {"train_accuracy": jnp.sum(right) / jnp.maximum(jnp.sum(valid), 1)}
 
+  def eval_sums(self, logits, batch, *, confusion: bool = False) -> dict:
+    """Per-class counts and the loss sum of a fixed-size batch (padding rows masked out):
+    what a batched eval step would add up (the benchmark's; runs evaluate whole images)."""
+    del confusion
+    labels, _ = _targets(logits, batch)
+    out = seg_metrics.counts(logits, labels, ignore_label=IGNORE_LABEL, mask=batch["mask"])
+    valid = seg_losses.valid_pixels(labels, IGNORE_LABEL, batch["mask"])
+    ce = seg_losses.pixel_cross_entropy(logits, labels, valid)
+    return {**out, "loss_sum": jnp.sum(ce * valid)}
+
   def evaluate(self, parts, state, split: str | None = None) -> dict:
     return evaluate(parts, state, split)
 
