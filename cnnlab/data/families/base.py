@@ -58,6 +58,10 @@ class Family:
     """A local dataset's stored example shape, from its metadata.json."""
     return tuple(int(d) for d in metadata["shape"])
 
+  def needs_mean_image(self, opts: dict) -> bool:
+    """Whether ``transform`` needs the training split's per-pixel mean (CIFAR's option)."""
+    return False
+
   # ----------------------------------------------------------------------------- feeding
   def load(self, builder, split: str, opts: dict, facts):
     """(inputs, int32 labels) of ``split`` held in memory, in the stored order."""

@@ -129,7 +129,3 @@ def from_spec(spec, model: nn.Module, tx: optax.GradientTransformation,
                                 steps_per_pass=spec.loop.steps_per_epoch,
                                 hessian_samples=spec.optim.sdlm_hessian_samples,
                                 curvature_split=split, curvature_fn=curvature_fn)
-
-
-# One engine step = one global batch of single-example updates: the optimizer counts examples.
-from_spec.updates_per_step = lambda spec: spec.loop.global_batch  # noqa: E731
