@@ -254,6 +254,8 @@ def _segment(run, inputs, *, out, explain, conversions) -> tuple[list[dict], int
     row = mask_files.csv_row(m, names)
     row["notes"] = " | ".join([*notes, *m.notes])
     rows.append(row)
+    for note in m.notes:
+      print(f"{name}: {note}", flush=True)
     print(mask_files.summary(m, names), flush=True)
   path = _write_csv(_new_file(out, run.workdir), rows, mask_files.csv_columns(names, rank))
   print(f"predictions: {path}")

@@ -206,6 +206,10 @@ class Preparer:
       if family == "imagenet":    # its pipeline decodes files: the file, or the converted pixels
         converted = _file_bytes(path) if converted is raw else _png_bytes(converted)
       raw = converted
+    elif ext in IMAGE_EXTENSIONS and family == "segvolume":
+      raise InputError(f"{name}: an image; this model takes volumes of any size with "
+                       f"{self.input_shape[-1]} channel(s) ({', '.join(ARRAY_EXTENSIONS)}, "
+                       "DICOM series folders)")
     elif ext in IMAGE_EXTENSIONS:
       raise InputError(f"{name}: an image; this model takes {family} inputs of shape "
                        f"{self.input_shape} ({', '.join(ARRAY_EXTENSIONS + SERIES_EXTENSIONS)})")
