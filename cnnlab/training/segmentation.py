@@ -14,7 +14,10 @@ Evaluation (``evaluate``): every image of the split is predicted whole by slidin
 inference (``dataset.tile_shape``, ``tile_overlap``, ``tile_blend``; U-Net's mirrored overlap-tile
 for valid-padding networks), its per-class counts summed over images and hosts; then per-class
 Dice and IoU, their means over classes (class 0 left out of the means when it is named
-"background"), the pixel error and the cross-entropy over the valid pixels.
+"background"), the pixel error and the cross-entropy over the valid pixels; with
+``confusion=True`` (experiments.evaluate) also the [K, K] confusion of the labelled pixels.
+``tile_apply`` + ``predict_whole`` are the same whole-image inference for anyone's inputs
+(experiments.predict, visualize: cnnlab/explain/mask_files.py).
 """
 from __future__ import annotations
 
