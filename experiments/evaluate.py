@@ -35,6 +35,7 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
   None for the workdir's own config.json."""
   import jax
   import numpy as np
+  from cnnlab import metrics
   from cnnlab.interop import evaluation
   from cnnlab.training import load_trained
 
@@ -59,7 +60,7 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-      json.dump(result, f)
+      json.dump(metrics.strict_json(result), f, allow_nan=False)
   return result
 
 
