@@ -110,12 +110,7 @@ def load_config(holder, required: bool = True):
     if config is not None:
       config.keys()  # ml_collections hands back a stand-in that raises for a failed load
   except Exception as e:  # the recipe file is missing or raised while building its config
-    try:
-      from ml_collections import config_flags
-      name = config_flags.get_config_filename(FLAGS[holder.name])
-    except Exception:
-      name = "?"
-    usage_error(f"--config={name} could not be loaded: {_one_line(e)}")
+    usage_error(flag_error_line(e, sys.argv))
   if config is None and required:
     usage_error("--config is required (a recipe in experiments/configs/)")
   return config
@@ -221,8 +216,47 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except Exception as e:  # flags.Error, and ml_collections' KeyError for unknown --config.x
-    msg = _one_line(e).strip("'\"")
-    usage_error(msg)
+    usage_error(flag_error_line(e, argv))
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+  out = [e]
+  while (e.__cause__ or e.__context__) is not None and len(out) < 10:
+    e = e.__cause__ or e.__context__
+    out.append(e)
+  return out
+
+
+def _config_arg(argv) -> str:
+  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+
+
+def flag_error_line(e: BaseException, argv) -> str:
+  """One clean line for a command line that absl / ml_collections refused: a recipe file
+  that is missing or raised (its own error, not ml_collections' wrapper), an unknown
+  ``--config.key`` (with the near miss ml_collections suggests) or a value of the wrong type."""
+  causes = _causes(e)
+  deepest = causes[-1]
+  if isinstance(deepest, OSError) and "No such file" in str(deepest):
+    return f"--config={_config_arg(argv)}: no such file"
+  keys = [c for c in causes if isinstance(c, KeyError)]
+  if keys:
+    return _unknown_key(keys, argv)
+  if deepest is not e and "Error whilst parsing config file" in str(e):
+    return f"--config={_config_arg(argv)}: {type(deepest).__name__}: {_one_line(deepest)}"
+  return _one_line(e)
+
+
+def _unknown_key(errors: list[KeyError], argv) -> str:
+  """'--config.optimizer.momentun: no such config key; did you mean momentum?'"""
+  texts = [str(k.args[0]) if k.args else "" for k in errors]
+  key = texts[-1].splitlines()[0].strip("'")
+  hint = next((t.split("Did you mean ", 1)[1].split(" instead")[0].strip('"') for t in texts
+               if "Did you mean " in t), None)
+  path = next((a[2:].split("=", 1)[0] for a in argv
+               if a.startswith("--config.") and a.split("=", 1)[0].endswith("." + key)),
+              f"config.{key}")
+  return f"--{path}: no such config key" + (f"; did you mean {hint}?" if hint else "")
 
 
 class _DropNoise(logging.Filter):
@@ -232,7 +266,8 @@ class _DropNoise(logging.Filter):
   write that cnnlab then reports in one line), and TFDS's file_utils warnings while it probes a
   data dir where the dataset is not built (cnnlab then names the prepare command)."""
 
-  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py")
+  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py",
+           "/tensorflow_datasets/core/features/feature.py")
 
   def filter(self, record):
     path = record.pathname or ""

@@ -29,6 +29,13 @@ while every branch still moves the logits by far more than the tolerance. Every 
 float32 uniform (``Generator.random``), a plain transform of PCG64's bits, cheaper than normals
 and stable across numpy versions.
 
+Segmentation networks (fcn_resnet50, deeplabv3_resnet50; ``torchvision.models.segmentation``,
+built with ``weights_backbone=None``) return a dict of (N, C, H, W) maps: the fixture stores
+the "out" logits (and the "aux" ones where the aux head is on) moved to channels-last, as
+cnnlab returns them. The last BatchNorm of each residual branch is found under the
+``backbone.`` prefix too. ``SEGMENTATION_CASES`` (tests/fixtures/torchvision_segmentation/)
+use 2 classes so larger inputs stay small on disk.
+
 Weights out (``EXPORT_CASES``, fixtures in tests/fixtures/torchvision_export/): the other way
 round. A worker process with jax and cnnlab (``--cnnlab_python``, default ``python3``) makes
 seeded variables in cnnlab's own layout (``cnnlab_side_variables``) and writes them with
@@ -82,6 +89,23 @@ CASES = {
     "r3d_18_4x32": ("r3d_18", (4, 32, 32)),
     "mc3_18_4x32": ("mc3_18", (4, 32, 32)),
     "r2plus1d_18_5x29": ("r2plus1d_18", (5, 29, 29)),
+    # Segmentation (torchvision.models.segmentation), (H, W) inputs, batch 1, the default 21
+    # classes (so the key lists are the registered models'): tiny odd sizes keep the stored
+    # per-pixel logits small; SEGMENTATION_CASES has larger inputs and the aux head.
+    "fcn_resnet50_24x33": ("fcn_resnet50", (24, 33)),
+    "deeplabv3_resnet50_27x20": ("deeplabv3_resnet50", (27, 20)),
+}
+SEGMENTATION = ("fcn_resnet50", "deeplabv3_resnet50")
+SEGMENTATION_CLASSES = 2
+# case -> (model, (H, W), aux_loss), SEGMENTATION_CLASSES classes, in SEGMENTATION_DIR: the
+# fixtures hold the "out" logits and, with the aux head, the "aux" ones
+# (tests/test_models_segmentation.py compares both, per pixel).
+SEGMENTATION_DIR = os.path.join(os.path.dirname(FIXTURE_DIR), "torchvision_segmentation")
+SEGMENTATION_CASES = {
+    "fcn_resnet50_96x128": ("fcn_resnet50", (96, 128), False),
+    "deeplabv3_resnet50_75x101": ("deeplabv3_resnet50", (75, 101), False),
+    "fcn_resnet50_aux_45x61": ("fcn_resnet50", (45, 61), True),
+    "deeplabv3_resnet50_aux_48x64": ("deeplabv3_resnet50", (48, 64), True),
 }
 
 
@@ -119,7 +143,7 @@ def synthetic_tensor(seed: int, key: str, shape: tuple[int, ...],
   raise ValueError(f"no synthetic rule for state_dict key {key!r}")
 
 
-_BLOCK_BN = re.compile(r"^(layer\d+\.\d+)\.bn(\d)\.weight$")
+_BLOCK_BN = re.compile(r"^((?:backbone\.)?layer\d+\.\d+)\.bn(\d)\.weight$")
 # A video ResNet block's branch ends in conv2 = Sequential(conv, BatchNorm3d).
 _VIDEO_BRANCH_END = re.compile(r"^layer\d+\.\d+\.conv2\.1\.weight$")
 
@@ -184,6 +208,7 @@ def load_fixture(path: str) -> dict:
   """Reads a fixture written by ``main`` into plain Python / numpy values."""
   with np.load(path, allow_pickle=False) as z:
     extra = {"create_kwargs": json.loads(str(z["create_kwargs"]))} if "create_kwargs" in z else {}
+    extra |= {"aux_logits": z["aux_logits"]} if "aux_logits" in z else {}
     return extra | {
         "model": str(z["model"]),
         "weight_seed": int(z["weight_seed"]),
@@ -201,44 +226,73 @@ VIDEO = ("r3d_18", "mc3_18", "r2plus1d_18")   # in torchvision.models.video
 
 
 def builder(torchvision, name: str):
-  """torchvision's builder of ``name`` (image models, or video ones from models.video)."""
-  return getattr(torchvision.models.video if name in VIDEO else torchvision.models, name)
+  """torchvision's builder of ``name`` (image models, or video / segmentation ones from
+  models.video / models.segmentation)."""
+  home = {**dict.fromkeys(VIDEO, torchvision.models.video),
+          **dict.fromkeys(SEGMENTATION, torchvision.models.segmentation)}
+  return getattr(home.get(name, torchvision.models), name)
 
 
-def input_shape(size) -> tuple[int, ...]:
-  """NC* input shape for a case's size: an int (square image) or a (T, H, W) tuple (video)."""
+def input_shape(size, batch: int = BATCH) -> tuple[int, ...]:
+  """NC* input shape for a case's size: an int (square image) or a tuple ((H, W) image,
+  (T, H, W) video)."""
   spatial = (size, size) if isinstance(size, int) else tuple(size)
-  return (BATCH, 3, *spatial)
+  return (batch, 3, *spatial)
 
 
-def _build(torchvision, name: str):
+def _batch(name: str) -> int:
+  return 1 if name in SEGMENTATION else BATCH
+
+
+def _build(torchvision, name: str, segmentation: tuple[int, bool] = (21, False)):
+  """torchvision's ``name`` without weights; ``segmentation``: (num_classes, aux_loss)."""
   builder_fn = builder(torchvision, name)
   if name == "googlenet":  # keep the aux heads so their weights are part of the fixture too
     return builder_fn(weights=None, aux_logits=True, init_weights=False)
+  if name in SEGMENTATION:
+    num_classes, aux = segmentation
+    return builder_fn(weights=None, weights_backbone=None, num_classes=num_classes,
+                      aux_loss=aux)
   return builder_fn(weights=None)
 
 
+def channels_last_logits(out) -> dict[str, np.ndarray]:
+  """{'logits': ...[, 'aux_logits': ...]} from a torchvision model's output, float32, with
+  segmentation outputs (a dict of N, C, H, W maps) moved to channels-last as cnnlab's."""
+  if not isinstance(out, dict):
+    return {"logits": out.numpy().astype(np.float32)}
+  moved = {k: np.moveaxis(v.numpy(), 1, -1).astype(np.float32) for k, v in out.items()}
+  return {"logits": moved["out"]} | ({"aux_logits": moved["aux"]} if "aux" in moved else {})
+
+
 def make_case(case: str, torch, torchvision) -> dict:
-  name, size = CASES[case]
-  model = _build(torchvision, name)
+  own_dir = case in SEGMENTATION_CASES
+  if own_dir:
+    name, size, aux = SEGMENTATION_CASES[case]
+    model = _build(torchvision, name, (SEGMENTATION_CLASSES, aux))
+  else:
+    name, size = CASES[case]
+    model = _build(torchvision, name)
   reference = model.state_dict()
   keys = list(reference)
   shapes = [tuple(v.shape) for v in reference.values()]
   weights = synthetic_state_dict(WEIGHT_SEED, keys, shapes)
   model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
   model.eval()
-  shape = input_shape(size)
+  shape = input_shape(size, _batch(name))
   x = torch.from_numpy(synthetic_inputs(INPUT_SEED, shape))
   with torch.no_grad():
-    logits = model(x).numpy().astype(np.float32)
+    outputs = channels_last_logits(model(x))
+  logits = outputs["logits"]
   ndims, dims = pack_shapes(shapes)
-  path = os.path.join(FIXTURE_DIR, f"{case}.npz")
+  path = os.path.join(SEGMENTATION_DIR if own_dir else FIXTURE_DIR, f"{case}.npz")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   np.savez_compressed(
       path, model=np.asarray(name), weight_seed=np.asarray(WEIGHT_SEED),
       input_seed=np.asarray(INPUT_SEED), input_shape=np.asarray(shape),
       keys=np.asarray(keys), ndims=ndims, dims=dims, checksum=np.asarray(checksum(weights)),
-      logits=logits,
-      versions=np.asarray(f"torch {torch.__version__}, torchvision {torchvision.__version__}"))
+      versions=np.asarray(f"torch {torch.__version__}, torchvision {torchvision.__version__}"),
+      **outputs)
   return {"path": path, "logits_std": float(logits.std()),
           "logits_absmax": float(np.abs(logits).max()), "bytes": os.path.getsize(path)}
 
@@ -254,6 +308,13 @@ EXPORT_CASES = {
                                               "transform_input": True}),
     "export_resnet18_64": ("resnet18", 64, {"num_classes": 10}),
     "export_r2plus1d_18_4x32": ("r2plus1d_18", (4, 32, 32), {"num_classes": 10}),
+    # Segmentation, batch 1, (H, W) inputs: FCN at an odd size, DeepLabV3 with its aux head
+    # (so the aux_classifier keys must be right for torch's strict load).
+    "export_fcn_resnet50_75x101": ("fcn_resnet50", (75, 101),
+                                   {"num_classes": SEGMENTATION_CLASSES}),
+    "export_deeplabv3_resnet50_aux_64x80": ("deeplabv3_resnet50", (64, 80),
+                                            {"num_classes": SEGMENTATION_CLASSES,
+                                             "aux_loss": True}),
 }
 
 
@@ -326,9 +387,10 @@ def make_export_case(case: str, torch, torchvision, python: str) -> dict:
   model = builder(torchvision, name)(weights=None, **tv_kwargs)
   model.load_state_dict(state, strict=True)
   model.eval()
-  shape = input_shape(size)
+  shape = input_shape(size, _batch(name))
   with torch.no_grad():
-    logits = model(torch.from_numpy(synthetic_inputs(INPUT_SEED, shape))).numpy()
+    logits = channels_last_logits(
+        model(torch.from_numpy(synthetic_inputs(INPUT_SEED, shape))))["logits"]
   numpy_state = {k: v.numpy() for k, v in state.items()}
   ndims, dims = pack_shapes([v.shape for v in numpy_state.values()])
   os.makedirs(EXPORT_DIR, exist_ok=True)
@@ -350,7 +412,7 @@ def main(argv=None) -> int:
   if argv[:1] == ["--export-worker"]:   # the cnnlab half of an export case (see make_export_case)
     name, seed, kwargs, out = argv[1:]
     return _export_worker(name, int(seed), kwargs, out)
-  all_cases = list(CASES) + list(EXPORT_CASES)
+  all_cases = list(CASES) + list(SEGMENTATION_CASES) + list(EXPORT_CASES)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(all_cases)}")
   parser.add_argument("--cnnlab_python", default="python3",

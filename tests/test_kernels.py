@@ -3,6 +3,7 @@
 in float64; ``select`` picks by platform and process count."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -139,13 +140,15 @@ def test_materialize_is_an_identity_in_value_and_gradient():
                 _value_and_grads(lambda v: PLAIN.materialize(f(v)), (x,)), 0)
 
 
+# LeNet's space-to-depth conv + ReLU + pool is model-specific: it lives in cnnlab.models.lenet
+# (chosen by LeNet5 with the CPU kernel sets), tested here against the plain formulation.
 @pytest.mark.parametrize("size,padding,cin", [(28, 2, 1), (13, 1, 2)])
 def test_s2d_conv_relu_pool_equals_plain(size, padding, cin):
   x = _rand((2, size, size, cin), 9)
   w, b = 0.2 * _rand((5, 5, cin, 4), 10), 0.1 * _rand((4,), 11)
-  fn = lambda k: (lambda x, w, b: k.conv_relu_pool2(x, w, b, padding))
-  _assert_close(_value_and_grads(fn(CPU), (x, w, b)), _value_and_grads(fn(PLAIN), (x, w, b)),
-                2e-5)
+  s2d = lambda x, w, b: lenet.s2d_conv_relu_pool2(x, w, b, padding)
+  plain = lambda x, w, b: lenet.conv_relu_pool2(x, w, b, padding, PLAIN)
+  _assert_close(_value_and_grads(s2d, (x, w, b)), _value_and_grads(plain, (x, w, b)), 2e-5)
 
 
 def test_s2d_conv_relu_pool_check_grads():
@@ -153,8 +156,22 @@ def test_s2d_conv_relu_pool_check_grads():
     x = jax.random.normal(jax.random.key(0), (1, 9, 9, 2), jnp.float64)
     w = 0.2 * jax.random.normal(jax.random.key(1), (5, 5, 2, 3), jnp.float64)
     b = jnp.asarray([0.1, -0.1, 0.2], jnp.float64)
-    check_grads(lambda x, w, b: kernels.s2d_conv_relu_pool2(x, w, b, 1), (x, w, b), order=1,
+    check_grads(lambda x, w, b: lenet.s2d_conv_relu_pool2(x, w, b, 1), (x, w, b), order=1,
                 modes=("rev",), eps=1e-4)
+
+
+def test_lenet5_takes_space_to_depth_with_the_cpu_kernels_only():
+  assert lenet.uses_s2d(CPU) and not lenet.uses_s2d(PLAIN)
+  assert lenet.uses_s2d(dataclasses.replace(CPU, name="cpu+onednn"))
+  x = _rand((2, 28, 28, 1), 13)
+  model = lenet.LeNet5(kernels=PLAIN)
+  variables = model.init(jax.random.key(0), x)
+  forced = lenet.LeNet5(kernels=PLAIN, s2d=True).apply(variables, x)
+  _assert_close(forced, model.apply(variables, x), 2e-5)
+  # conv1 on the space-to-depth view: a 3x3 kernel from 4 input to 4 x 6 output channels.
+  s2d_kernel = "f32[3,3,4,24]"
+  jaxpr = lambda k: str(jax.make_jaxpr(lenet.LeNet5(kernels=k).apply)(variables, x))
+  assert s2d_kernel in jaxpr(CPU) and s2d_kernel not in jaxpr(PLAIN)
 
 
 # --- whole models in train mode ---------------------------------------------------------------

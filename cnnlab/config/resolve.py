@@ -162,6 +162,8 @@ def _train(c) -> TrainSpec:
                    label_smoothing=float(c.label_smoothing),
                    aux_loss_weight=float(c.aux_loss_weight),
                    grad_accum_steps=int(c.grad_accum_steps), ema_decay=float(c.ema_decay),
+                   class_weights=tuple(float(w) for w in c.class_weights),
+                   dice_include_background=bool(c.dice_include_background),
                    step="online" if c.online_updates else "standard")
 
 

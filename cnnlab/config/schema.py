@@ -33,11 +33,15 @@ DATASET_OPTIONS = dict(
     train_split=None, eval_split=None, augment=True, crop_area_min=0.08, scale_min=256,
     scale_max=512, pca_lighting=0.0, prefetch=2, num_parallel_calls=-1, download=False,
     series_length=None, series_lengths=None, pad_seed=0, crop_shape=None,
-    flip_axes=(0, 1, 2))
+    flip_axes=(0, 1, 2),
+    # segmentation (cnnlab/data/families/segmentation.py)
+    rot90=False, scale_range=None, elastic_prob=0.0, elastic_grid=3, elastic_sigma=10.0,
+    crop_foreground_prob=0.0, border_w0=0.0, border_sigma=5.0, window=None,
+    tile_shape=None, tile_overlap=0.25, tile_blend="gaussian", tile_batch=4)
 # The type of an option whose default is None (what --config.dataset.x=... parses to).
 OPTION_TYPES = {"data_dir": str, "preprocess": str, "image_size": int, "train_split": str,
                 "eval_split": str, "series_length": int, "series_lengths": str,
-                "crop_shape": tuple}
+                "crop_shape": tuple, "scale_range": tuple, "window": str, "tile_shape": tuple}
 
 
 # ------------------------------------------------------------------------------ the specs
@@ -112,6 +116,8 @@ class TrainSpec:
   aux_loss_weight: float
   grad_accum_steps: int
   ema_decay: float                  # 0: no EMA
+  class_weights: tuple[float, ...] = ()   # segmentation losses: per-class weights (() none)
+  dice_include_background: bool = True    # soft Dice: class 0 in the mean
   step: str = "standard"            # a registered step kind ('online' from cnnlab.proj)
 
 
@@ -206,6 +212,8 @@ def defaults() -> ml_collections.ConfigDict:
   c.loss = "cross_entropy"          # a registered loss (cnnlab.config.registry.names("loss"))
   c.loss_rubbish_j = 1.0            # lenet_map's constant j (cnnlab.proj.lecun1998)
   c.label_smoothing = 0.0
+  c.class_weights = ()              # segmentation: per-class loss weights, () for none
+  c.dice_include_background = True  # segmentation: class 0 in the soft Dice mean
   c.aux_loss_weight = 0.0
   c.grad_accum_steps = 1
   c.ema_decay = 0.0

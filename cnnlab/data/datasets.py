@@ -47,6 +47,14 @@ from cnnlab.data.prepared import resolve_data_dir
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 SYNTHETIC_VOLUMES = "synthetic_volumes"
+SYNTHETIC_PHANTOMS = "synthetic_phantoms"
+ISBI2012 = "isbi2012_em"
+# Local datasets with a fixed name: name -> (prefix, config) of their TFDS dir.
+LOCAL_FIXED = {SYNTHETIC_VOLUMES: ("volumes", SYNTHETIC_VOLUMES),
+               SYNTHETIC_PHANTOMS: ("segvolumes", SYNTHETIC_PHANTOMS),
+               ISBI2012: ("segmentation", ISBI2012)}
+# Written by cnnlab itself on first use (no source files).
+GENERATED = (SYNTHETIC_VOLUMES, SYNTHETIC_PHANTOMS)
 
 CLASS_NAMES = {
     "mnist": tuple(str(i) for i in range(10)),
@@ -124,24 +132,27 @@ CATALOGUE: dict[str, DatasetInfo] = {
 }
 
 # Local datasets: name prefix -> family.
-LOCAL_PREFIXES = {"ucr": "series", "volumes": "volume"}
+LOCAL_PREFIXES = {"ucr": "series", "volumes": "volume", "segmentation": "segmentation",
+                  "segvolumes": "segvolume"}
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-_NAME_FORMS = "ucr/<archive name> (e.g. ucr/GunPoint), volumes/<folder name>"
+_NAME_FORMS = ("ucr/<archive name> (e.g. ucr/GunPoint), volumes/<folder name>, "
+               "segmentation/<folder name>, segvolumes/<folder name>")
 
 
 def names() -> list[str]:
-  """The fixed names (``ucr/<Name>`` and ``volumes/<name>`` come in addition)."""
-  return list(CATALOGUE) + [SYNTHETIC_VOLUMES]
+  """The fixed names (``ucr/<Name>``, ``volumes/<name>``, ``segmentation/<name>`` and
+  ``segvolumes/<name>`` come in addition)."""
+  return list(CATALOGUE) + list(LOCAL_FIXED)
 
 
 def local_key(name: str) -> tuple[str, str] | None:
   """(prefix, config) of a local dataset's name — its TFDS dir is <prefix>/<config> — or None
   for a catalogue name."""
-  if name == SYNTHETIC_VOLUMES:
-    return "volumes", SYNTHETIC_VOLUMES
+  if name in LOCAL_FIXED:
+    return LOCAL_FIXED[name]
   prefix, sep, config = str(name).partition("/")
   if sep and prefix in LOCAL_PREFIXES and _LOCAL_NAME.match(config) and (
-      config != SYNTHETIC_VOLUMES):
+      config not in {c for _, c in LOCAL_FIXED.values()}):
     return prefix, config
   return None
 
@@ -207,9 +218,11 @@ def _local_info(info: DatasetInfo, data_dir, directory: str) -> DatasetInfo:
   found = prepared.read_local(*key, directory)
   meta = found["metadata"]
   shape = families.get(info.family).stored_shape(meta)
-  return dataclasses.replace(info, num_classes=len(found["class_names"]), input_shape=shape,
-                             splits=found["splits"], class_names=tuple(found["class_names"]),
-                             metadata=meta)
+  names = found["class_names"] or meta.get("class_names") or []
+  eval_split = "validation" if "validation" in found["splits"] else info.eval_split
+  return dataclasses.replace(info, num_classes=len(names), input_shape=shape,
+                             splits=found["splits"], class_names=tuple(names),
+                             eval_split=eval_split, metadata=meta)
 
 
 def _catalogue_info(info: DatasetInfo, data_dir, directory: str, required: bool):
@@ -227,13 +240,13 @@ def _catalogue_info(info: DatasetInfo, data_dir, directory: str, required: bool)
 
 def prepare_command(name: str, data_dir: str | None = None) -> str:
   cmd = f"python -m experiments.prepare_data --dataset={name}"
-  cmd += "" if name == SYNTHETIC_VOLUMES else " --source_dir=DIR"
+  cmd += "" if name in GENERATED else " --source_dir=DIR"
   return cmd + (f" --data_dir={data_dir}" if data_dir else "")
 
 
 def _unavailable(info: DatasetInfo, data_dir, directory) -> DatasetUnavailableError:
   how = ("it is written on first use by experiments/train.py, or now with: "
-         if info.name == SYNTHETIC_VOLUMES else "build it offline from the original files with: ")
+         if info.name in GENERATED else "build it offline from the original files with: ")
   extra = "" if info.local else " (or set download=True to let TFDS download it)"
   return DatasetUnavailableError(
       f"dataset {info.name!r} (TFDS {info.tfds_name}) is not prepared in {directory}; {how}"

@@ -75,8 +75,10 @@ def steps_per_epoch(n: int, global_batch_size: int) -> int:
 
 def train_batches(images: np.ndarray, labels: np.ndarray, transform: Transform, *,
                   global_batch_size: int, seed: int, start_step: int, process_index: int,
-                  process_count: int) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite host-local training batches starting at ``start_step``."""
+                  process_count: int, joint: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite host-local training batches starting at ``start_step``. With ``joint`` the
+  transform takes (inputs, labels, rng, host_slice, global_batch) and returns the whole batch
+  dict (segmentation: image and mask transformed together)."""
   n, g = len(labels), global_batch_size
   spe = steps_per_epoch(n, g)
   bh = g // process_count
@@ -90,7 +92,10 @@ def train_batches(images: np.ndarray, labels: np.ndarray, transform: Transform, 
         epoch, perm = e, np.random.default_rng([seed, streams.DATA_ORDER, e]).permutation(n)
       idx = perm[i * g + host.start:i * g + host.stop]
       rng = np.random.default_rng([seed, streams.DATA_AUGMENT, step])
-      yield {"image": transform(images[idx], rng, host, g), "label": labels[idx]}
+      if joint:
+        yield transform(images[idx], labels[idx], rng, host, g)
+      else:
+        yield {"image": transform(images[idx], rng, host, g), "label": labels[idx]}
 
   return batches()
 

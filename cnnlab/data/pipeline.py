@@ -89,8 +89,7 @@ class Feed:
 
   def mean_image(self):
     """The training split's per-pixel mean (CIFAR's 'per_pixel_mean'), else None."""
-    needs = getattr(self.family, "needs_mean_image", None)
-    if needs is None or not needs(self.options):
+    if not self.family.needs_mean_image(self.options):
       return None
     return memory.mean_image(self.arrays(self.facts.train_split)[0])
 
@@ -111,7 +110,8 @@ class Feed:
       inputs, labels = self.arrays(split)
       it = memory.train_batches(inputs, labels, self.transform(train=True),
                                 global_batch_size=bh * n_proc, seed=seed,
-                                start_step=start_step, process_index=p, process_count=n_proc)
+                                start_step=start_step, process_index=p, process_count=n_proc,
+                                joint=self.facts.task == "segment")
       return memory.background(it, int(self.options["prefetch"]))
     lo, hi = streaming.host_range(streaming.split_size(self.builder, split), p, n_proc)
     train_fn, _ = self.family.example_fns(self.options, self.facts)
@@ -141,6 +141,13 @@ class Feed:
         self.builder, split, eval_fn, n=n, lo=lo, hi=hi, global_batch=bh * n_proc,
         host_batch=bh, image_shape=self.spec.input_shape,
         parallel=int(self.options["num_parallel_calls"]))
+
+  def whole_examples(self, split: str | None = None, *, process_index: int = 0,
+                     process_count: int = 1):
+    """(input, mask) of whole examples of ``split`` (segmentation: evaluation and pictures
+    take images / volumes whole); host p of P takes examples p, p + P, ..."""
+    inputs, masks = self.arrays(split or self.spec.eval_split)
+    return self.family.whole_examples(inputs, masks, process_index, process_count)
 
   def examples(self, split: str | None = None, *, start: int = 0, limit: int | None = None,
                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,10 @@
     # torch: torchvision.models.resnet50().load_state_dict(safetensors.torch.load_file(...))
 
 Supported: every cnnlab model built in torchvision's layout (``models.info(name).torchvision``):
-alexnet, vgg11/13/16/19 and their ``_bn`` variants, googlenet, resnet18/34/50/101/152, and the
-video ResNets r3d_18, mc3_18, r2plus1d_18 (``torchvision.models.video``) where registered.
+alexnet, vgg11/13/16/19 and their ``_bn`` variants, googlenet, resnet18/34/50/101/152, the
+video ResNets r3d_18, mc3_18, r2plus1d_18 (``torchvision.models.video``) where registered, and
+the segmentation networks fcn_resnet50, deeplabv3_resnet50 (``torchvision.models.segmentation``;
+keys ``backbone.*``, ``classifier.*``, ``aux_classifier.*``).
 
 Names. cnnlab's parameter paths mirror torchvision's state_dict keys: the dots between modules
 become path separators, a Sequential index joins its parent with an underscore
@@ -29,7 +31,8 @@ Values.
   a BatchNorm's ``momentum`` is None, which torchvision's never is.
 
 The cnnlab model is sized like the weights: class count read off the classifier, GoogLeNet's
-aux heads present exactly when the weights have them. Variable shapes come from
+aux heads and the segmentation networks' ``aux_classifier`` present exactly when the weights
+have them. Variable shapes come from
 ``jax.eval_shape`` (nothing is computed); any missing, unexpected or mis-shaped entry raises a
 ValueError naming them (in torchvision's terms for ``convert``, cnnlab's for ``export``).
 
@@ -62,8 +65,10 @@ _IMAGE_MODELS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg
                  "vgg16_bn", "vgg19_bn", "googlenet", "resnet18", "resnet34", "resnet50",
                  "resnet101", "resnet152")
 _VIDEO_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")   # torchvision.models.video
+SEGMENTATION = ("fcn_resnet50", "deeplabv3_resnet50")   # torchvision.models.segmentation
 # cnnlab's models in torchvision's layout; each name is also torchvision's builder name.
-SUPPORTED = _IMAGE_MODELS + tuple(n for n in _VIDEO_MODELS if n in models.names())
+SUPPORTED = _IMAGE_MODELS + tuple(n for n in _VIDEO_MODELS + SEGMENTATION
+                                  if n in models.names())
 
 _LIST_LIMIT = 5   # entries named per kind of mismatch in an error message
 
@@ -81,7 +86,11 @@ _RESNET_DEPTHS = {
     (True, (3, 8, 36, 3)): "resnet152",
 }
 _VGG_DEPTHS = {8: "vgg11", 10: "vgg13", 13: "vgg16", 16: "vgg19"}   # conv layers -> name
-_HEADS = ("fc.weight", "classifier.6.weight")   # the classifier whose rows are the classes
+# The classifier whose rows are the classes -> its rank (the segmentation heads' is a conv).
+_HEADS = {"fc.weight": 2, "classifier.6.weight": 2, "classifier.4.weight": 4}
+_AUX_ARGUMENT = {"googlenet": "aux_logits", "fcn_resnet50": "aux_loss",
+                 "deeplabv3_resnet50": "aux_loss"}   # builder argument that adds aux heads
+_AUX_PREFIXES = ("aux1", "aux2", "aux_classifier")
 
 
 # --- names and layouts ------------------------------------------------------------------------
@@ -157,6 +166,8 @@ def _infer_features(state_dict: Mapping[str, Any]) -> str:
 def infer_model_name(state_dict: Mapping[str, Any]) -> str:
   """The torchvision architecture a state dict belongs to, from its keys and shapes."""
   keys = set(state_dict)
+  if "backbone.conv1.weight" in keys:
+    return "deeplabv3_resnet50" if "classifier.0.project.0.weight" in keys else "fcn_resnet50"
   if "conv1.conv.weight" in keys or any(k.startswith("inception3a.") for k in keys):
     return "googlenet"
   if "stem.0.weight" in keys:
@@ -177,8 +188,8 @@ def _check_name(model_name: str) -> None:
 
 def _size_kwargs(model_name: str, num_classes: int, aux_logits: bool) -> dict:
   kwargs = {"num_classes": num_classes}
-  if model_name == "googlenet":
-    kwargs["aux_logits"] = aux_logits
+  if model_name in _AUX_ARGUMENT:
+    kwargs[_AUX_ARGUMENT[model_name]] = aux_logits
   return kwargs
 
 
@@ -272,11 +283,11 @@ def convert(state_dict: Mapping[str, Any], model_name: str | None = None) -> dic
 def _torch_size(model_name: str, arrays: Mapping[str, np.ndarray]) -> tuple[int, bool]:
   """(num_classes, aux_logits) of the model a state dict is for."""
   num_classes = models.info(model_name).num_classes
-  for head in _HEADS:
-    if head in arrays and np.ndim(arrays[head]) == 2:
+  for head, rank in _HEADS.items():
+    if head in arrays and np.ndim(arrays[head]) == rank:
       num_classes = int(np.shape(arrays[head])[0])
       break
-  return num_classes, any(k.startswith(("aux1.", "aux2.")) for k in arrays)
+  return num_classes, any(k.split(".")[0] in _AUX_PREFIXES for k in arrays)
 
 
 def model_kwargs(model_name: str, *, torchvision_pretrained: bool = True) -> dict:
@@ -316,10 +327,13 @@ def load(path: str | os.PathLike, model_name: str | None = None) -> dict:
 def _flax_size(model_name: str, params: Mapping[str, Any]) -> tuple[int, bool]:
   """(num_classes, aux_logits) of cnnlab variables, read off the classifier's kernel."""
   head = params.get("classifier_6", params.get("fc"))
+  if model_name in SEGMENTATION:
+    head = params.get("classifier", {}).get("4")
   if not isinstance(head, Mapping) or "kernel" not in head:
-    raise ValueError(f"variables have no classifier ('fc' or 'classifier_6') for "
-                     f"{model_name}; features-only models (num_classes=0) cannot be exported")
-  return int(np.shape(head["kernel"])[-1]), "aux1" in params or "aux2" in params
+    raise ValueError(f"variables have no classifier ('fc', 'classifier_6' or 'classifier/4') "
+                     f"for {model_name}; features-only models (num_classes=0) cannot be "
+                     "exported")
+  return int(np.shape(head["kernel"])[-1]), any(k in params for k in _AUX_PREFIXES)
 
 
 def export(variables: Mapping[str, Any], model_name: str, *,
@@ -368,10 +382,14 @@ def torchvision_kwargs(variables: Mapping[str, Any], model_name: str, *,
                        transform_input: bool = False) -> dict:
   """Arguments of ``torchvision.models.<model_name>`` that build the model ``export`` fits:
   the class count and, for GoogLeNet, the aux heads, ``transform_input`` (pass the cnnlab
-  model's) and ``init_weights=False`` (skips a slow random init that is overwritten)."""
+  model's) and ``init_weights=False`` (skips a slow random init that is overwritten); for the
+  segmentation networks ``aux_loss`` and ``weights_backbone=None`` (else torchvision would
+  download ImageNet weights for a backbone that is overwritten)."""
   _check_name(model_name)
   num_classes, aux = _flax_size(model_name, variables.get("params", {}))
   kwargs = {"num_classes": num_classes}
   if model_name == "googlenet":
     kwargs.update(aux_logits=aux, transform_input=transform_input, init_weights=False)
+  if model_name in SEGMENTATION:
+    kwargs.update(aux_loss=aux, weights_backbone=None)
   return kwargs

@@ -36,6 +36,7 @@ class ModelInfo:
   paper_result: str = ""     # the paper's reported number, with where it is in the paper
   torchvision: str | None = None   # name of the torchvision builder with the same layout
   notes: str = ""
+  task: str = "classify"     # classify: logits (N, K); segment: logits (N, *spatial, K)
 
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
@@ -72,12 +73,12 @@ def create(name: str, **kwargs: Any) -> nn.Module:
   factory, meta = _lookup(name)
   kwargs.setdefault("num_classes", meta.num_classes)
   if "kernels" not in kwargs:
-    from cnnlab.models import kernels
     kwargs["kernels"] = kernels.select()
   return factory(**kwargs)
 
 
 # Importing the family modules fills the registry (each calls `register` at import time).
+from cnnlab.models import kernels  # noqa: E402
 from cnnlab.models.lenet import LeNet5, LeNet5_1998  # noqa: E402,F401
 from cnnlab.models.alexnet import AlexNet, AlexNet2012  # noqa: E402,F401
 from cnnlab.models.vgg import VGG  # noqa: E402,F401
@@ -85,3 +86,5 @@ from cnnlab.models.googlenet import GoogLeNet  # noqa: E402,F401
 from cnnlab.models.resnet import ResNet, CifarResNet  # noqa: E402,F401
 from cnnlab.models.timeseries import FCN1D, ResNet1D  # noqa: E402,F401
 from cnnlab.models.video import VideoResNet  # noqa: E402,F401
+from cnnlab.models.unet import EncoderUNet, UNet  # noqa: E402,F401
+from cnnlab.models.segmentation import SegmentationResNet  # noqa: E402,F401

@@ -48,6 +48,7 @@ the 4096-d fc7 output (after its ReLU; for ``alexnet_2012`` also after its dropo
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -77,15 +78,13 @@ class AlexNet(nn.Module):
       return layers.dense(features, dtype=self.dtype, kernel_init=layers.torch_default_kernel,
                           bias_init=layers.torch_default_bias(fan_in), name=f"classifier_{idx}")
 
+    pool = functools.partial(layers.max_pool, window=3, stride=2, kernels=self.kernels)
     x = x.astype(self.dtype)
-    x = nn.relu(conv(64, 11, 4, 2, 0, x.shape[-1])(x))
-    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
-    x = nn.relu(conv(192, 5, 1, 2, 3, 64)(x))
-    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
+    x = pool(nn.relu(conv(64, 11, 4, 2, 0, x.shape[-1])(x)))
+    x = pool(nn.relu(conv(192, 5, 1, 2, 3, 64)(x)))
     x = nn.relu(conv(384, 3, 1, 1, 6, 192)(x))
     x = nn.relu(conv(256, 3, 1, 1, 8, 384)(x))
-    x = nn.relu(conv(256, 3, 1, 1, 10, 256)(x))
-    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
+    x = pool(nn.relu(conv(256, 3, 1, 1, 10, 256)(x)))
     x = layers.flatten_nchw(layers.adaptive_avg_pool(x, 6))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.relu(fc(4096, 1, x.shape[-1])(x))
@@ -120,15 +119,13 @@ class AlexNet2012(nn.Module):
     # The paper's alpha (no 1/n) expressed in LocalResponseNorm's torch convention (alpha/n).
     lrn = layers.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
+    pool = functools.partial(layers.max_pool, window=3, stride=2, kernels=self.kernels)
     x = x.astype(self.dtype)
-    x = layers.max_pool(lrn(nn.relu(conv(96, 11, 4, 0, 1, 0.0, "conv1")(x))), 3, 2,
-                         kernels=self.kernels)
-    x = layers.max_pool(lrn(nn.relu(conv(256, 5, 1, 2, 2, 1.0, "conv2")(x))), 3, 2,
-                         kernels=self.kernels)
+    x = pool(lrn(nn.relu(conv(96, 11, 4, 0, 1, 0.0, "conv1")(x))))
+    x = pool(lrn(nn.relu(conv(256, 5, 1, 2, 2, 1.0, "conv2")(x))))
     x = nn.relu(conv(384, 3, 1, 1, 1, 0.0, "conv3")(x))
     x = nn.relu(conv(384, 3, 1, 1, 2, 1.0, "conv4")(x))
-    x = nn.relu(conv(256, 3, 1, 1, 2, 1.0, "conv5")(x))
-    x = layers.max_pool(x, 3, 2, kernels=self.kernels)
+    x = pool(nn.relu(conv(256, 3, 1, 1, 2, 1.0, "conv5")(x)))
     if x.shape[1:3] != (6, 6):
       raise ValueError("alexnet_2012 expects 227x227 input (6x6 maps after pool5); got an "
                        f"input giving {x.shape[1]}x{x.shape[2]}")

@@ -46,7 +46,8 @@ BatchNorm running statistics sit under the same paths in ``batch_stats`` (``mean
 from __future__ import annotations
 
 import collections
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -77,69 +78,71 @@ _INCEPTION = {
 }
 
 
-def _torch_linear(features: int, fan_in: int, dtype: Any, name: str) -> nn.Dense:
+def _torch_linear(dense: Callable, features: int, fan_in: int, name: str) -> nn.Dense:
   """A Linear with torchvision's GoogLeNet init: N(0, 0.01) weights, torch default bias."""
-  return layers.dense(features, dtype=dtype, kernel_init=_weight_init,
-                      bias_init=layers.torch_default_bias(fan_in), name=name)
+  return dense(features, kernel_init=_weight_init, bias_init=layers.torch_default_bias(fan_in),
+               name=name)
 
 
 class BasicConv2d(nn.Module):
-  """Conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU."""
+  """Conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU. ``conv`` / ``norm``: the model's bound
+  ``layers.conv`` / ``layers.batch_norm`` (dtype, kernels)."""
   features: int
   kernel: int
   stride: int = 1
   padding: int = 0
-  dtype: Any = jnp.float32
-  kernels: Kernels = PLAIN
+  conv: Callable = layers.conv
+  norm: Callable = layers.batch_norm
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = layers.conv(self.features, self.kernel, self.stride, self.padding, dtype=self.dtype,
-                    kernel_init=_weight_init, kernels=self.kernels, name="conv")(x)
-    return layers.batch_norm(train, dtype=self.dtype, epsilon=_BN_EPSILON, relu=True,
-                             unbiased_running_var=True, kernels=self.kernels, name="bn")(x)
+    x = self.conv(self.features, self.kernel, self.stride, self.padding,
+                  kernel_init=_weight_init, name="conv")(x)
+    return self.norm(train, epsilon=_BN_EPSILON, relu=True, unbiased_running_var=True,
+                     name="bn")(x)
 
 
 class Inception(nn.Module):
-  """Four parallel branches concatenated on channels (Figure 2b of the paper)."""
+  """Four parallel branches concatenated on channels (Figure 2b of the paper). ``basic``: the
+  model's bound ``BasicConv2d``; ``max_pool``: its bound ``layers.max_pool``."""
   ch1x1: int
   ch3x3red: int
   ch3x3: int
   ch5x5red: int
   ch5x5: int
   pool_proj: int
-  dtype: Any = jnp.float32
-  kernels: Kernels = PLAIN
+  basic: Callable = BasicConv2d
+  max_pool: Callable = layers.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    block = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype,
-                                              kernels=self.kernels, name=name)
+    block = lambda f, k, p, name: self.basic(f, k, padding=p, name=name)
     b1 = block(self.ch1x1, 1, 0, "branch1")(x, train)
     b2 = block(self.ch3x3red, 1, 0, "branch2_0")(x, train)
     b2 = block(self.ch3x3, 3, 1, "branch2_1")(b2, train)
     b3 = block(self.ch5x5red, 1, 0, "branch3_0")(x, train)
     b3 = block(self.ch5x5, 3, 1, "branch3_1")(b3, train)  # 3x3, as torchvision
-    b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True, kernels=self.kernels)
+    b4 = self.max_pool(x, 3, 1, padding=1, ceil_mode=True)
     b4 = block(self.pool_proj, 1, 0, "branch4_1")(b4, train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
 class InceptionAux(nn.Module):
-  """Auxiliary classifier on an intermediate feature map (§5 of the paper)."""
+  """Auxiliary classifier on an intermediate feature map (§5 of the paper). ``basic`` /
+  ``dense``: the model's bound ``BasicConv2d`` / ``layers.dense``."""
   num_classes: int
   dropout_rate: float = 0.7
-  dtype: Any = jnp.float32
-  kernels: Kernels = PLAIN
+  basic: Callable = BasicConv2d
+  dense: Callable = layers.dense
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = layers.adaptive_avg_pool(x, 4)
-    x = BasicConv2d(128, 1, dtype=self.dtype, kernels=self.kernels, name="conv")(x, train)
+    x = self.basic(128, 1, name="conv")(x, train)
     x = layers.flatten_nchw(x)
-    x = nn.relu(_torch_linear(1024, x.shape[-1], self.dtype, "fc1")(x))
+    x = nn.relu(_torch_linear(self.dense, 1024, x.shape[-1], "fc1")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return _torch_linear(self.num_classes, 1024, self.dtype, "fc2")(x)
+    return _torch_linear(self.dense, self.num_classes, 1024, "fc2")(x)
 
 
 class GoogLeNet(nn.Module):
@@ -174,13 +177,17 @@ class GoogLeNet(nn.Module):
     with_aux = self.aux_logits and self.num_classes > 0
     # Run the heads while initialising even in eval mode, so their parameters always exist.
     run_aux = with_aux and (train or self.is_initializing())
-    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, p, dtype=self.dtype,
-                                                kernels=self.kernels, name=name)
-    inception = lambda key: Inception(*_INCEPTION[key], dtype=self.dtype, kernels=self.kernels,
+    basic = functools.partial(
+        BasicConv2d, conv=functools.partial(layers.conv, dtype=self.dtype, kernels=self.kernels),
+        norm=functools.partial(layers.batch_norm, dtype=self.dtype, kernels=self.kernels))
+    dense = functools.partial(layers.dense, dtype=self.dtype)
+    max_pool = functools.partial(layers.max_pool, kernels=self.kernels)
+    conv = lambda f, k, s, p, name: basic(f, k, s, p, name=name)
+    inception = lambda key: Inception(*_INCEPTION[key], basic=basic, max_pool=max_pool,
                                       name=f"inception{key}")
-    aux = lambda name: InceptionAux(self.num_classes, self.aux_dropout_rate,
-                                    dtype=self.dtype, kernels=self.kernels, name=name)
-    pool = lambda x, k: layers.max_pool(x, k, 2, ceil_mode=True, kernels=self.kernels)
+    aux = lambda name: InceptionAux(self.num_classes, self.aux_dropout_rate, basic=basic,
+                                    dense=dense, name=name)
+    pool = lambda x, k: max_pool(x, k, 2, ceil_mode=True)
 
     x = conv(64, 7, 2, 3, "conv1")(x, train)
     x = pool(x, 3)
@@ -207,7 +214,7 @@ class GoogLeNet(nn.Module):
     if self.num_classes == 0:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = _torch_linear(self.num_classes, x.shape[-1], self.dtype, "fc")(x)
+    logits = _torch_linear(dense, self.num_classes, x.shape[-1], "fc")(x)
     if train and with_aux:
       return GoogLeNetOutputs(logits, aux2, aux1)
     return logits

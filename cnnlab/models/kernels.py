@@ -6,8 +6,11 @@ the model is constructed (``Kernels``), never by a switch read while tracing.
             reference every faster formulation is tested against.
     CPU     formulations measured faster on XLA:CPU (1x1 convolution as a matrix product,
             separable slice-max pooling with a hand-written gradient, BatchNorm with a two-pass
-            gradient and fused residual + ReLU, a fusion barrier, LeNet's space-to-depth conv).
-            Same values up to float rounding and the same gradients.
+            gradient and fused residual + ReLU, a fusion barrier). Same values up to float
+            rounding and the same gradients.
+
+The table holds generic operations only: a formulation that serves one model lives with that
+model (LeNet's space-to-depth conv + ReLU + pool is in ``cnnlab.models.lenet``).
 
 ``select()`` is what ``models.create`` uses: CPU in a single-process CPU run, PLAIN elsewhere;
 ``select(onednn=True)`` adds the oneDNN convolution of ``cnnlab.models.onednn`` where that
@@ -25,7 +28,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cnnlab.config import registry as config_registry
 
@@ -38,14 +40,12 @@ class Kernels:
   max_pool(x, window, strides, padding) -> y           (-inf padding; gradient to the first max)
   batch_norm_train(x, scale, bias, residual, eps, relu, dtype) -> (y, mean, biased var)
   materialize(x) -> x                                   (fusion barrier or identity)
-  conv_relu_pool2(x, kernel, bias, padding) -> max_pool(relu(conv(x) + bias), 2, 2), 2-D
   """
   name: str
   conv: Callable
   max_pool: Callable
   batch_norm_train: Callable
   materialize: Callable
-  conv_relu_pool2: Callable
 
   def __repr__(self) -> str:
     return f"Kernels({self.name})"
@@ -101,14 +101,7 @@ def identity(x):
   return x
 
 
-def plain_conv_relu_pool2(x, kernel, bias, padding: int = 0):
-  y = plain_conv(x, kernel, strides=(1, 1), padding=((padding, padding),) * 2,
-                 dilation=(1, 1), groups=1)
-  return plain_max_pool(jax.nn.relu(y + bias), (2, 2), (2, 2), ((0, 0), (0, 0)))
-
-
-PLAIN = Kernels("plain", plain_conv, plain_max_pool, plain_batch_norm_train, identity,
-                plain_conv_relu_pool2)
+PLAIN = Kernels("plain", plain_conv, plain_max_pool, plain_batch_norm_train, identity)
 
 
 # --- CPU formulations -----------------------------------------------------------------------
@@ -228,46 +221,7 @@ def materialize(x):
   return jax.lax.cond(flat[0] == flat[0], lambda v: v, lambda v: v * 1, x)
 
 
-def s2d_conv_relu_pool2(x, kernel, bias, padding: int = 0):
-  """``plain_conv_relu_pool2`` (2-D, odd square kernel, stride 1) on the 2x2 space-to-depth
-  view of the padded input, (N, H/2, W/2, 4C): one VALID convolution with a (k//2 + 1)^2 kernel
-  yields, as 4 groups of O channels, the conv values at the four positions of each pooling
-  window, and the pool is a max over the groups (max commutes with the bias add and the ReLU,
-  both monotone). LeNet's 6- and 16-channel convs take XLA:CPU's slow generic path; here they
-  have 24 -> 64 channels at 1.44x the multiply-adds: LeNet-5 train step 2.6x faster on a Zen4
-  core."""
-  n, h, w, c = x.shape
-  k, o = kernel.shape[0], kernel.shape[-1]
-  hp, wp = (h + 2 * padding - k + 1) // 2, (w + 2 * padding - k + 1) // 2
-  ku = k // 2 + 1
-  hs, ws = 2 * (hp + ku - 1), 2 * (wp + ku - 1)
-  x = jnp.pad(x, [(0, 0), (padding, hs - h - padding), (padding, ws - w - padding), (0, 0)])
-  x = x.reshape(n, hs // 2, 2, ws // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(n, hs // 2, ws // 2, 4 * c)
-  flat = jnp.concatenate([kernel.reshape(k * k, c, o), jnp.zeros((1, c, o), kernel.dtype)])
-  big = flat[_s2d_taps(k)]                            # (u, v, a, b, p, q, c, o)
-  big = big.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(ku, ku, 4 * c, 4 * o)
-  y = jax.lax.conv_general_dilated(x, big, (1, 1), "VALID",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y = jnp.max(y.reshape(n, hp, wp, 4, o), axis=3)
-  return jax.nn.relu(y + bias)
-
-
-@functools.lru_cache(maxsize=None)
-def _s2d_taps(k: int) -> np.ndarray:
-  """taps[u, v, a, b, p, q] = index i*k + j of the original kernel tap that input sub-position
-  (a, b) of space-to-depth cell offset (u, v) meets for output sub-position (p, q), or k*k
-  (a zero) where there is none: i = 2u + a - p, j = 2v + b - q."""
-  ku = k // 2 + 1
-  taps = np.full((ku, ku, 2, 2, 2, 2), k * k, np.int32)
-  for u, v, a, b, p, q in np.ndindex(*taps.shape):
-    i, j = 2 * u + a - p, 2 * v + b - q
-    if 0 <= i < k and 0 <= j < k:
-      taps[u, v, a, b, p, q] = i * k + j
-  return taps
-
-
-CPU = Kernels("cpu", cpu_conv, cpu_max_pool, batch_norm_train, materialize, s2d_conv_relu_pool2)
+CPU = Kernels("cpu", cpu_conv, cpu_max_pool, batch_norm_train, materialize)
 
 
 # --- choice ---------------------------------------------------------------------------------

@@ -116,18 +116,22 @@ class Conv(nn.Module):
 # --- BatchNorm ------------------------------------------------------------------------------
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, zero_scale: bool = False,
                epsilon: float = 1e-5, relu: bool = False, unbiased_running_var: bool = False,
+               momentum: float = 0.9, use_scale: bool = True, use_bias: bool = True,
                kernels: Kernels = PLAIN, name: str | None = None) -> "BatchNorm":
   """BatchNorm matching torch.nn.BatchNormNd defaults (momentum 0.1 == decay 0.9, eps 1e-5).
 
-  ``epsilon`` overrides torch's 1e-5 where a torchvision model does (GoogLeNet uses 1e-3).
+  ``epsilon`` overrides torch's 1e-5 where a torchvision model does (GoogLeNet uses 1e-3);
+  ``momentum`` is the running averages' decay (Keras: 0.99). ``use_scale`` / ``use_bias``
+  False: no learned scale / shift (torch's ``affine=False``, Caffe's BatchNorm layer).
   ``relu=True`` applies a ReLU after the normalisation (and after adding the optional
   ``residual`` argument of the call) in the same computation. ``unbiased_running_var``: see
   ``BatchNorm``.
   """
-  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype,
+  return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                   dtype=dtype,
                    scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
-                   relu=relu, unbiased_running_var=unbiased_running_var, kernels=kernels,
-                   name=name)
+                   relu=relu, unbiased_running_var=unbiased_running_var, use_scale=use_scale,
+                   use_bias=use_bias, kernels=kernels, name=name)
 
 
 class BatchNorm(nn.Module):
@@ -141,6 +145,8 @@ else float32) — with an optional fused
   ``unbiased_running_var``: torch's running variance. Both normalise a batch with its biased
   variance; torch (True) feeds the running average with the unbiased one, var * n / (n - 1)
   for n values per channel, Flax (False) with the biased one.
+
+  ``use_scale`` / ``use_bias`` False: no ``scale`` / ``bias`` parameter (a constant 1 / 0).
   """
   use_running_average: bool = False
   momentum: float = 0.9
@@ -150,6 +156,8 @@ else float32) — with an optional fused
   bias_init: Any = nn.initializers.zeros
   relu: bool = False
   unbiased_running_var: bool = False
+  use_scale: bool = True
+  use_bias: bool = True
   kernels: Kernels = PLAIN
 
   @nn.compact
@@ -158,8 +166,10 @@ else float32) — with an optional fused
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32),
                             features)
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
-    scale = self.param("scale", self.scale_init, features, jnp.float32)
-    bias = self.param("bias", self.bias_init, features, jnp.float32)
+    scale = (self.param("scale", self.scale_init, features, jnp.float32) if self.use_scale
+             else jnp.ones(features, jnp.float32))
+    bias = (self.param("bias", self.bias_init, features, jnp.float32) if self.use_bias
+            else jnp.zeros(features, jnp.float32))
     if self.use_running_average:
       mul = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
       y = (x.astype(stats_dtype(x.dtype)) - ra_mean.value) * mul + bias

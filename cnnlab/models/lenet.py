@@ -53,6 +53,7 @@ it is the 84-d ReLU output of ``fc2``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -71,10 +72,17 @@ _PAPER = ("LeCun, Bottou, Bengio, Haffner 1998, Gradient-based learning applied 
 
 # --- the modern LeNet-5 -----------------------------------------------------------------------
 class LeNet5(nn.Module):
-  """Modern LeNet-5 for 28x28x1 input: ReLU, max-pool, dense softmax head."""
+  """Modern LeNet-5 for 28x28x1 input: ReLU, max-pool, dense softmax head.
+
+  ``s2d`` picks how each conv + ReLU + pool is computed: on the 2x2 space-to-depth view
+  (``s2d_conv_relu_pool2``, measured faster on XLA:CPU) or as the plain three operations of
+  ``kernels``; None (default) takes space-to-depth exactly when ``kernels`` is a CPU set
+  ('cpu', 'cpu+onednn'). Same parameters and values either way.
+  """
   num_classes: int = 10
   dtype: Any = jnp.float32
-  kernels: Kernels = PLAIN   # how the fused conv + ReLU + pool is computed
+  kernels: Kernels = PLAIN   # how the convs and pools are computed
+  s2d: bool | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -82,9 +90,11 @@ class LeNet5(nn.Module):
       return layers.dense(features, dtype=self.dtype, kernel_init=layers.torch_default_kernel,
                           bias_init=layers.torch_default_bias(fan_in), name=name)
 
+    s2d = uses_s2d(self.kernels) if self.s2d is None else self.s2d
+    conv_pool = functools.partial(ConvReluPool, dtype=self.dtype, kernels=self.kernels, s2d=s2d)
     x = x.astype(self.dtype)
-    x = ConvReluPool(6, 2, dtype=self.dtype, kernels=self.kernels, name="conv1")(x)
-    x = ConvReluPool(16, 0, dtype=self.dtype, kernels=self.kernels, name="conv2")(x)
+    x = conv_pool(6, 2, name="conv1")(x)
+    x = conv_pool(16, 0, name="conv2")(x)
     x = layers.flatten_nchw(x)
     x = nn.relu(fc(120, "fc1", x.shape[-1])(x))
     x = nn.relu(fc(84, "fc2", 120)(x))
@@ -93,17 +103,24 @@ class LeNet5(nn.Module):
     return fc(self.num_classes, "fc3", 84)(x)
 
 
+def uses_s2d(kernels: Kernels) -> bool:
+  """Whether LeNet-5 computes conv + ReLU + pool on the space-to-depth view with these kernels:
+  on the CPU sets ('cpu', 'cpu+onednn', ...), where it was measured faster."""
+  return kernels.name.split("+")[0] == "cpu"
+
+
 class ConvReluPool(nn.Module):
   """5x5 conv (stride 1, torch's default init) + ReLU + 2x2 max-pool, as one computation.
 
   Parameters are those of a plain conv: ``kernel`` (5, 5, in, features) and ``bias``. The
-  arithmetic is ``max_pool(relu(conv(x) + bias), 2, 2)``, computed by
-  ``kernels.conv_relu_pool2`` (CPU kernels: on a 2x2 space-to-depth view of the input).
+  arithmetic is ``max_pool(relu(conv(x) + bias), 2, 2)``: ``s2d_conv_relu_pool2`` when ``s2d``,
+  else ``conv_relu_pool2`` with ``kernels``' conv and pool.
   """
   features: int
   padding: int
   dtype: Any = jnp.float32
   kernels: Kernels = PLAIN
+  s2d: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -111,8 +128,58 @@ class ConvReluPool(nn.Module):
     kernel = self.param("kernel", layers.torch_default_kernel,
                         (5, 5, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", layers.torch_default_bias(fan_in), (self.features,), jnp.float32)
-    return self.kernels.conv_relu_pool2(x, kernel.astype(self.dtype), bias.astype(self.dtype),
-                                        self.padding)
+    kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
+    if self.s2d:
+      return s2d_conv_relu_pool2(x, kernel, bias, self.padding)
+    return conv_relu_pool2(x, kernel, bias, self.padding, self.kernels)
+
+
+def conv_relu_pool2(x, kernel, bias, padding: int = 0, kernels: Kernels = PLAIN):
+  """``max_pool(relu(conv(x) + bias), 2, 2)`` (2-D, stride-1 conv with symmetric ``padding``)
+  with ``kernels``' conv and max-pool: the reference ``s2d_conv_relu_pool2`` is tested against."""
+  y = kernels.conv(x, kernel, strides=(1, 1), padding=((padding, padding),) * 2,
+                   dilation=(1, 1), groups=1)
+  return kernels.max_pool(jax.nn.relu(y + bias), (2, 2), (2, 2), ((0, 0), (0, 0)))
+
+
+def s2d_conv_relu_pool2(x, kernel, bias, padding: int = 0):
+  """``conv_relu_pool2`` (2-D, odd square kernel, stride 1) on the 2x2 space-to-depth
+  view of the padded input, (N, H/2, W/2, 4C): one VALID convolution with a (k//2 + 1)^2 kernel
+  yields, as 4 groups of O channels, the conv values at the four positions of each pooling
+  window, and the pool is a max over the groups (max commutes with the bias add and the ReLU,
+  both monotone). LeNet's 6- and 16-channel convs take XLA:CPU's slow generic path; here they
+  have 24 -> 64 channels at 1.44x the multiply-adds: LeNet-5 train step 2.6x faster on a Zen4
+  core."""
+  n, h, w, c = x.shape
+  k, o = kernel.shape[0], kernel.shape[-1]
+  hp, wp = (h + 2 * padding - k + 1) // 2, (w + 2 * padding - k + 1) // 2
+  ku = k // 2 + 1
+  hs, ws = 2 * (hp + ku - 1), 2 * (wp + ku - 1)
+  x = jnp.pad(x, [(0, 0), (padding, hs - h - padding), (padding, ws - w - padding), (0, 0)])
+  x = x.reshape(n, hs // 2, 2, ws // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(n, hs // 2, ws // 2, 4 * c)
+  flat = jnp.concatenate([kernel.reshape(k * k, c, o), jnp.zeros((1, c, o), kernel.dtype)])
+  big = flat[_s2d_taps(k)]                            # (u, v, a, b, p, q, c, o)
+  big = big.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(ku, ku, 4 * c, 4 * o)
+  y = jax.lax.conv_general_dilated(x, big, (1, 1), "VALID",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = jnp.max(y.reshape(n, hp, wp, 4, o), axis=3)
+  return jax.nn.relu(y + bias)
+
+
+@functools.lru_cache(maxsize=None)
+def _s2d_taps(k: int) -> np.ndarray:
+  """taps[u, v, a, b, p, q] = index i*k + j of the original kernel tap that input sub-position
+  (a, b) of space-to-depth cell offset (u, v) meets for output sub-position (p, q), or k*k
+  (a zero) where there is none: i = 2u + a - p, j = 2v + b - q."""
+  ku = k // 2 + 1
+  taps = np.full((ku, ku, 2, 2, 2, 2), k * k, np.int32)
+  for u, v, a, b, p, q in np.ndindex(*taps.shape):
+    i, j = 2 * u + a - p, 2 * v + b - q
+    if 0 <= i < k and 0 <= j < k:
+      taps[u, v, a, b, p, q] = i * k + j
+  return taps
+
 
 
 # --- the 1998 network -------------------------------------------------------------------------
@@ -306,13 +373,13 @@ class LeNet5_1998(nn.Module):  # noqa: N801  (the year is part of the name)
                           kernel_init=paper_uniform(fan_in, self.weight_init),
                           bias_init=paper_uniform(fan_in, self.weight_init), name=name)
 
+    subsampling = functools.partial(Subsampling, dtype=self.dtype, weight_init=self.weight_init)
     x = x.astype(self.dtype)
     x = squash(conv(6, "c1", 25 * x.shape[-1])(x))            # 28x28x6
-    init = self.weight_init
-    x = squash(Subsampling(dtype=self.dtype, weight_init=init, name="s2")(x))   # 14x14x6
-    x = squash(PartialConv(dtype=self.dtype, kernels=self.kernels, weight_init=init,
+    x = squash(subsampling(name="s2")(x))                     # 14x14x6
+    x = squash(PartialConv(dtype=self.dtype, kernels=self.kernels, weight_init=self.weight_init,
                            name="c3")(x))                     # 10x10x16
-    x = squash(Subsampling(dtype=self.dtype, weight_init=init, name="s4")(x))   # 5x5x16
+    x = squash(subsampling(name="s4")(x))                     # 5x5x16
     x = squash(conv(120, "c5", 25 * 16)(x))                   # 1x1x120
     x = x.reshape(x.shape[0], -1)
     x = squash(fc(84, "f6", 120)(x))                          # 84

@@ -35,7 +35,7 @@ subsample by 2 and zero-pad the new channels: no parameters), as the paper uses 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -51,28 +51,26 @@ def _classifier(num_classes: int, fan_in: int, dtype: Any) -> nn.Dense:
                       bias_init=layers.torch_default_bias(fan_in), name="fc")
 
 
+def _identity(x):
+  return x
+
+
 class _Block(nn.Module):
-  """Fields and layer factories the residual blocks share."""
+  """Fields the residual blocks share. ``conv`` and ``norm`` are the layer factories the model
+  binds once (``layers.conv`` / ``layers.batch_norm`` with its dtype, rank and kernels; ``norm``
+  takes ``train`` first); ``materialize`` is the kernels' fusion barrier, used in training."""
   planes: int
   stride: int = 1
   zero_init_residual: bool = False
-  dtype: Any = jnp.float32
-  spatial_dims: int = 2
-  torch_bn: bool = True          # torch's running variance (see layers.BatchNorm)
-  kernels: Kernels = PLAIN
-
-  def conv(self, features, kernel, stride=1, padding=0, name=None):
-    return layers.conv(features, kernel, stride, padding, dtype=self.dtype,
-                       spatial_dims=self.spatial_dims, kernels=self.kernels, name=name)
-
-  def bn(self, train, name, relu=True, zero_scale=False):
-    return layers.batch_norm(train, dtype=self.dtype, relu=relu, zero_scale=zero_scale,
-                             unbiased_running_var=self.torch_bn, kernels=self.kernels, name=name)
+  dilation: int = 1              # of the 3x3 conv(s); padding grows with it (torchvision)
+  conv: Callable = layers.conv
+  norm: Callable = functools.partial(layers.batch_norm, unbiased_running_var=True)
+  materialize: Callable = _identity
 
   def keep(self, train):
     """Materialise activations the backward pass transposes (training only; see
     ``kernels.materialize``)."""
-    return self.kernels.materialize if train else (lambda x: x)
+    return self.materialize if train else _identity
 
   def projection(self, x, features: int, train: bool):
     """Option B shortcut: identity, or a strided 1x1 conv + BN when the shape changes (layers
@@ -80,7 +78,7 @@ class _Block(nn.Module):
     if self.stride == 1 and x.shape[-1] == features:
       return x
     x = self.conv(features, 1, self.stride, name="downsample_conv")(x)
-    return self.bn(train, "downsample_bn", relu=False)(x)
+    return self.norm(train, name="downsample_bn")(x)
 
 
 class BasicBlock(_Block):
@@ -89,12 +87,13 @@ class BasicBlock(_Block):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    keep = self.keep(train)
-    y = self.conv(self.planes, 3, self.stride, 1, name="conv1")(x)
-    y = keep(self.bn(train, "bn1")(y))
-    y = self.conv(self.planes, 3, 1, 1, name="conv2")(y)
+    keep, d = self.keep(train), self.dilation
+    y = self.conv(self.planes, 3, self.stride, d, dilation=d, name="conv1")(x)
+    y = keep(self.norm(train, relu=True, name="bn1")(y))
+    y = self.conv(self.planes, 3, 1, d, dilation=d, name="conv2")(y)
     shortcut = self.projection(x, self.planes, train)
-    return keep(self.bn(train, "bn2", zero_scale=self.zero_init_residual)(y, shortcut))
+    return keep(self.norm(train, relu=True, zero_scale=self.zero_init_residual,
+                          name="bn2")(y, shortcut))
 
 
 class Bottleneck(_Block):
@@ -103,14 +102,15 @@ class Bottleneck(_Block):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    keep = self.keep(train)
+    keep, d = self.keep(train), self.dilation
     y = self.conv(self.planes, 1, name="conv1")(x)
-    y = keep(self.bn(train, "bn1")(y))
-    y = self.conv(self.planes, 3, self.stride, 1, name="conv2")(y)
-    y = keep(self.bn(train, "bn2")(y))
+    y = keep(self.norm(train, relu=True, name="bn1")(y))
+    y = self.conv(self.planes, 3, self.stride, d, dilation=d, name="conv2")(y)
+    y = keep(self.norm(train, relu=True, name="bn2")(y))
     y = self.conv(self.planes * self.expansion, 1, name="conv3")(y)
     shortcut = self.projection(x, self.planes * self.expansion, train)
-    return keep(self.bn(train, "bn3", zero_scale=self.zero_init_residual)(y, shortcut))
+    return keep(self.norm(train, relu=True, zero_scale=self.zero_init_residual,
+                          name="bn3")(y, shortcut))
 
 
 def _check(num_classes: int, spatial_dims: int, x) -> None:
@@ -121,6 +121,25 @@ def _check(num_classes: int, spatial_dims: int, x) -> None:
   if x.ndim != spatial_dims + 2:
     raise ValueError(f"a {spatial_dims}-D model takes (N, *{spatial_dims} spatial dims, C) "
                      f"input; got shape {tuple(x.shape)}")
+
+
+def _stage_geometry(dilate: Sequence[bool] | None,
+                    num_stages: int) -> list[tuple[int, int, int]]:
+  """(stride, first block's dilation, other blocks' dilation) per stage, as torchvision's
+  ``_make_layer``: a dilated stage keeps stride 1 and multiplies the running dilation by the
+  stride it replaces; its first block keeps the dilation of the stage before. ``dilate``
+  None: no dilation."""
+  dilate = (False,) * (num_stages - 1) if dilate is None else tuple(dilate)
+  if len(dilate) != num_stages - 1:
+    raise ValueError(f"replace_stride_with_dilation={tuple(dilate)} needs {num_stages - 1} "
+                     "entries (stages 2 onwards)")
+  geometry, dilation = [(1, 1, 1)], 1
+  for d in dilate:
+    previous = dilation
+    if d:
+      dilation *= 2
+    geometry.append((1 if d else 2, previous, dilation))
+  return geometry
 
 
 class ResNet(nn.Module):
@@ -135,6 +154,13 @@ class ResNet(nn.Module):
     spatial_dims: 1 (signals, N L C), 2 (images) or 3 (volumes, N D H W C); every kernel,
       stride and pool is the 2-D one's along each spatial dim.
     kernels: how convs, pools and BatchNorm are computed (``cnnlab.models.kernels``).
+    replace_stride_with_dilation: per stage from the second on, trade its stride 2 for a
+      dilation of 2 (torchvision's argument; (False, True, True) gives output stride 8, the
+      FCN / DeepLabV3 backbone); None: no dilation. Parameters are unchanged.
+    features_only: return the feature maps ``(stem, layer1, ..., layer4)`` instead of logits
+      (the stem's after its ReLU, before the max-pool; strides 2, 4, 8, 16, 32 without
+      dilation), as timm's ``features_only``: the encoder of a segmentation network. No ``fc``
+      is built.
   """
   stage_sizes: Sequence[int]
   block: Any
@@ -143,22 +169,29 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   spatial_dims: int = 2
   kernels: Kernels = PLAIN
+  replace_stride_with_dilation: Sequence[bool] | None = None
+  features_only: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     _check(self.num_classes, self.spatial_dims, x)
-    x = layers.conv(64, 7, 2, 3, dtype=self.dtype, spatial_dims=self.spatial_dims,
-                    kernels=self.kernels, name="conv1")(x)
-    x = layers.batch_norm(train, dtype=self.dtype, relu=True, unbiased_running_var=True,
-                          kernels=self.kernels, name="bn1")(x)
-    x = layers.max_pool(x, 3, 2, padding=1, kernels=self.kernels)
+    geometry = _stage_geometry(self.replace_stride_with_dilation, len(self.stage_sizes))
+    conv = functools.partial(layers.conv, dtype=self.dtype, spatial_dims=self.spatial_dims,
+                             kernels=self.kernels)
+    norm = functools.partial(layers.batch_norm, dtype=self.dtype, unbiased_running_var=True,
+                             kernels=self.kernels)
+    x = conv(64, 7, 2, 3, name="conv1")(x)
+    features = [norm(train, relu=True, name="bn1")(x)]
+    x = layers.max_pool(features[0], 3, 2, padding=1, kernels=self.kernels)
     x = self.kernels.materialize(x) if train else x
-    for s, num_blocks in enumerate(self.stage_sizes):
+    for s, (num_blocks, (stride, first, rest)) in enumerate(zip(self.stage_sizes, geometry)):
       for i in range(num_blocks):
-        stride = 2 if s > 0 and i == 0 else 1
-        x = self.block(64 * 2 ** s, stride, self.zero_init_residual, dtype=self.dtype,
-                       spatial_dims=self.spatial_dims, kernels=self.kernels,
-                       name=f"layer{s + 1}_{i}")(x, train)
+        x = self.block(64 * 2 ** s, stride if i == 0 else 1, self.zero_init_residual,
+                       first if i == 0 else rest, conv=conv, norm=norm,
+                       materialize=self.kernels.materialize, name=f"layer{s + 1}_{i}")(x, train)
+      features.append(x)
+    if self.features_only:
+      return tuple(features)
     x = layers.global_avg_pool(x)
     if self.num_classes == 0:
       return x
@@ -183,13 +216,14 @@ class CifarBasicBlock(_Block):
   def __call__(self, x, train: bool = False):
     keep = self.keep(train)
     y = self.conv(self.planes, 3, self.stride, 1, name="conv1")(x)
-    y = keep(self.bn(train, "bn1")(y))
+    y = keep(self.norm(train, relu=True, name="bn1")(y))
     y = self.conv(self.planes, 3, 1, 1, name="conv2")(y)
     if self.shortcut == "A":
       shortcut = _option_a(x, self.planes, self.stride)
     else:
       shortcut = self.projection(x, self.planes, train)
-    return keep(self.bn(train, "bn2", zero_scale=self.zero_init_residual)(y, shortcut))
+    return keep(self.norm(train, relu=True, zero_scale=self.zero_init_residual,
+                          name="bn2")(y, shortcut))
 
 
 class CifarResNet(nn.Module):
@@ -217,17 +251,17 @@ class CifarResNet(nn.Module):
     if self.shortcut not in ("A", "B"):
       raise ValueError(f"shortcut={self.shortcut!r} is invalid; use 'A' or 'B'")
     _check(self.num_classes, self.spatial_dims, x)
-    x = layers.conv(16, 3, 1, 1, dtype=self.dtype, spatial_dims=self.spatial_dims,
-                    kernels=self.kernels, name="conv1")(x)
-    x = layers.batch_norm(train, dtype=self.dtype, relu=True, kernels=self.kernels,
-                          name="bn1")(x)
+    conv = functools.partial(layers.conv, dtype=self.dtype, spatial_dims=self.spatial_dims,
+                             kernels=self.kernels)
+    norm = functools.partial(layers.batch_norm, dtype=self.dtype, kernels=self.kernels)
+    x = conv(16, 3, 1, 1, name="conv1")(x)
+    x = norm(train, relu=True, name="bn1")(x)
     x = self.kernels.materialize(x) if train else x
     for s, planes in enumerate((16, 32, 64)):
       for i in range(self.blocks_per_stage):
         stride = 2 if s > 0 and i == 0 else 1
-        x = CifarBasicBlock(planes, stride, self.zero_init_residual, dtype=self.dtype,
-                            spatial_dims=self.spatial_dims, torch_bn=False,
-                            kernels=self.kernels, shortcut=self.shortcut,
+        x = CifarBasicBlock(planes, stride, self.zero_init_residual, conv=conv, norm=norm,
+                            materialize=self.kernels.materialize, shortcut=self.shortcut,
                             name=f"layer{s + 1}_{i}")(x, train)
     x = layers.global_avg_pool(x)
     if self.num_classes == 0:

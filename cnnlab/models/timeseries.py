@@ -27,7 +27,8 @@ Names: fcn1d ``conv{1,2,3}``, ``bn{1,2,3}``, ``fc``; resnet1d ``block{1,2,3}/con
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -41,19 +42,26 @@ KERAS_BN_MOMENTUM = 0.99
 _glorot = nn.initializers.glorot_uniform()
 
 
+def keras_conv(dtype: Any = jnp.float32, kernels: Kernels = PLAIN) -> Callable:
+  """``layers.conv`` with the reference implementation's defaults bound: 'same' padding, bias,
+  Glorot-uniform weights, 1-D; call as ``conv(features, kernel, name=...)``."""
+  return functools.partial(layers.conv, padding="SAME", use_bias=True, kernel_init=_glorot,
+                           spatial_dims=1, dtype=dtype, kernels=kernels)
+
+
+def keras_norm(dtype: Any = jnp.float32, kernels: Kernels = PLAIN) -> Callable:
+  """``layers.batch_norm`` with Keras' defaults bound; call as ``norm(train, relu=..., name=)``."""
+  return functools.partial(layers.batch_norm, momentum=KERAS_BN_MOMENTUM,
+                           epsilon=KERAS_BN_EPSILON, dtype=dtype, kernels=kernels)
+
+
 class _Keras1D(nn.Module):
-  """Conv / BatchNorm factories with the reference implementation's defaults."""
+  """What both models share: dtype / kernels, bound once into conv and norm factories."""
   dtype: Any = jnp.float32
   kernels: Kernels = PLAIN
 
-  def conv(self, features: int, kernel: int, name: str):
-    return layers.conv(features, kernel, padding="SAME", use_bias=True, dtype=self.dtype,
-                       kernel_init=_glorot, spatial_dims=1, kernels=self.kernels, name=name)
-
-  def bn(self, train: bool, name: str, relu: bool):
-    return layers.BatchNorm(use_running_average=not train, momentum=KERAS_BN_MOMENTUM,
-                            epsilon=KERAS_BN_EPSILON, dtype=self.dtype, relu=relu,
-                            kernels=self.kernels, name=name)
+  def factories(self) -> tuple[Callable, Callable]:
+    return keras_conv(self.dtype, self.kernels), keras_norm(self.dtype, self.kernels)
 
   def classify(self, x, num_classes: int):
     x = layers.global_avg_pool(x)
@@ -79,32 +87,34 @@ class FCN1D(_Keras1D):
   @nn.compact
   def __call__(self, x, train: bool = False):
     _check(x, self.num_classes, "fcn1d")
+    conv, norm = self.factories()
     for i, (f, k) in enumerate(zip(self.filters, self.kernel_sizes), 1):
-      x = self.conv(f, k, f"conv{i}")(x)
-      x = self.bn(train, f"bn{i}", relu=True)(x)
+      x = conv(f, k, name=f"conv{i}")(x)
+      x = norm(train, relu=True, name=f"bn{i}")(x)
     return self.classify(x, self.num_classes)
 
 
-class ResidualBlock1D(_Keras1D):
-  """Three convs (8, 5, 3) with BatchNorm; the shortcut is added before the last ReLU."""
+class ResidualBlock1D(nn.Module):
+  """Three convs (8, 5, 3) with BatchNorm; the shortcut is added before the last ReLU.
+  ``conv`` / ``norm``: the model's bound ``keras_conv`` / ``keras_norm``."""
   features: int = 64
   kernel_sizes: Sequence[int] = (8, 5, 3)
+  conv: Callable = keras_conv()
+  norm: Callable = keras_norm()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     y = x
     last = len(self.kernel_sizes)
     for i, k in enumerate(self.kernel_sizes, 1):
-      y = self.conv(self.features, k, f"conv{i}")(y)
+      y = self.conv(self.features, k, name=f"conv{i}")(y)
       if i < last:
-        y = self.bn(train, f"bn{i}", relu=True)(y)
+        y = self.norm(train, relu=True, name=f"bn{i}")(y)
     shortcut = x
     if x.shape[-1] != self.features:
-      shortcut = layers.conv(self.features, 1, use_bias=True, dtype=self.dtype,
-                             kernel_init=_glorot, spatial_dims=1, kernels=self.kernels,
-                             name="shortcut_conv")(x)
-    shortcut = self.bn(train, "shortcut_bn", relu=False)(shortcut)
-    return self.bn(train, f"bn{last}", relu=True)(y, shortcut)
+      shortcut = self.conv(self.features, 1, name="shortcut_conv")(x)
+    shortcut = self.norm(train, name="shortcut_bn")(shortcut)
+    return self.norm(train, relu=True, name=f"bn{last}")(y, shortcut)
 
 
 class ResNet1D(_Keras1D):
@@ -115,9 +125,9 @@ class ResNet1D(_Keras1D):
   @nn.compact
   def __call__(self, x, train: bool = False):
     _check(x, self.num_classes, "resnet1d")
+    conv, norm = self.factories()
     for i, f in enumerate(self.features, 1):
-      x = ResidualBlock1D(dtype=self.dtype, kernels=self.kernels, features=f,
-                          name=f"block{i}")(x, train)
+      x = ResidualBlock1D(f, conv=conv, norm=norm, name=f"block{i}")(x, train)
     return self.classify(x, self.num_classes)
 
 

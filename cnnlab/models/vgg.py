@@ -44,7 +44,12 @@ CONFIGS = {
 
 
 class VGG(nn.Module):
-  """A VGG configuration from Table 1 of the paper; see the module docstring."""
+  """A VGG configuration from Table 1 of the paper; see the module docstring.
+
+  ``features_only``: return the feature maps just before each max-pool (five of them, at
+  strides 1, 2, 4, 8 and 16: 64, 128, 256, 512, 512 channels) instead of logits, as timm's
+  ``features_only``; the classifier is not built. The encoder of a U-Net.
+  """
   config: str = "D"
   batch_norm: bool = False
   num_classes: int = 1000
@@ -52,6 +57,7 @@ class VGG(nn.Module):
   dtype: Any = jnp.float32
   spatial_dims: int = 2      # 1 (N L C), 2 (N H W C) or 3 (N D H W C)
   kernels: Kernels = PLAIN   # how convs, pools and BatchNorm are computed
+  features_only: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -60,23 +66,28 @@ class VGG(nn.Module):
     if self.spatial_dims not in (1, 2, 3) or x.ndim != self.spatial_dims + 2:
       raise ValueError(f"VGG spatial_dims={self.spatial_dims} (valid: 1, 2, 3) takes input of "
                        f"rank spatial_dims + 2; got shape {tuple(x.shape)}")
+    conv = functools.partial(layers.conv, kernel=3, stride=1, padding=1, use_bias=True,
+                             dtype=self.dtype, spatial_dims=self.spatial_dims,
+                             kernels=self.kernels)
+    norm = functools.partial(layers.batch_norm, train, dtype=self.dtype, relu=True,
+                             unbiased_running_var=True, kernels=self.kernels)
     x = x.astype(self.dtype)
+    features = []
     idx = 0  # index in torchvision's `features` Sequential
     for v in CONFIGS[self.config]:
       if v == "M":
+        features.append(x)
         x = layers.max_pool(x, 2, 2, kernels=self.kernels)
         idx += 1
         continue
-      x = layers.conv(v, 3, 1, 1, use_bias=True, dtype=self.dtype,
-                      spatial_dims=self.spatial_dims, kernels=self.kernels,
-                      name=f"features_{idx}")(x)
-      if self.batch_norm:
-        x = layers.batch_norm(train, dtype=self.dtype, relu=True, unbiased_running_var=True,
-                              kernels=self.kernels, name=f"features_{idx + 1}")(x)
-      else:
-        x = nn.relu(x)
+      x = conv(v, name=f"features_{idx}")(x)
+      x = norm(name=f"features_{idx + 1}")(x) if self.batch_norm else nn.relu(x)
       idx += 3 if self.batch_norm else 2
+    if self.features_only:
+      return tuple(features)
+    return self._classify(x, train)
 
+  def _classify(self, x, train: bool):
     def fc(features, idx):
       return layers.dense(features, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01),
                           bias_init=nn.initializers.zeros, name=f"classifier_{idx}")

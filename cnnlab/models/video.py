@@ -34,7 +34,7 @@ Parameter names mirror torchvision's state_dict keys (``.`` -> ``/``; a trailing
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -46,21 +46,20 @@ from cnnlab.models.kernels import PLAIN, Kernels
 CONV_TYPES = ("3d", "2d", "2plus1d")   # Conv3DSimple, Conv3DNoTemporal, Conv2Plus1D
 
 
-class _Factory(nn.Module):
-  """Conv / BatchNorm factories with torchvision's video-ResNet defaults."""
-  dtype: Any = jnp.float32
-  kernels: Kernels = PLAIN
-
-  def conv(self, features, kernel, stride, padding, name):
-    return layers.conv(features, kernel, stride, padding, dtype=self.dtype, spatial_dims=3,
-                       kernels=self.kernels, name=name)
-
-  def bn(self, train: bool, name: str, relu: bool):
-    return layers.batch_norm(train, dtype=self.dtype, relu=relu, unbiased_running_var=True,
-                             kernels=self.kernels, name=name)
+def _identity(x):
+  return x
 
 
-class Conv2Plus1D(_Factory):
+class _Block(nn.Module):
+  """Layer factories the model binds once: ``conv`` (``layers.conv``, 3-D, with its dtype and
+  kernels), ``norm`` (``layers.batch_norm`` with torch's running variance; ``train`` first)
+  and ``materialize`` (the kernels' fusion barrier, used in training)."""
+  conv: Callable = functools.partial(layers.conv, spatial_dims=3)
+  norm: Callable = functools.partial(layers.batch_norm, unbiased_running_var=True)
+  materialize: Callable = _identity
+
+
+class Conv2Plus1D(_Block):
   """1 x 3 x 3 spatial conv to ``midplanes`` maps, BN, ReLU, 3 x 1 x 1 temporal conv."""
   features: int = 64
   midplanes: int = 64
@@ -69,12 +68,12 @@ class Conv2Plus1D(_Factory):
   @nn.compact
   def __call__(self, x, train: bool = False):
     s = self.stride
-    x = self.conv(self.midplanes, (1, 3, 3), (1, s, s), (0, 1, 1), "0")(x)
-    x = self.bn(train, "1", relu=True)(x)
-    return self.conv(self.features, (3, 1, 1), (s, 1, 1), (1, 0, 0), "3")(x)
+    x = self.conv(self.midplanes, (1, 3, 3), (1, s, s), (0, 1, 1), name="0")(x)
+    x = self.norm(train, relu=True, name="1")(x)
+    return self.conv(self.features, (3, 1, 1), (s, 1, 1), (1, 0, 0), name="3")(x)
 
 
-class VideoBasicBlock(_Factory):
+class VideoBasicBlock(_Block):
   """Two convolutions of ``conv_type`` with BN; ``stride`` on the first; option B shortcut."""
   planes: int = 64
   stride: int = 1
@@ -82,31 +81,30 @@ class VideoBasicBlock(_Factory):
 
   def _conv(self, x, train, features, midplanes, stride, name):
     if self.conv_type == "2plus1d":
-      return Conv2Plus1D(dtype=self.dtype, kernels=self.kernels, features=features,
-                         midplanes=midplanes, stride=stride, name=name)(x, train)
+      return Conv2Plus1D(self.conv, self.norm, features=features, midplanes=midplanes,
+                         stride=stride, name=name)(x, train)
     if self.conv_type == "2d":
-      return self.conv(features, (1, 3, 3), (1, stride, stride), (0, 1, 1), name)(x)
-    return self.conv(features, 3, stride, 1, name)(x)
+      return self.conv(features, (1, 3, 3), (1, stride, stride), (0, 1, 1), name=name)(x)
+    return self.conv(features, 3, stride, 1, name=name)(x)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    keep = self.materialize if train else _identity
     inplanes = x.shape[-1]
     midplanes = (inplanes * self.planes * 27) // (inplanes * 9 + 3 * self.planes)
     y = self._conv(x, train, self.planes, midplanes, self.stride, "conv1_0")
-    y = self.kernels.materialize(self.bn(train, "conv1_1", relu=True)(y)) if train else \
-        self.bn(train, "conv1_1", relu=True)(y)
+    y = keep(self.norm(train, relu=True, name="conv1_1")(y))
     y = self._conv(y, train, self.planes, midplanes, 1, "conv2_0")
     shortcut = x
     if self.stride != 1 or inplanes != self.planes:
       s = self.stride
       ds_stride = (1, s, s) if self.conv_type == "2d" else (s, s, s)
-      shortcut = self.conv(self.planes, 1, ds_stride, 0, "downsample_conv")(x)
-      shortcut = self.bn(train, "downsample_bn", relu=False)(shortcut)
-    y = self.bn(train, "conv2_1", relu=True)(y, shortcut)
-    return self.kernels.materialize(y) if train else y
+      shortcut = self.conv(self.planes, 1, ds_stride, 0, name="downsample_conv")(x)
+      shortcut = self.norm(train, name="downsample_bn")(shortcut)
+    return keep(self.norm(train, relu=True, name="conv2_1")(y, shortcut))
 
 
-class VideoResNet(_Factory):
+class VideoResNet(nn.Module):
   """torchvision's VideoResNet with basic blocks; see the module docstring.
 
   Attributes:
@@ -114,23 +112,26 @@ class VideoResNet(_Factory):
     stage_sizes: blocks per stage.
     stem: '3d' (3x7x7 conv) or '2plus1d' (1x7x7 to 45 maps, then 3x1x1).
     num_classes: classifier outputs; 0 returns the pooled 512-d features.
+    dtype: compute dtype; parameters stay float32.
+    kernels: how convs and BatchNorm are computed (``cnnlab.models.kernels``).
   """
   conv_types: Sequence[str] = ("3d",) * 4
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   stem: str = "3d"
   num_classes: int = 400
+  dtype: Any = jnp.float32
+  kernels: Kernels = PLAIN
 
-  def _stem(self, x, train):
+  def _stem(self, x, train, conv, norm):
     if self.stem == "2plus1d":
-      x = self.conv(45, (1, 7, 7), (1, 2, 2), (0, 3, 3), "stem_0")(x)
-      x = self.bn(train, "stem_1", relu=True)(x)
-      x = self.conv(64, (3, 1, 1), 1, (1, 0, 0), "stem_3")(x)
-      return self.bn(train, "stem_4", relu=True)(x)
-    x = self.conv(64, (3, 7, 7), (1, 2, 2), (1, 3, 3), "stem_0")(x)
-    return self.bn(train, "stem_1", relu=True)(x)
+      x = conv(45, (1, 7, 7), (1, 2, 2), (0, 3, 3), name="stem_0")(x)
+      x = norm(train, relu=True, name="stem_1")(x)
+      x = conv(64, (3, 1, 1), 1, (1, 0, 0), name="stem_3")(x)
+      return norm(train, relu=True, name="stem_4")(x)
+    x = conv(64, (3, 7, 7), (1, 2, 2), (1, 3, 3), name="stem_0")(x)
+    return norm(train, relu=True, name="stem_1")(x)
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
+  def _check(self, x) -> None:
     if self.num_classes < 0:
       raise ValueError(f"num_classes={self.num_classes} is invalid; use 0 (features) or > 0")
     bad = [t for t in (*self.conv_types, self.stem) if t not in CONV_TYPES]
@@ -139,10 +140,18 @@ class VideoResNet(_Factory):
                        f"{', '.join(CONV_TYPES)}, the stem '3d' or '2plus1d'")
     if x.ndim != 5:
       raise ValueError(f"video ResNets take (N, T, H, W, C) clips; got shape {tuple(x.shape)}")
-    x = self._stem(x, train)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    self._check(x)
+    conv = functools.partial(layers.conv, spatial_dims=3, dtype=self.dtype,
+                             kernels=self.kernels)
+    norm = functools.partial(layers.batch_norm, unbiased_running_var=True, dtype=self.dtype,
+                             kernels=self.kernels)
+    x = self._stem(x, train, conv, norm)
     for s, (num_blocks, conv_type) in enumerate(zip(self.stage_sizes, self.conv_types)):
       for i in range(num_blocks):
-        x = VideoBasicBlock(dtype=self.dtype, kernels=self.kernels, planes=64 * 2 ** s,
+        x = VideoBasicBlock(conv, norm, self.kernels.materialize, planes=64 * 2 ** s,
                             stride=2 if s > 0 and i == 0 else 1, conv_type=conv_type,
                             name=f"layer{s + 1}_{i}")(x, train)
     x = layers.global_avg_pool(x)

@@ -29,7 +29,8 @@ class Parts:
   sync: bool                                  # block on every step (multi-device CPU)
 
   def evaluate(self, state, split: str | None = None) -> dict:
-    return builders.evaluate(self.spec, state, self.eval_step, self.feed, self.mesh, split)
+    """The task's metrics over every example of ``split`` (default: the eval split)."""
+    return builders.task(self.spec).evaluate(self, state, split)
 
 
 def build_parts(spec: RunSpec, *, mesh=None, confusion: bool = False) -> Parts:

@@ -1,10 +1,13 @@
-"""What a task measures: classification now, segmentation beside it (one object per task).
+"""What a task measures and how it is evaluated: classification here, segmentation in
+cnnlab/training/segmentation.py (one object per task).
 
 A task turns the model's logits and a batch into
 - ``train_metrics(logits, batch)``: what the train step reports besides the loss;
 - ``eval_sums(logits, batch, confusion)``: sums over the batch's real rows (``mask``), which
   add over batches and hosts — so evaluation counts every example once on any device count;
-- ``finalize(totals)``: the metrics from the summed totals.
+- ``finalize(totals)``: the metrics from the summed totals;
+- ``evaluate(parts, state, split)``: a whole split's metrics (batched eval steps here; tiled
+  whole-image inference for segmentation).
 
 Classification: eval loss (softmax cross-entropy), top-1 accuracy, top-5 accuracy (only with
 more than 5 classes: with 5 or fewer it is 1 by construction), example count; optionally the
@@ -16,6 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from cnnlab import parallel
+from cnnlab.training.segmentation import Segment
 
 TOP5_MIN_CLASSES = 6
 
@@ -65,7 +71,21 @@ class Classify:
     return result
 
 
-TASKS = {"classify": Classify()}
+  def evaluate(self, parts, state, split: str | None = None) -> dict:
+    """Every example of ``split`` (default: the eval split) through the batched eval step."""
+    spec, mesh = parts.spec, parts.mesh
+    batches = parts.feed.eval_batches(split=split or spec.data.eval_split,
+                                      global_batch_size=spec.loop.eval_batch)
+    totals = None
+    for batch in parallel.prefetch_to_device(batches, mesh):
+      out = parts.eval_step(state, batch)
+      if parts.sync:
+        jax.block_until_ready(out)
+      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    return self.finalize(jax.tree.map(np.asarray, jax.device_get(totals)))
+
+
+TASKS = {"classify": Classify(), "segment": Segment()}
 
 
 def get(name: str):

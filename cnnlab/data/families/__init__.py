@@ -5,18 +5,20 @@
     shape = family.input_shape(opts, facts)
 
 Families: mnist and cifar (images.py), imagenet (imagenet.py), series (series.py), volume
-(volumes.py). base.py holds what they share and documents the contract.
+(volumes.py), segmentation and segvolume (segmentation.py: images / volumes with masks).
+base.py holds what they share and documents the contract.
 """
 from __future__ import annotations
 
 from cnnlab.data.families.base import Family
 from cnnlab.data.families.imagenet import Imagenet
 from cnnlab.data.families.images import Cifar, Mnist
+from cnnlab.data.families.segmentation import Segmentation, SegmentationVolumes
 from cnnlab.data.families.series import Series
 from cnnlab.data.families.volumes import Volumes
 
-_FAMILIES: dict[str, Family] = {f.name: f for f in (Mnist(), Cifar(), Imagenet(), Series(),
-                                                     Volumes())}
+_FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Mnist(), Cifar(), Imagenet(), Series(), Volumes(), Segmentation(), SegmentationVolumes())}
 
 
 def get(name: str) -> Family:

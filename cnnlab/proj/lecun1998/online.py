@@ -33,7 +33,6 @@ def rbf_curvature_split(model: nn.Module, j: float):
   The RBF penalty is quadratic in F6's outputs, so its curvature (2 per unit for the correct
   class) is kept exactly; cutting after the RBF layer instead would leave only the nearly flat
   log-sum-exp part and an estimate close to zero."""
-  from cnnlab.models import lenet
   features = model.clone(num_classes=0)
   codes = jnp.asarray(lenet.rbf_codes(model.num_classes, model.codes))
 
@@ -130,7 +129,3 @@ def from_spec(spec, model: nn.Module, tx: optax.GradientTransformation,
                                 steps_per_pass=spec.loop.steps_per_epoch,
                                 hessian_samples=spec.optim.sdlm_hessian_samples,
                                 curvature_split=split, curvature_fn=curvature_fn)
-
-
-# One engine step = one global batch of single-example updates: the optimizer counts examples.
-from_spec.updates_per_step = lambda spec: spec.loop.global_batch  # noqa: E731
