@@ -228,7 +228,8 @@ def _causes(e: BaseException) -> list[BaseException]:
 
 
 def _config_arg(argv) -> str:
-  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+  """The --config value absl uses: the last one given."""
+  return next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("--config=")), "?")
 
 
 def flag_error_line(e: BaseException, argv) -> str:
