@@ -3,10 +3,11 @@
   python -m experiments.bench_omp_load [--busy=2] [--rounds=2] [--steps=8]
 
 libgomp reads its waiting policy once, when it loads, so every variant runs in a fresh child
-process with its own environment: ``passive`` (OMP_WAIT_POLICY=PASSIVE, spin count 0),
-``default`` (GOMP_SPINCOUNT=300000: what libgomp does when nothing is set, and what a library
-user got before cnnlab set the policy itself), ``spin10k`` (GOMP_SPINCOUNT=10000) and
-``xla`` (no oneDNN: kernels.CPU). The child times a CIFAR ResNet-20 train step (batch
+process with its own environment: ``library`` (no OpenMP variable: what cnnlab now sets by
+itself, passive), ``passive`` (OMP_WAIT_POLICY=PASSIVE exported), ``default``
+(GOMP_SPINCOUNT=300000: libgomp's behaviour when nothing is set, what a library user got
+before cnnlab set the policy itself), ``spin10k`` (GOMP_SPINCOUNT=10000) and ``xla`` (no
+oneDNN: kernels.CPU). The child times a CIFAR ResNet-20 train step (batch
 ``--batch``) with ``kernels.CPU`` + the oneDNN conv. ``--busy=N`` starts N busy-loop processes
 for the whole measurement (a loaded machine); variants run interleaved, ``--rounds`` times.
 """
@@ -24,13 +25,14 @@ flags.DEFINE_integer("busy", 2, "Busy-loop processes running during the measurem
 flags.DEFINE_integer("rounds", 2, "Interleaved rounds over the variants.")
 flags.DEFINE_integer("steps", 8, "Timed train steps per child.")
 flags.DEFINE_integer("batch", 64, "Batch size of the ResNet-20 step.")
-flags.DEFINE_list("variants", ["passive", "default", "spin10k", "xla"], "Variants to time.")
+flags.DEFINE_list("variants", ["library", "default", "spin10k", "xla"], "Variants to time.")
 flags.DEFINE_string("child", "", "Internal: run one variant's timing in this process.")
 FLAGS = flags.FLAGS
 
 _OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-VARIANTS = {"passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "default": {"GOMP_SPINCOUNT": "300000"},
-            "spin10k": {"GOMP_SPINCOUNT": "10000"}, "xla": {}}
+VARIANTS = {"library": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "default": {"GOMP_SPINCOUNT": "300000"}, "spin10k": {"GOMP_SPINCOUNT": "10000"},
+            "xla": {}}
 
 
 def _child(variant: str, steps: int, batch: int) -> None:
@@ -73,6 +75,7 @@ def _child(variant: str, steps: int, batch: int) -> None:
 def _run(variant: str) -> float:
   env = {k: v for k, v in os.environ.items() if k not in _OMP_VARS}
   env.update(VARIANTS[variant])
+  env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   done = subprocess.run([sys.executable, "-m", "experiments.bench_omp_load", f"--child={variant}",
                          f"--steps={FLAGS.steps}", f"--batch={FLAGS.batch}"], env=env,
                         capture_output=True, text=True, check=True)

@@ -1,8 +1,10 @@
 """Builds cnnlab's oneDNN extension (``cnnlab/models/native/``) on first use, into a cache.
 
-The extension is compiled against the headers of the jaxlib that is running (so its FFI ABI
-always matches) and of the ``onednn-devel-cpu-gomp`` wheel, and linked with an rpath to the
-``onednn-cpu-gomp`` wheel's ``libdnnl.so`` (no LD_LIBRARY_PATH needed). The result is cached
+The extension (oneDNN convolutions and cnnlab's own BatchNorm kernels) is compiled from the C++
+sources shipped inside this package, against the headers of the jaxlib that is running (so its
+FFI ABI always matches) and of the ``onednn-devel-cpu-gomp`` wheel, and linked with an rpath to
+the ``onednn-cpu-gomp`` wheel's ``libdnnl.so`` (no LD_LIBRARY_PATH needed). One compiler
+process per source runs at once (~20 CPU-seconds in all). The result is cached
 under ``$CNNLAB_CACHE_DIR`` (default ``$XDG_CACHE_HOME/cnnlab`` or ``~/.cache/cnnlab``) in a
 directory named by a hash of everything that went into it, so a changed source, jaxlib or
 oneDNN builds afresh and an unchanged one is reused. Concurrent first uses (test workers,
@@ -29,7 +31,11 @@ import jaxlib
 
 ONEDNN_DIST = "onednn-cpu-gomp"
 ONEDNN_DEVEL_DIST = "onednn-devel-cpu-gomp"
-ONEDNN_VERSION = "2023.2.0"  # oneDNN 3.2; the newer `onednn` wheels need SYCL/TBB runtimes
+# oneDNN 3.2, the last GNU-OpenMP build on PyPI. The newer `onednn` 2026.1.0 (oneDNN 3.13) is a
+# SYCL build: 601 MB of wheels (SYCL, OpenCL, TBB, Intel compiler runtimes), 2.0 GB installed, and
+# its CPU engine needs an OpenCL ICD set up by hand; per layer no faster here
+# (docs/perf/onednn_wave8.md).
+ONEDNN_VERSION = "2023.2.0"
 SOURCES = ("runtime.cc", "conv_primitives.cc", "bn_kernels.cc", "ffi_conv.cc", "ffi_bn.cc")
 HEADERS = ("runtime.h", "conv_primitives.h", "bn_kernels.h")
 LIBRARY_NAME = "libcnnlab_onednn.so"
