@@ -266,7 +266,7 @@ def test_config_selects_the_extension_by_name():
   the oneDNN conv (the names accepted are kernels.NAMES), equal to the plain model; a wrong
   name is refused with the allowed ones listed."""
   from cnnlab import config as config_lib
-  from cnnlab import config_checks
+  from cnnlab.config import checks as config_checks
   from cnnlab.training import builders
   from experiments.configs import fcn1d_ucr
   c = fcn1d_ucr.get_config()
@@ -286,18 +286,17 @@ def test_config_selects_the_extension_by_name():
     config_checks.check_keys(c, device_count=1, process_count=1)
 
 
-@pytest.mark.parametrize("exported", [None, "ACTIVE"])
-def test_entry_points_make_openmp_wait_passively(exported):
-  """Every entry point imports experiments.cli, which sets OMP_WAIT_POLICY=PASSIVE for the
-  extension's libgomp before anything loads it, unless the user exported a value."""
-  env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-  if exported:
-    env["OMP_WAIT_POLICY"] = exported
+def test_entry_points_leave_the_environment_alone():
+  """The wait policy moved from the entry points (which set OMP_WAIT_POLICY for the whole
+  process and its children) into the library (test_library_makes_openmp_wait_passively_...):
+  importing an entry point now sets no OpenMP variable at all."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, "-c", "import os, experiments.cli; "
-                        "print(os.environ['OMP_WAIT_POLICY'])"], cwd=root, env=env,
-                       capture_output=True, text=True, check=True).stdout.strip()
-  assert out == (exported or "PASSIVE")
+  code = ("import os, experiments.cli as c; c.set_process_env(); "
+          "print([k for k in os.environ if k.startswith(('OMP_', 'GOMP_'))])")
+  out = subprocess.run([sys.executable, "-c", code],
+                       cwd=root, env=env, capture_output=True, text=True, check=True).stdout
+  assert out.strip() == "[]"
 
 
 def test_conv_options_are_fields_not_switches():
