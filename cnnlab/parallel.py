@@ -68,18 +68,6 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh, *, what: str = "batch_size") -> None:
-  """Raises a one-line ValueError unless the global batch splits evenly over devices and hosts."""
-  n_dev, n_proc = mesh.devices.size, jax.process_count()
-  if global_batch_size <= 0 or global_batch_size % n_dev or global_batch_size % n_proc:
-    raise ValueError(f"{what}={global_batch_size} must be a positive multiple of the device "
-                     f"count {n_dev} (and of the process count {n_proc})")
-
-
-def host_batch_size(global_batch_size: int) -> int:
-  return global_batch_size // jax.process_count()
-
-
 def shard_batch(mesh: Mesh, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   """Turns this host's slice of the batch into global arrays sharded along the batch axis."""
   sharding = batch_sharded(mesh)

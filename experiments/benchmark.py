@@ -31,7 +31,7 @@ What is timed (per model; the library side is ``cnnlab.bench``):
 Inputs: ModelInfo.input_shape — (H, W, C) images, (L, C) signals, (T, H, W, C) clips;
 ``--image_size`` replaces the image side / signal length, ``--input_shape`` gives all of it.
 
-``--compare=torch`` starts ``experiments/torch_bench.py`` under ``--torch_python`` (an
+``--compare=torch`` starts ``cnnlab.bench.torch_worker`` under ``--torch_python`` (an
 interpreter with ``pip install torch==2.14.1 torchvision==0.29.1``; torch is never a cnnlab
 dependency) as a long-lived worker and alternates rounds — one JAX round, one PyTorch round — so
 both sides see the same machine load; the ratio reported is the median of the per-round ratios
@@ -58,10 +58,6 @@ from absl import flags, logging
 from cnnlab.bench import runner, suite
 from cnnlab.bench.torch_client import TorchUnavailable, TorchWorker
 from experiments import cli, perf
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before TensorFlow (the pipeline) loads
-
-TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_bench.py")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Registry name (python -c 'import cnnlab; "
@@ -217,7 +213,7 @@ def main(argv):
   if names:
     _check_shapes(names, opts)
   try:
-    torch = TorchWorker(FLAGS.torch_python, TORCH_SCRIPT) if FLAGS.compare == "torch" else None
+    torch = TorchWorker(FLAGS.torch_python) if FLAGS.compare == "torch" else None
   except RuntimeError as e:
     cli.usage_error(str(e))
   try:

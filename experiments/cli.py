@@ -10,16 +10,19 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-# TensorFlow (it only feeds the input pipeline) prints C++ start-up lines on stderr that no
-# setting silences in 2.21; entry points import it with stderr muted, so a usage error stays
-# one line. Anything Python raises during the import is still shown.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The oneDNN conv extension (--config.model.kernels=cpu+onednn) runs on GNU OpenMP, whose
-# threads spin while they wait by default: on a machine whose cores are shared (XLA's own
-# threads, the input pipeline, other jobs) that made small convolutions 2-7x slower (BUILD_NOTES,
-# issue 17). libgomp reads this once when it loads, so it is set here, before anything loads
-# it; a value the user exported wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Environment an entry point sets for itself before anything loads the libraries that read it
+# (``run`` applies them; a value the user exported wins):
+# - TF_CPP_MIN_LOG_LEVEL: TensorFlow feeds the input pipeline only; its C++ start-up lines
+#   (oneDNN notices, absl pre-init warnings) are silenced before TensorFlow loads.
+# - OMP_WAIT_POLICY: the oneDNN convolution extension runs on GNU OpenMP, whose threads spin
+#   while they wait by default; on a machine whose cores are shared that made small
+#   convolutions 2-7x slower (BUILD_NOTES, issue 17). libgomp reads it once, when it loads.
+PROCESS_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def set_process_env() -> None:
+  for key, value in PROCESS_ENV.items():
+    os.environ.setdefault(key, value)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -44,13 +47,23 @@ EXIT_IO = 74          # EX_IOERR: a checkpoint could not be written (earlier one
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: a checkpoint was written; run the same command again
 
 FLAGS = flags.FLAGS
+# --- issue 28 item 8: flags defined through the helpers below belong to the entry point that
+# calls them, so its --help lists them. absl shows the main module's key flags only; without
+# this they were this module's (or ml_collections'), and --help omitted them.
+flags.disclaim_key_flags()
+
+
+def _key_flag_of_caller(holder):
+  flags.declare_key_flag(holder.name)   # the disclaimed cli is skipped: the caller's module
+  return holder
+# --- end issue 28 item 8
 
 
 def shared_string_flag(name: str, default, help_text: str):
   """DEFINE_string, or the existing holder when another entry point already defined ``name``
   in this process (tests import several entry points; the flags mean the same in each)."""
   if name in FLAGS:
-    return flags.FlagHolder(FLAGS, FLAGS[name])
+    return _key_flag_of_caller(flags.FlagHolder(FLAGS, FLAGS[name]))
   return flags.DEFINE_string(name, default, help_text)
 
 
@@ -58,7 +71,7 @@ def shared_flag(define, name: str, *args, **kwargs):
   """``define(name, ...)`` (an absl DEFINE_*), or the existing holder when another entry point
   already defined ``name`` in this process (the flags mean the same in each)."""
   if name in FLAGS:
-    return flags.FlagHolder(FLAGS, FLAGS[name])
+    return _key_flag_of_caller(flags.FlagHolder(FLAGS, FLAGS[name]))
   return define(name, *args, **kwargs)
 
 
@@ -66,13 +79,15 @@ def shared_config_flag(help_text: str):
   """``--config`` (an ml_collections recipe file), or the existing holder when another entry
   point already defined it in this process (tests import train and evaluate together)."""
   if "config" in FLAGS:
-    return flags.FlagHolder(FLAGS, FLAGS["config"])
+    return _key_flag_of_caller(flags.FlagHolder(FLAGS, FLAGS["config"]))
   from ml_collections import config_flags
-  return config_flags.DEFINE_config_file("config", None, help_text)
+  return _key_flag_of_caller(config_flags.DEFINE_config_file("config", None, help_text))
 
 
 def define_distributed_flags() -> None:
   if "coordinator_address" in FLAGS:
+    for name in ("coordinator_address", "num_processes", "process_id"):
+      flags.declare_key_flag(name)
     return
   flags.DEFINE_string("coordinator_address", None,
                       "host:port of process 0 for multi-host runs (default: auto-detect "
@@ -95,12 +110,7 @@ def load_config(holder, required: bool = True):
     if config is not None:
       config.keys()  # ml_collections hands back a stand-in that raises for a failed load
   except Exception as e:  # the recipe file is missing or raised while building its config
-    try:
-      from ml_collections import config_flags
-      name = config_flags.get_config_filename(FLAGS[holder.name])
-    except Exception:
-      name = "?"
-    usage_error(f"--config={name} could not be loaded: {_one_line(e)}")
+    usage_error(flag_error_line(e, sys.argv))
   if config is None and required:
     usage_error("--config is required (a recipe in experiments/configs/)")
   return config
@@ -117,20 +127,20 @@ def _one_line(e: BaseException) -> str:
 
 
 def resolve(config, *, prepare: bool = True):
-  """The RunSpec of ``config`` — with first-use preparation: when the dataset is not prepared
-  and $CNNLAB_RAW_DATA_DIR holds its original files, it is built from them (one progress
-  line) and the config resolved again. Raises what ``cnnlab.config.resolve`` raises."""
-  from cnnlab import config as config_lib
+  """The RunSpec of ``config`` (``cnnlab.training.resolve_run``) — with first-use preparation:
+  when the dataset is not prepared and $CNNLAB_RAW_DATA_DIR holds its original files, it is
+  built from them (one progress line) and the config resolved again."""
   from cnnlab.data import datasets
+  from cnnlab.training import resolve_run
   try:
-    return config_lib.resolve(config)
+    return resolve_run(config)
   except datasets.DatasetUnavailableError:
     if not prepare:
       raise
     from cnnlab.datasets import prepare as prepare_lib
     if prepare_lib.prepare_if_needed(config.dataset) is None:
       raise
-    return config_lib.resolve(config)
+    return resolve_run(config)
 
 
 def setup_compilation_cache(spec, workdir: str) -> None:
@@ -206,8 +216,47 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except Exception as e:  # flags.Error, and ml_collections' KeyError for unknown --config.x
-    msg = _one_line(e).strip("'\"")
-    usage_error(msg)
+    usage_error(flag_error_line(e, argv))
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+  out = [e]
+  while (e.__cause__ or e.__context__) is not None and len(out) < 10:
+    e = e.__cause__ or e.__context__
+    out.append(e)
+  return out
+
+
+def _config_arg(argv) -> str:
+  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+
+
+def flag_error_line(e: BaseException, argv) -> str:
+  """One clean line for a command line that absl / ml_collections refused: a recipe file
+  that is missing or raised (its own error, not ml_collections' wrapper), an unknown
+  ``--config.key`` (with the near miss ml_collections suggests) or a value of the wrong type."""
+  causes = _causes(e)
+  deepest = causes[-1]
+  if isinstance(deepest, OSError) and "No such file" in str(deepest):
+    return f"--config={_config_arg(argv)}: no such file"
+  keys = [c for c in causes if isinstance(c, KeyError)]
+  if keys:
+    return _unknown_key(keys, argv)
+  if deepest is not e and "Error whilst parsing config file" in str(e):
+    return f"--config={_config_arg(argv)}: {type(deepest).__name__}: {_one_line(deepest)}"
+  return _one_line(e)
+
+
+def _unknown_key(errors: list[KeyError], argv) -> str:
+  """'--config.optimizer.momentun: no such config key; did you mean momentum?'"""
+  texts = [str(k.args[0]) if k.args else "" for k in errors]
+  key = texts[-1].splitlines()[0].strip("'")
+  hint = next((t.split("Did you mean ", 1)[1].split(" instead")[0].strip('"') for t in texts
+               if "Did you mean " in t), None)
+  path = next((a[2:].split("=", 1)[0] for a in argv
+               if a.startswith("--config.") and a.split("=", 1)[0].endswith("." + key)),
+              f"config.{key}")
+  return f"--{path}: no such config key" + (f"; did you mean {hint}?" if hint else "")
 
 
 class _DropNoise(logging.Filter):
@@ -217,7 +266,8 @@ class _DropNoise(logging.Filter):
   write that cnnlab then reports in one line), and TFDS's file_utils warnings while it probes a
   data dir where the dataset is not built (cnnlab then names the prepare command)."""
 
-  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py")
+  QUIET = ("/orbax/", "/tensorflow_datasets/core/utils/file_utils.py",
+           "/tensorflow_datasets/core/features/feature.py")
 
   def filter(self, record):
     path = record.pathname or ""
@@ -255,6 +305,7 @@ def _install_hooks() -> None:
 def run(main, *, uses_tensorflow: bool = True) -> None:
   """absl's app.run with cnnlab's flag-error handling, quiet logs and hooks. Entry points
   whose flags load configs (which import the input pipeline) import TF quietly first."""
+  set_process_env()
   if uses_tensorflow:
     _import_tensorflow_quietly()
 

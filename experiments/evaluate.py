@@ -29,45 +29,27 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
   None for the workdir's own config.json."""
   import jax
   import numpy as np
-  from cnnlab.training import builders, load_trained
+  from cnnlab.interop import evaluation
+  from cnnlab.training import load_trained
 
   if torchvision_weights:
-    trained_state, spec, parts, source = _torchvision_state(config, torchvision_weights)
+    t = evaluation.torchvision_run(config, torchvision_weights)
+    source = torchvision_weights
   else:
     t = load_trained(workdir, checkpoint, spec=config, confusion=True)
-    trained_state, spec, parts = t.state, t.spec, t.parts
     source = os.path.join(workdir, "checkpoints", str(t.step))
-  split = split or spec.data.eval_split
-  result = builders.evaluate(spec, trained_state, parts.eval_step, parts.mesh, split=split)
+  split = split or t.spec.data.eval_split
+  result = t.parts.evaluate(t.state, split)
   confusion = result.pop("confusion")
   per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
   result.update(split=split, source=source, per_class_accuracy=per_class.tolist(),
-                confusion_matrix=confusion.astype(int).tolist())
+                confusion_matrix=confusion.astype(int).tolist(),
+                class_names=list(t.class_names) if t.class_names else None)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
       json.dump(result, f)
   return result
-
-
-def _torchvision_state(config, path):
-  """(state holding the converted weights, spec, parts, source) for ``config``'s model, built
-  as torchvision builds it for published weights (e.g. GoogLeNet's transform_input), unless
-  the config's model.kwargs says otherwise."""
-  import jax
-  from cnnlab import config as config_lib
-  from cnnlab.interop import torchvision as tv
-  from cnnlab.training import build_parts
-  config = config_lib.complete(config)
-  tv_kwargs = getattr(tv, "model_kwargs", None)
-  if tv_kwargs is not None:
-    config.model.kwargs = {**tv_kwargs(config.model.name), **dict(config.model.kwargs)}
-  spec = config_lib.resolve(config)
-  parts = build_parts(spec, confusion=True)
-  variables = tv.load(path, spec.model.name)
-  state = parts.init().replace(params=variables["params"],
-                               batch_stats=variables.get("batch_stats", {}))
-  return jax.device_put(state, parts.shardings.sharding), spec, parts, path
 
 
 def main(argv):
@@ -83,7 +65,8 @@ def main(argv):
     r = evaluate(cli.load_config(_CONFIG, required=False), workdir,
                  checkpoint=_CHECKPOINT.value,
                  split=_SPLIT.value, torchvision_weights=_TV.value)
-  print(f"{r['split']}: top1={r['eval_accuracy']:.4f} top5={r['eval_top5']:.4f} "
+  top5 = f" top5={r['eval_top5']:.4f}" if "eval_top5" in r else ""
+  print(f"{r['split']}: top1={r['eval_accuracy']:.4f}{top5} "
         f"loss={r['eval_loss']:.4f} count={int(r['eval_count'])} -> "
         f"{os.path.join(workdir, 'eval_' + r['split'] + '.json')}")
 

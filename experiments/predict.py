@@ -2,22 +2,37 @@ r"""Runs a trained model on your own files and says what it sees.
 
     python -m experiments.predict --workdir=runs/lenet5_mnist --inputs=digit.png,more_digits/ \
         [--checkpoint=auto|best|latest|STEP] [--top_k=3] [--out=preds.csv] \
+        [--grey] [--resize] [--invert] \
         [--explain=gradcam|saliency|smoothgrad|integrated_gradients|occlusion] [--layer=NAME]
 
 Each ``--inputs`` entry is a file or a folder (its supported files): PNG/JPEG images, ``.npy``
 or NIfTI volumes, ``.ts``/``.csv`` series — prepared as the training pipeline prepares its
 evaluation examples (cnnlab/explain/user_files.py). Prints one line per input: its path and the
-``--top_k`` classes by name with their probabilities. Writes ``predictions.csv`` in the workdir
-(or ``--out``) with columns path, predicted, probability, top_k, error. With ``--explain``, a
-heat-map picture per input in ``explanations/`` beside the CSV.
+``--top_k`` classes by name with their probabilities.
+
+Each invocation writes its own CSV (columns path, predicted, probability, top_k, notes, error)
+and never overwrites one: ``--out`` when given (refused if that file exists), else
+``<workdir>/predictions/<UTC time>.csv`` (e.g. ``20261201T142633Z.csv``; ``-2``, ``-3``... is
+added when two start in the same second). The CSV is written even when every input failed: it
+then lists each input with its error. With ``--explain``, a heat-map picture per input in
+``<CSV name>_explanations/`` beside the CSV.
+
+A photo is not a training image, so three explicit conversions exist, each off by default (a
+mismatch is refused with the option that fixes it), each saying per input what it did:
+``--grey`` (RGB to one channel, 0.299 R + 0.587 G + 0.114 B), ``--resize`` (shorter side to the
+model's, centre crop) and ``--invert`` (255 - value). For MNIST-style runs (light strokes on
+black) an image that is mostly light (mean intensity above 0.5) gets a one-line hint to pass
+``--invert``.
 
 An input that cannot be used (unreadable, wrong shape or channel count) gets one ``error:``
 line and an ``error`` cell; the others are still processed. Exit status: 0 all inputs done;
-1 some input failed; 2 usage error (bad flags, a workdir that was never trained).
+1 some input failed; 2 usage error (bad flags, a workdir that was never trained, an ``--out``
+that exists).
 """
 from __future__ import annotations
 
 import csv
+import datetime
 import os
 import sys
 
@@ -26,57 +41,50 @@ from absl import flags
 from experiments import cli
 
 EXIT_SOME_FAILED = 1
-FLAGS = flags.FLAGS
+CSV_COLUMNS = ("path", "predicted", "probability", "top_k", "notes", "error")
+
+# Shared helpers: tests import this module beside others defining flags of the same names
+# (visualize's --layer, report's --out); the flags mean the same in each.
+_WORKDIR = cli.shared_string_flag("workdir", None, "Training workdir (config.json + checkpoints/).")
+_INPUTS = cli.shared_flag(flags.DEFINE_list, "inputs", None,
+                          "Files or folders to classify, comma-separated.")
+_CHECKPOINT = cli.shared_string_flag("checkpoint", "auto", "auto (best, else latest), best, "
+                                     "latest, or a step number.")
+_TOP_K = cli.shared_flag(flags.DEFINE_integer, "top_k", 3, "Classes shown per input.")
+_OUT = cli.shared_string_flag("out", None, "CSV to write (must not exist; default: "
+                              "<workdir>/predictions/<UTC time>.csv).")
+_EXPLAIN = cli.shared_flag(flags.DEFINE_string, "explain", None, "Heat map per input: gradcam, "
+                           "saliency, smoothgrad, integrated_gradients or occlusion.")
+_LAYER = cli.shared_string_flag("layer", None, "Grad-CAM layer (default: the deepest feature "
+                                "map larger than 1 in every axis).")
+_GREY = cli.shared_flag(flags.DEFINE_bool, "grey", False, "Convert RGB images to one channel "
+                        "(0.299 R + 0.587 G + 0.114 B) for a grey model.")
+_RESIZE = cli.shared_flag(flags.DEFINE_bool, "resize", False, "Scale images to the model's "
+                          "size (shorter side, Lanczos) and centre-crop them.")
+_INVERT = cli.shared_flag(flags.DEFINE_bool, "invert", False, "Invert images (255 - value): "
+                          "dark ink on paper for a model trained on light on black (MNIST).")
 
 
-def define_flags() -> None:
-  """Defined only when run as a program: tests import this module beside others that define
-  flags of the same names (report.py's --out)."""
-  cli.shared_string_flag("workdir", None, "Training workdir (config.json + checkpoints/).")
-  flags.DEFINE_list("inputs", None, "Files or folders to classify, comma-separated.")
-  cli.shared_string_flag("checkpoint", "auto", "auto (best, else latest), best, latest, or a "
-                         "step number.")
-  flags.DEFINE_integer("top_k", 3, "Classes shown per input.")
-  cli.shared_string_flag("out", None, "CSV path (default: <workdir>/predictions.csv).")
-  flags.DEFINE_string("explain", None, "Heat map per input: gradcam, saliency, smoothgrad, "
-                      "integrated_gradients or occlusion.")
-  cli.shared_string_flag("layer", None, "Grad-CAM layer (default: the last feature map).")
-
-
-
-def _prepare(run, paths):
-  """``[(name, input or None, error or None)]`` for the files and folders in ``paths``, in
-  their order (a .ts file gives one entry per series)."""
+def _prepare(run, paths, conversions):
+  """``[(name, input or None, notes, error or None)]`` for the files and folders in ``paths``,
+  in their order (a .ts file gives one entry per series)."""
   from cnnlab.explain import user_files
-  builder = None
-  if run.options.get("preprocess") == "per_pixel_mean":   # CIFAR: the training mean image
-    from cnnlab.data import datasets
-    builder = datasets.builder(run.dataset, run.options.get("data_dir"))
-  prepare = user_files.Preparer(run.dataset, run.options, run.input_shape, builder)
+  preparer = user_files.Preparer(run.feed, run.input_shape,
+                                 conversions or user_files.Conversions())
   items = []
   for path, error in user_files.collect(paths):
     if error:
-      items.append((path, None, error))
+      items.append((path, None, [], error))
       continue
     try:
       for name, raw in user_files.read(path):
         try:
-          items.append((name, prepare(name, raw), None))
+          items.append((name, *preparer.prepare(name, raw), None))
         except user_files.InputError as e:
-          items.append((name, None, str(e).split(": ", 1)[-1]))
+          items.append((name, None, [], str(e).split(": ", 1)[-1]))
     except user_files.InputError as e:
-      items.append((path, None, str(e).split(": ", 1)[-1]))
+      items.append((path, None, [], str(e).split(": ", 1)[-1]))
   return items
-
-
-def _probabilities(run, x, batch_size: int = 64):
-  import jax
-  import numpy as np
-  from cnnlab.explain import features
-  logits_fn = jax.jit(lambda v, b: jax.nn.softmax(
-      features.apply_inference(run.model, v, b).astype("float32")))
-  return np.concatenate([np.asarray(logits_fn(run.variables, x[i:i + batch_size]))
-                         for i in range(0, len(x), batch_size)])
 
 
 def _explain(run, method, x, probs, names, out_dir, layer):
@@ -94,21 +102,74 @@ def _explain(run, method, x, probs, names, out_dir, layer):
   return paths
 
 
-def _write_csv(path, rows):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, ["path", "predicted", "probability", "top_k", "error"])
+def _check_out(out: str | None) -> None:
+  from cnnlab.training import ConfigError
+  if out and os.path.exists(out):
+    raise ConfigError(f"--out={out} exists; predict never overwrites a file: name another "
+                      "(or leave --out out for <workdir>/predictions/<UTC time>.csv)")
+
+
+def _new_file(out: str | None, workdir: str):
+  """A new file opened for writing: ``out``, else ``<workdir>/predictions/<UTC time>.csv``
+  (with -2, -3... when that name is taken). Never an existing file."""
+  from cnnlab.training import ConfigError
+  if out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    try:
+      return open(out, "x", newline="")
+    except FileExistsError:
+      _check_out(out)
+      raise ConfigError(f"--out={out} exists") from None
+  folder = os.path.join(workdir, "predictions")
+  os.makedirs(folder, exist_ok=True)
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+  for k in range(1, 1000):
+    try:
+      return open(os.path.join(folder, stamp + (f"-{k}" if k > 1 else "") + ".csv"), "x",
+                  newline="")
+    except FileExistsError:
+      continue
+  raise ConfigError(f"{folder}: 999 prediction files named {stamp}*.csv already")
+
+
+def _write_csv(f, rows) -> str:
+  with f:
+    writer = csv.DictWriter(f, CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
+  return f.name
+
+
+def _rows(run, items, probs_by_name, top_k):
+  """The CSV rows (printing a line per input, notes and errors included)."""
+  import numpy as np
+  rows = []
+  for name, _, notes, error in items:
+    for note in notes:
+      print(f"{name}: {note}", flush=True)
+    row = {"path": name, "predicted": "", "probability": "", "top_k": "",
+           "notes": " | ".join(notes), "error": error or ""}
+    if error is not None:
+      print(f"error: {name}: {error}", file=sys.stderr, flush=True)
+      rows.append(row)
+      continue
+    p = probs_by_name[name]
+    order = np.argsort(-p, kind="stable")[:top_k]
+    print(f"{name}: " + ", ".join(f"{run.class_name(int(c))} {p[c]:.3f}" for c in order),
+          flush=True)
+    row.update(predicted=run.class_name(int(order[0])), probability=f"{p[order[0]]:.6f}",
+               top_k=";".join(f"{run.class_name(int(c))}:{p[c]:.6f}" for c in order))
+    rows.append(row)
+  return rows
 
 
 def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=None,
-            layer=None) -> tuple[list[dict], int]:
-  """Classifies ``inputs``; prints a line each; writes the CSV (and heat maps). Returns
-  (csv rows, number of failed inputs)."""
+            layer=None, conversions=None) -> tuple[list[dict], int]:
+  """Classifies ``inputs``; prints a line each; writes a new CSV (and heat maps). Returns
+  (csv rows, number of failed inputs). ``conversions``: a ``user_files.Conversions``."""
   import numpy as np
-  from cnnlab.explain import explainers, trained_run
-  from cnnlab.training import ConfigError
+  from cnnlab.explain import explainers
+  from cnnlab.training import ConfigError, inference, load_trained
   if explain:
     try:
       explainers.check_method(explain)
@@ -116,52 +177,42 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
       raise ConfigError(f"--explain: {e}") from None
   if top_k < 1:
     raise ConfigError(f"--top_k={top_k} must be >= 1")
-  run = trained_run.load(workdir, checkpoint)
-  items = _prepare(run, inputs)
-  ready = [(name, x) for name, x, error in items if error is None]
+  _check_out(out)
+  run = load_trained(workdir, checkpoint)
+  items = _prepare(run, inputs, conversions)
+  ready = [(name, x) for name, x, _, error in items if error is None]
   names = [n for n, _ in ready]
   if ready:
     x = np.stack([v for _, v in ready])
-    probs = _probabilities(run, x)
-  by_name = dict(zip(names, probs)) if ready else {}
-  rows = []
-  for name, _, error in items:
-    if error is not None:
-      print(f"error: {name}: {error}", file=sys.stderr, flush=True)
-      rows.append({"path": name, "predicted": "", "probability": "", "top_k": "",
-                   "error": error})
-      continue
-    p = by_name[name]
-    order = np.argsort(-p, kind="stable")[:top_k]
-    print(f"{name}: " + ", ".join(f"{run.class_name(int(c))} {p[c]:.3f}" for c in order),
-          flush=True)
-    rows.append({"path": name, "predicted": run.class_name(int(order[0])),
-                 "probability": f"{p[order[0]]:.6f}", "error": "",
-                 "top_k": ";".join(f"{run.class_name(int(c))}:{p[c]:.6f}" for c in order)})
-  out = out or os.path.join(workdir, "predictions.csv")
-  _write_csv(out, rows)
-  print(f"predictions: {out}")
+    probs = inference.probabilities(run, x)
+  rows = _rows(run, items, dict(zip(names, probs)) if ready else {}, top_k)
+  path = _write_csv(_new_file(out, workdir), rows)
+  print(f"predictions: {path}")
   if explain and ready:
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(out)), "explanations")
+    out_dir = os.path.splitext(os.path.abspath(path))[0] + "_explanations"
     layer = layer or (explainers.default_layer(run.model, run.variables, run.input_shape)
                       if explain == "gradcam" else None)
-    for path in _explain(run, explain, x, probs, names, out_dir, layer):
-      print(f"explanation: {path}")
+    for picture in _explain(run, explain, x, probs, names, out_dir, layer):
+      print(f"explanation: {picture}")
   return rows, len(items) - len(ready)
 
 
 def main(argv):
+  from cnnlab.explain import user_files
   if len(argv) > 1:
     cli.usage_error(f"unexpected arguments {argv[1:]!r}")
-  if not FLAGS.workdir:
+  if not _WORKDIR.value:
     cli.usage_error("--workdir is required")
-  if not FLAGS.inputs:
+  if not _INPUTS.value:
     cli.usage_error("--inputs is required (files or folders, comma-separated)")
+  conversions = user_files.Conversions(grey=_GREY.value, resize=_RESIZE.value,
+                                       invert=_INVERT.value)
   with cli.errors_to_exit_codes():
     try:
-      _, n_failed = predict(os.path.abspath(FLAGS.workdir), FLAGS.inputs,
-                            checkpoint=FLAGS.checkpoint, top_k=FLAGS.top_k, out=FLAGS.out,
-                            explain=FLAGS.explain, layer=FLAGS.layer)
+      _, n_failed = predict(os.path.abspath(_WORKDIR.value), _INPUTS.value,
+                            checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value, out=_OUT.value,
+                            explain=_EXPLAIN.value, layer=_LAYER.value,
+                            conversions=conversions)
     except ValueError as e:   # an unknown --layer, from the explainers
       cli.usage_error(str(e).splitlines()[0])
   if n_failed:
@@ -169,5 +220,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
   cli.run(main)

@@ -7,7 +7,7 @@ r"""Where one model's train step spends its time, per operation category, in cnn
 The cnnlab side is the benchmark's step (``cnnlab.bench.jax_side.JaxBench``: the engine's
 jitted train step on a fixed batch), timed untraced and then traced with ``jax.profiler``; the
 trace's XLA:CPU thunks (fusions, convolutions, the oneDNN extension's FFI calls) are summed per
-category (``cnnlab.bench.profile``). The PyTorch side is experiments/torch_bench.py's step under
+category (``cnnlab.bench.profile``). The PyTorch side is cnnlab.bench.torch_worker's step under
 ``torch.profiler`` (self CPU time per operator). Categories are thread-seconds per step: XLA
 may run two independent thunks at once, so a column can add up to more than the wall time.
 XLA fuses BatchNorm into elementwise and reduction fusions, which land in "elementwise"; PyTorch
@@ -25,7 +25,6 @@ from cnnlab.bench import profile, runner
 from cnnlab.bench.torch_client import TorchWorker
 from experiments import cli, perf
 
-TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_bench.py")
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Registry name.")
 flags.DEFINE_integer("batch_size", 0, "Global batch; 0: the benchmark's default for the input.")
@@ -103,7 +102,7 @@ def main(argv):
          "cnnlab_categories_s": columns["cnnlab"],
          "cnnlab_top": profile.top(per_step, FLAGS.top)}
   if FLAGS.compare == "torch":
-    torch = TorchWorker(FLAGS.torch_python, TORCH_SCRIPT)
+    torch = TorchWorker(FLAGS.torch_python)
     try:
       opts = runner.Options(threads=threads, batch_size=batch)
       worker, _, error = runner.torch_setup(torch, FLAGS.model, jb, shape, batch, opts)

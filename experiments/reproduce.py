@@ -18,9 +18,10 @@ environment variables it ran under) and this reproduce command, the hardware (CP
 the git commit, and one entry per attempt with its start and end time (Unix seconds), wall time
 and exit status. A preempted seed (exit 75) is resumed by running the same reproduce command
 again, which adds an attempt; a seed whose workdir already holds ``final_metrics.json`` is
-skipped. ``experiments/report.py`` reads these files: wall time and time-to-accuracy are
-measured from the start of the child process, so they include start-up, data loading and
-compilation.
+skipped. ``python -m experiments.report --runs=<runs>`` reads these files and writes
+``<runs>/RESULTS.md`` (the repository's docs/RESULTS.md only with ``--out=docs/RESULTS.md``):
+wall time and time-to-accuracy are measured from the start of the child process, so they
+include start-up, data loading and compilation.
 
 Exit status: 0 all seeds done; 2 usage error; otherwise the first failing seed's status
 (75: preempted, run the same command again).
@@ -41,8 +42,8 @@ _RECIPE = flags.DEFINE_string("recipe", None, "Recipe name in experiments/config
                               "optional config argument: NAME[:ARG].")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds.")
 _FIRST_SEED = flags.DEFINE_integer("first_seed", 0, "Seeds are first_seed, first_seed+1, ...")
-if "runs" not in flags.FLAGS:  # shared by experiments/report.py and experiments/reproduce.py
-  flags.DEFINE_string("runs", "runs", "Root directory of run groups: <runs>/<group>/<seed>/.")
+_RUNS = cli.shared_string_flag("runs", "runs", "Root directory of run groups: "
+                               "<runs>/<group>/<seed>/.")   # shared with experiments/report.py
 _GROUP = flags.DEFINE_string("group", None, "Group directory name (default: the recipe, "
                              "plus _ARG when an argument is given).")
 _OVERRIDE = flags.DEFINE_multi_string("override", [], "Config override KEY=VALUE, passed on "
@@ -77,7 +78,7 @@ def main(argv):
     name, arg = parse_recipe(_RECIPE.value)
     group = _GROUP.value or name + (f"_{arg.replace(',', '_')}" if arg else "")
     seeds = range(_FIRST_SEED.value, _FIRST_SEED.value + _SEEDS.value)
-    plans = [(seed, os.path.join(flags.FLAGS.runs, group, f"seed{seed}")) for seed in seeds]
+    plans = [(seed, os.path.join(_RUNS.value, group, f"seed{seed}")) for seed in seeds]
     argvs = {seed: train_argv(name, arg, wd, seed, _OVERRIDE.value) for seed, wd in plans}
   except ValueError as e:
     cli.usage_error(str(e))
@@ -103,8 +104,9 @@ def main(argv):
             file=sys.stderr, flush=True)
       sys.exit(code)
   if not _DRY_RUN.value:
-    print(f"done: {len(plans)} seed(s) in {os.path.join(flags.FLAGS.runs, group)}; report: "
-          f"python -m experiments.report --runs={flags.FLAGS.runs}", flush=True)
+    print(f"done: {len(plans)} seed(s) in {os.path.join(_RUNS.value, group)}; report "
+          f"(writes {os.path.join(_RUNS.value, 'RESULTS.md')}): "
+          f"python -m experiments.report --runs={_RUNS.value}", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,10 +43,20 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value)
   with cli.errors_to_exit_codes():
     final = train(config, workdir, perf_applied=applied)
-  print(f"done: eval_accuracy={final.get('eval_accuracy', float('nan')):.4f} "
-        f"after {final['step']} steps")
+  print(done_line(final))
   print(f"results in {workdir} (metrics.jsonl, final_metrics.json, checkpoints/); "
         f"TensorBoard: tensorboard --logdir {workdir}")
+
+
+def done_line(final: dict) -> str:
+  """The last line of a run: its result, and which checkpoint it comes from."""
+  keys = [k for k in ("eval_mean_dice", "eval_pixel_error", "eval_accuracy") if k in final]
+  result = " ".join(f"{k}={final[k]:.4f}" for k in keys) or "no evaluation"
+  if final.get("selected_step") is not None:
+    last = " ".join(f"{k}={final['last_' + k]:.4f}" for k in keys if "last_" + k in final)
+    return (f"done after {final['step']} steps: {result} of the checkpoint at step "
+            f"{final['selected_step']}, selected by {final['selected_by']} (last step: {last})")
+  return f"done: {result} after {final['step']} steps"
 
 
 def train(config, workdir: str, *, perf_applied: dict | None = None) -> dict:

@@ -1,6 +1,6 @@
 r"""Pictures of a trained workdir: what the network learned, where it looks, how it trained.
 
-    python -m experiments.visualize --workdir=runs/lenet5_mnist/seed0 \
+    python -m experiments.visualize --workdir=runs/lenet5_mnist \
         --what=filters,feature_maps,saliency,gradcam,mistakes,curves,confusion \
         [--layer=conv1,conv2] [--image_index=0] [--split=test] [--out_dir=DIR] \
         [--checkpoint=auto|best|latest|STEP]
@@ -10,8 +10,8 @@ r"""Pictures of a trained workdir: what the network learned, where it looks, how
 - ``feature_maps``: the input and the maps of each ``--layer`` (default: the first layer with a
   spatial output) for example ``--image_index`` of the eval split;
 - ``saliency``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``: a heat map over that
-  example for its predicted class; ``gradcam`` at each ``--layer`` (default: the last feature
-  map);
+  example for its predicted class; ``gradcam`` at each ``--layer`` (default: the deepest feature
+  map larger than 1 in every axis);
 - ``mistakes``: the most confident mistakes among the first ``--max_examples`` eval examples;
 - ``curves``: loss and accuracy against steps and wall time, from ``metrics.jsonl``;
 - ``confusion``: from ``eval_<split>.json`` (python -m experiments.evaluate), else computed on
@@ -107,9 +107,8 @@ def _safe(name: str) -> str:
 
 def _attribution(run, kind, layers, x, label, index, out_dir):
   from cnnlab.explain import explainers, heatmaps
-  from cnnlab.explain.features import apply_inference
-  import jax
-  probs = np.asarray(jax.nn.softmax(apply_inference(run.model, run.variables, x[None])))[0]
+  from cnnlab.training import inference
+  probs = inference.probabilities(run, x[None])[0]
   pred = int(probs.argmax())
   out = {}
   for layer in (layers or [explainers.default_layer(run.model, run.variables, x.shape)]
@@ -130,12 +129,9 @@ def _attribution(run, kind, layers, x, label, index, out_dir):
 
 
 def _predictions(run, split, max_examples):
-  import jax
-  from cnnlab.explain import features, trained_run
-  x, labels = trained_run.eval_examples(run, split, limit=max_examples)
-  fn = jax.jit(lambda b: jax.nn.softmax(features.apply_inference(run.model, run.variables, b)))
-  probs = np.concatenate([np.asarray(fn(x[i:i + 250])) for i in range(0, len(x), 250)])
-  return x, labels, probs
+  from cnnlab.training import inference
+  x, labels = run.feed.examples(split, limit=max_examples)
+  return x, labels, inference.probabilities(run, x, batch_size=250)
 
 
 def _mistakes(run, split, max_examples, out_dir):
@@ -167,11 +163,11 @@ def _curves(workdir, config, out_dir):
 
 
 def _confusion(run, workdir, config, split, max_examples, out_dir, load):
-  from cnnlab.explain import figures, training_plots
+  from cnnlab.explain import training_plots
   ev = _load_json(os.path.join(workdir, f"eval_{split}.json"))
   if ev and "confusion_matrix" in ev:
     matrix, acc, where = np.asarray(ev["confusion_matrix"]), ev["eval_accuracy"], ""
-    names = figures.CLASS_NAMES.get(config.dataset.name)
+    names = ev.get("class_names") or _catalogue_names(config)
   else:
     run = run or load()
     _, labels, probs = _predictions(run, split, max_examples)
@@ -186,23 +182,35 @@ def _confusion(run, workdir, config, split, max_examples, out_dir, load):
             f"{100 * acc:.2f} %")}
 
 
+def _catalogue_names(config):
+  from cnnlab.data import datasets
+  return datasets.CLASS_NAMES.get(config.dataset.name)
+
+
+def _eval_split(config) -> str:
+  from cnnlab.data import datasets
+  return datasets.get(config.dataset.name).eval_split
+
+
 def visualize(workdir: str, out_dir: str, *, what=DEFAULT_WHAT, checkpoint: str = "latest",
               layers=(), image_index: int = 0, split: str | None = None,
               max_examples: int = 2000) -> dict[str, str]:
   """Writes the pictures; returns ``{kind: path}`` (``kind[layer]`` when several layers)."""
-  from cnnlab.explain import trained_run
-  from cnnlab.training import ConfigError
+  import ml_collections
+  from cnnlab import config as config_lib
+  from cnnlab.training import ConfigError, load_trained, workdir_config
   what = check_what(what)
   if image_index < 0:
     raise ConfigError(f"--image_index={image_index} must be >= 0")
   layers = [l for l in layers if l]
-  config = trained_run.workdir_config(workdir)
-  split = split or trained_run.eval_split_of(config)
+  config = ml_collections.ConfigDict(config_lib.complete(workdir_config(workdir)).to_dict())
   needs_model = [w for w in what if w not in ("curves", "confusion")]
-  run = trained_run.load(workdir, checkpoint) if needs_model else None
+  run = load_trained(workdir, checkpoint) if needs_model else None
+  split = split or (run.spec.data.eval_split if run else
+                    config.dataset.eval_split or _eval_split(config))
   out = {}
   if run is not None and {"feature_maps", *ATTRIBUTIONS} & set(what):
-    xs, ys = trained_run.eval_examples(run, split, start=image_index, limit=1)
+    xs, ys = run.feed.examples(split, start=image_index, limit=1)
     x, label = xs[0], int(ys[0])
   for kind in what:
     try:
@@ -218,7 +226,7 @@ def visualize(workdir: str, out_dir: str, *, what=DEFAULT_WHAT, checkpoint: str 
         got = _curves(workdir, config, out_dir)
       else:
         got = _confusion(run, workdir, config, split, max_examples, out_dir,
-                         lambda: trained_run.load(workdir, checkpoint))
+                         lambda: load_trained(workdir, checkpoint))
     except ValueError as e:   # unknown layer, example out of range
       raise ConfigError(str(e).splitlines()[0]) from None
     for key, path in got.items():

@@ -31,16 +31,6 @@ def xla_flags(devices=None) -> str:
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_decoded_data():
-  """The in-memory back end caches decoded splits per process, keyed by data dir and split;
-  tests under tfds.testing.mock_data serve other examples from the same key, so each test
-  starts with an empty cache."""
-  yield
-  from cnnlab.data import memory
-  memory.clear_cache()
-
-
 def pytest_report_header(config):
   """Says which MNIST the shared fixture uses, so a run without ../shared is visible."""
   if os.path.isdir(SHARED_MNIST):
@@ -154,3 +144,21 @@ def pytest_xdist_auto_num_workers(config):
   except AttributeError:
     cores = os.cpu_count() or 1
   return max(1, min(MAX_WORKERS, cores))
+
+
+def spec_of(config, *, devices: int = 1, processes: int = 1, n: int | None = None,
+            data_dir_prepared: bool = False):
+  """``cnnlab.config.resolve`` of ``config`` for ``devices`` devices in ``processes``
+  processes, without a device query or oneDNN probe: the dataset's facts come from the
+  catalogue (or the prepared metadata when ``data_dir_prepared``), the train split sized ``n``
+  when given (no data is read either way)."""
+  import dataclasses
+  from cnnlab import config as config_lib
+  from cnnlab.data import datasets
+  c = config_lib.complete(config)
+  facts = datasets.describe(c.dataset, require_prepared=data_dir_prepared)
+  if n is not None:
+    split = c.dataset.train_split or facts.train_split
+    facts = dataclasses.replace(facts, split_sizes={**facts.split_sizes, split: int(n)})
+  return config_lib.resolve(c, facts, config_lib.Devices(device_count=devices,
+                                                         process_count=processes))

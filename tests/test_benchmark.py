@@ -63,7 +63,7 @@ def test_interpreter_without_torch_names_the_pip_command():
   """A Python without torch: the worker dies importing it, and the driver says what to do."""
   if importlib.util.find_spec("torch") is not None:   # looked up, never imported
     pytest.skip("this interpreter has torch")
-  worker = TorchWorker(sys.executable, os.path.join(ROOT, "experiments", "torch_bench.py"))
+  worker = TorchWorker(sys.executable)
   try:
     with pytest.raises(TorchUnavailable,
                        match="pip install torch==2.14.1 torchvision==0.29.1"):
@@ -220,16 +220,17 @@ SAME_ON_BOTH_SIDES = ("lenet5", "resnet20", "resnet18", "fcn1d", "resnet1d",
 
 @pytest.mark.skipif(not os.path.exists(TORCH_PYTHON), reason="no torch venv on this machine")
 def test_torch_side_has_the_same_parameter_counts():
-  """Each registered model's PyTorch counterpart (torchvision's, or torch_bench's own for the
+  """Each registered model's PyTorch counterpart (torchvision's, or cnnlab.bench.torch_models' for the
   CIFAR ResNets, LeNet-5, the 1-D baselines and the 1-D / 3-D ResNets) has exactly the
   trainable parameters ModelInfo documents, at the documented classes and input channels."""
   names = [n for n in SAME_ON_BOTH_SIDES if n in models.names()]
   specs = [(n, models.info(n).num_classes, models.info(n).input_shape[-1]) for n in names]
-  code = ("import json, sys; sys.path.insert(0, 'experiments'); import torch_bench as t; "
+  code = ("import json, sys; from cnnlab.bench import torch_models as t; "
           "print(json.dumps({n: sum(p.numel() for p in t.build(n, k, c).parameters() "
           "if p.requires_grad) for n, k, c in json.loads(sys.argv[1])}))")
   r = subprocess.run([TORCH_PYTHON, "-c", code, json.dumps(specs)], cwd=ROOT,
-                     capture_output=True, text=True, timeout=300)
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, PYTHONPATH=ROOT))
   assert r.returncode == 0, r.stderr[-2000:]
   counts = json.loads(r.stdout)
   assert counts == {n: models.info(n).num_params for n in names}

@@ -9,7 +9,7 @@ import pytest
 
 from cnnlab import config as config_lib
 from cnnlab.data import datasets
-from conftest import ROOT
+from conftest import spec_of, ROOT
 from test_recipes import VARIANTS
 
 
@@ -21,8 +21,7 @@ def _recipe(name, arg):
 def _resolve(c, devices=1, processes=1, n=None):
   info = datasets.get(c.dataset.name)
   n = n or info.splits[c.dataset.train_split or info.train_split]
-  return config_lib.resolve(c, device_count=devices, process_count=processes,
-                            train_examples=n, check_model=False)
+  return spec_of(c, devices=devices, processes=processes, n=n)
 
 
 def _leaves(c, prefix=""):
@@ -34,12 +33,12 @@ def _leaves(c, prefix=""):
 
 
 def test_no_second_default_in_the_library():
-  """No ``x.get("<config key>", <default>)`` outside cnnlab/config.py: a config key's default
-  lives in config.defaults() (or pipeline.DEFAULTS for dataset options) and nowhere else."""
+  """No ``x.get("<config key>", <default>)`` outside cnnlab/config/: a config key's default
+  lives in config.defaults() (dataset options: config.DATASET_OPTIONS) and nowhere else."""
   keys = {k.rpartition(".")[2] for k in _leaves(config_lib.defaults())}
   offenders = []
   for path in glob.glob(os.path.join(ROOT, "cnnlab", "**", "*.py"), recursive=True):
-    if path.endswith(os.path.join("cnnlab", "config.py")):
+    if os.path.join("cnnlab", "config", "") in path:
       continue
     for node in ast.walk(ast.parse(open(path).read())):
       if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -185,7 +184,7 @@ def test_series_recipe_resolves_rank_and_batch_from_the_data(tmp_path):
                                                "GunPoint"), str(tmp_path))
   c = fcn1d_ucr.get_config()
   c.dataset.data_dir = str(tmp_path)
-  spec = config_lib.resolve(c, device_count=1, process_count=1)
+  spec = spec_of(c)
   assert spec.model.input_shape == (150, 1) and spec.model.num_classes == 2
   assert (spec.loop.global_batch, spec.loop.steps_per_epoch) == (5, 10)
   assert spec.schedule.plateau_every_steps == 10 and spec.loop.best_mode == "min"

@@ -76,3 +76,37 @@ def test_extract_computes_the_activations_of_a_1d_model_with_a_reused_layer():
     features.extract_checked(model, variables, x, ["conv"])
   name, maps = features.feature_maps(model, variables, x[0])
   assert name == "shared" and maps.shape == (10, 3)
+
+
+@pytest.mark.parametrize("name, shape, expected", [
+    ("resnet18_3d", (16, 16, 16, 1), "layer2_1"),   # layer3/4 are 1x1x1 at a 16^3 crop
+    ("resnet18", (32, 32, 3), "layer3_1"),          # layer4 is 1x1
+    ("resnet18", (64, 8, 3), "layer1_1"),           # layer2 is 8x1: flat along the width
+    ("resnet18_1d", (32, 1), "layer3_1"),           # layer4 has length 1
+    ("fcn1d", (20, 1), "bn3"),                      # no striding: the last feature map
+    ("lenet5", (28, 28, 1), "conv2"),               # 5x5
+])
+def test_gradcam_default_layer_is_the_deepest_map_larger_than_one_in_every_axis(
+    name, shape, expected):
+  """Grad-CAM's default: the deepest layer whose map has the input's rank and more than one
+  position along EVERY spatial axis (a 1x1x1 map gives a flat heat map) — for 1-D, 2-D and
+  3-D models alike."""
+  from cnnlab.explain import explainers
+  model = models.create(name, num_classes=3)
+  variables = _abstract_variables(model, shape)
+  chosen = explainers.default_layer(model, variables, shape)
+  assert chosen == expected
+  maps = [l for l in features.spatial(features.layers(model, variables, shape))
+          if l.spatial_dims == len(shape) - 1]
+  index = [l.name for l in maps].index(chosen)
+  assert all(s > 1 for s in maps[index].shape[1:-1])
+  assert all(min(l.shape[1:-1]) == 1 for l in maps[index + 1:])   # every deeper map is flat
+
+
+def test_gradcam_default_layer_says_when_no_map_is_larger_than_one():
+  from cnnlab.explain import explainers
+  model = models.create("resnet18", num_classes=3)
+  variables = _abstract_variables(model, (32, 1, 3))
+  with pytest.raises(ValueError, match=r"no layer of ResNet.* larger than 1 in every axis.*"
+                                       r"valid: conv1"):
+    explainers.default_layer(model, variables, (32, 1, 3))

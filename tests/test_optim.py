@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import spec_of
+
 from cnnlab import config as config_lib
 from cnnlab.training import optim
 from experiments.configs.base import base
@@ -26,8 +28,7 @@ def _spec(c, steps_per_epoch=10, total_steps=None):
   """The resolved spec of ``c`` for a train split of ``steps_per_epoch`` batches."""
   if total_steps is not None:
     c.num_train_steps = total_steps
-  return config_lib.resolve(c, process_count=1, device_count=1, check_model=False,
-                            train_examples=steps_per_epoch * c.batch_size)
+  return spec_of(c, n=steps_per_epoch * c.batch_size)
 
 
 def _schedule(c, steps_per_epoch, total_steps):

@@ -4,7 +4,7 @@ workdir) and experiments/visualize.py writing every picture kind."""
 import csv
 import json
 import os
-import types
+import re
 
 import jax
 import matplotlib.image
@@ -57,9 +57,11 @@ def test_predict_on_good_and_bad_files(workdir, tmp_path, capsys):
       "a.png", "b.png", "c.jpg", "rgb.png", "small.png", "broken.png", "series.csv",
       "missing.png"]
   errors = {os.path.basename(r["path"]): r["error"] for r in rows if r["error"]}
-  assert errors == {
-      "rgb.png": "3 channel(s); the model takes grey images (1 channel)",
-      "small.png": "a 20x20 image; the model takes 28x28 (resize it first)",
+  assert errors == {   # a mismatch is refused, naming the option that would convert it
+      "rgb.png": "3 channel(s); the model takes grey images (1 channel): pass --grey to "
+                 "convert it",
+      "small.png": "a 20x20 image; the model takes 28x28: pass --resize to scale and "
+                   "centre-crop it",
       "broken.png": errors["broken.png"], "series.csv": errors["series.csv"],
       "missing.png": "no such file or folder"}
   assert errors["broken.png"].startswith("not a readable image")
@@ -78,31 +80,113 @@ def test_predict_on_good_and_bad_files(workdir, tmp_path, capsys):
   printed = capsys.readouterr()
   assert printed.out.splitlines()[0].startswith(f"{inputs[0]}: {good[0]['predicted']} ")
   assert printed.err.count("error: ") == 5
-  explained = sorted(os.listdir(tmp_path / "out" / "explanations"))
+  explained = sorted(os.listdir(tmp_path / "out" / "preds_explanations"))
   assert explained == ["a.png.gradcam.png", "b.png.gradcam.png", "c.jpg.gradcam.png"]
-  assert matplotlib.image.imread(str(tmp_path / "out" / "explanations" / explained[0])).std() > 0
+  picture = tmp_path / "out" / "preds_explanations" / explained[0]
+  assert matplotlib.image.imread(str(picture)).std() > 0
 
 
-def test_predict_exit_status_and_never_trained_workdir(workdir, tmp_path, monkeypatch, capsys):
+def _main(tmp_path, **values):
+  """experiments.predict's main with its flags set to ``values`` (others at their defaults)."""
+  from absl import flags
+  from absl.testing import flagsaver
+  from experiments import predict
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  values = {"checkpoint": "latest", "top_k": 1, "out": None, "explain": None, "layer": None,
+            "grey": False, "resize": False, "invert": False, **values}
+  with flagsaver.flagsaver(**values):
+    predict.main(["predict"])
+
+
+def test_predict_exit_status_and_never_trained_workdir(workdir, tmp_path, capsys):
   from cnnlab.training import ConfigError
   from experiments import predict
   Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "ok.png")
   with pytest.raises(ConfigError, match="holds no config.json: it was never trained"):
     predict.predict(str(tmp_path), [str(tmp_path / "ok.png")])
-  flags = types.SimpleNamespace(workdir=workdir, checkpoint="latest", top_k=1,
-                                out=str(tmp_path / "p.csv"), explain=None, layer=None,
-                                inputs=[str(tmp_path / "ok.png")])
-  monkeypatch.setattr(predict, "FLAGS", flags)
-  predict.main(["predict"])                                 # all good: returns (status 0)
-  flags.inputs = [str(tmp_path / "ok.png"), str(tmp_path / "nope.png")]
+  assert not os.path.exists(tmp_path / "predictions")        # nothing written
+  ok = str(tmp_path / "ok.png")
+  _main(tmp_path, workdir=workdir, inputs=[ok], out=str(tmp_path / "p.csv"))   # status 0
   with pytest.raises(SystemExit) as exit_info:
-    predict.main(["predict"])
+    _main(tmp_path, workdir=workdir, inputs=[ok, str(tmp_path / "nope.png")],
+          out=str(tmp_path / "q.csv"))
   assert exit_info.value.code == predict.EXIT_SOME_FAILED
-  flags.explain = "lime"
   with pytest.raises(SystemExit) as exit_info:
-    predict.main(["predict"])
+    _main(tmp_path, workdir=workdir, inputs=[ok], explain="lime")
   assert exit_info.value.code == 2
   assert "error: --explain: unknown explanation 'lime'" in capsys.readouterr().err
+
+
+def test_each_invocation_writes_its_own_csv_and_never_overwrites(workdir, tmp_path, capsys):
+  """Without --out: a new <workdir>/predictions/<UTC time>.csv per invocation (two in the same
+  second get -2); an --out that exists is refused before anything runs; when every input
+  fails the CSV still lists them with their errors."""
+  from cnnlab.training import ConfigError
+  from experiments import predict
+  Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "ok.png")
+  folder = os.path.join(workdir, "predictions")
+  before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+  predict.predict(workdir, [str(tmp_path / "ok.png")])
+  predict.predict(workdir, [str(tmp_path / "missing.png")])   # every input fails
+  made = sorted(set(os.listdir(folder)) - before)
+  assert len(made) == 2 and all(re.fullmatch(r"\d{8}T\d{6}Z(-\d+)?\.csv", m) for m in made)
+  tables = {}
+  for m in made:
+    with open(os.path.join(folder, m)) as f:
+      tables[m] = list(csv.DictReader(f))
+  assert sorted(len(t) for t in tables.values()) == [1, 1]
+  failed = [t[0] for t in tables.values() if t[0]["error"]]
+  assert len(failed) == 1 and failed[0]["error"] == "no such file or folder"
+  assert [t[0]["predicted"] for t in tables.values() if not t[0]["error"]] != [""]
+  out = tmp_path / "mine.csv"
+  out.write_text("keep me")
+  capsys.readouterr()
+  with pytest.raises(ConfigError, match="mine.csv exists; predict never overwrites"):
+    predict.predict(workdir, [str(tmp_path / "ok.png")], out=str(out))
+  assert out.read_text() == "keep me" and "predictions:" not in capsys.readouterr().out
+
+
+def test_explicit_conversions_for_a_photo(workdir, tmp_path, capsys):
+  """A dark-on-light RGB photo of another size: refused as it is (naming --grey / --resize),
+  converted when asked (one line each saying what was done), with a polarity hint until
+  --invert; the model sees exactly the converted pixels."""
+  from cnnlab.data import datasets
+  from cnnlab.explain import features, trained_run, user_files
+  from experiments import predict
+  photo = np.full((84, 60, 3), 230, np.uint8)          # light paper ...
+  photo[20:64, 25:35] = (20, 30, 40)                   # ... a dark stroke
+  Image.fromarray(photo).save(tmp_path / "photo.png")
+  path = str(tmp_path / "photo.png")
+  rows, failed = predict.predict(workdir, [path], out=str(tmp_path / "a.csv"))
+  assert failed == 1 and "--grey" in rows[0]["error"]
+  rows, failed = predict.predict(workdir, [path], out=str(tmp_path / "b.csv"),
+                                 conversions=user_files.Conversions(grey=True))
+  assert failed == 1 and "--resize" in rows[0]["error"]
+  capsys.readouterr()
+  rows, failed = predict.predict(workdir, [path], out=str(tmp_path / "c.csv"),
+                                 conversions=user_files.Conversions(grey=True, resize=True))
+  printed = capsys.readouterr().out
+  assert failed == 0 and rows[0]["predicted"]
+  assert (f"{path}: converted RGB to grey (0.299 R + 0.587 G + 0.114 B); resized 84x60 to "
+          f"39x28 (Lanczos), centre-cropped to 28x28") in printed
+  hint = re.search(rf"^{re.escape(path)}: hint: mostly light \(mean intensity (0\.\d+)\).*"
+                   r"pass --invert", printed, re.M)
+  assert hint and float(hint.group(1)) > 0.5
+  rows, failed = predict.predict(workdir, [path], out=str(tmp_path / "d.csv"),
+                                 conversions=user_files.Conversions(True, True, True))
+  printed = capsys.readouterr().out
+  assert "hint" not in printed and "inverted (255 - value)" in rows[0]["notes"]
+  # The model saw BT.601 grey, resized and cropped, inverted, then the training preprocessing.
+  grey = np.round(photo.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))
+  small, _ = user_files.resize_and_crop(grey.astype(np.uint8)[..., None], (28, 28))
+  info = datasets.get("mnist")
+  x = ((255 - small.astype(np.float32)) / 255.0 - info.mean[0]) / info.std[0]
+  run = trained_run.load(workdir)
+  p = np.asarray(jax.nn.softmax(features.apply_inference(run.model, run.variables, x[None])))[0]
+  assert rows[0]["predicted"] == str(p.argmax())
+  assert abs(float(rows[0]["probability"]) - p.max()) < 1e-5
+  assert small.shape == (28, 28, 1) and small[:, 14].min() < 60 < small[:, 0].min()
 
 
 def test_visualize_every_kind(workdir, tmp_path):

@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import spec_of
+
 # One run per recipe file (its default argument where that is cheap enough for a 2-core CI);
 # every variant is still validated in full below.
 RECIPES = [
@@ -60,8 +62,7 @@ def test_recipe_validates(recipe, arg):
   config = module.get_config(arg) if arg else module.get_config()
   info = datasets.get(config.dataset.name)
   t0 = time.time()
-  config_lib.resolve(config, device_count=1, process_count=1,
-                     train_examples=info.splits[info.train_split])
+  spec_of(config, n=info.splits[info.train_split])
   assert time.time() - t0 < 60
 
 

@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from cnnlab.data import datasets, families, memory, preprocess
+from conftest import spec_of
+
+from cnnlab.data import datasets, families, memory, preprocess, series_prep
 from cnnlab.datasets import prepare, ucr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,7 +149,7 @@ def test_series_inputs_resampled_and_znormalised(built):
   np.testing.assert_allclose(last.mean(0), 0, atol=1e-6)
   np.testing.assert_allclose(last.std(0), 1, rtol=1e-5)
   # A missing value becomes the series mean (0 after normalisation), then resampled.
-  want = preprocess.series_to_length(np.nan_to_num(preprocess.series_znorm(
+  want = series_prep.series_to_length(np.nan_to_num(series_prep.series_znorm(
       np.array([[4, 1], [np.nan, 1], [6, 1], [7, 1], [8, 1]], np.float32))), 6)
   np.testing.assert_allclose(z[1], want, atol=1e-6)
   assert (z[1][:, 1] == 0).all()                               # constant channel -> 0
@@ -236,7 +238,7 @@ def test_ucr_recipes_resolve_with_the_paper_protocol(tmp_path):
   for module, batch, epochs in ((fcn1d_ucr, 16, 2000), (resnet1d_ucr, 23, 1500)):
     c = module.get_config()
     c.dataset.name, c.dataset.data_dir = "ucr/Bumps", str(tmp_path / "d")
-    spec = config_lib.resolve(c, device_count=1, process_count=1, check_model=False)
+    spec = spec_of(c)
     assert spec.loop.global_batch == batch and spec.loop.steps_per_epoch == 230 // batch
     assert spec.model.num_classes == 2 and spec.model.input_shape == (16, 1)
     assert spec.loop.total_steps == epochs * (230 // batch)

@@ -5,6 +5,8 @@ import os
 import numpy as np
 import pytest
 
+from conftest import spec_of
+
 from cnnlab.data import datasets, families, memory, preprocess
 from cnnlab.data import volumes
 from cnnlab.datasets import prepare, volume_folders
@@ -166,7 +168,7 @@ def test_synthetic_volumes_written_on_first_use(tmp_path, monkeypatch):
   from experiments.configs import resnet18_3d_volumes as recipe
   c = recipe.get_config()
   c.dataset.data_dir = str(tmp_path)
-  spec = config_lib.resolve(c, device_count=1, process_count=1, check_model=False)
+  spec = spec_of(c)
   assert spec.model.input_shape == (16, 16, 16, 1) and spec.model.num_classes == 3
   assert spec.loop.total_steps == recipe.STEPS and spec.data.train_examples == 600
 

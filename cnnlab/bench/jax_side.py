@@ -13,12 +13,19 @@ from __future__ import annotations
 import resource
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnlab import config, models, parallel, platform
+from cnnlab.training import builders, optim, steps, tasks
+from cnnlab.training.state import create_state
+
 DATASET_FOR_FAMILY = {"lenet": "mnist", "resnet_cifar": "cifar10"}   # images: else imagenet2012
 
 
 def spatial_rank(model_name: str) -> int:
   """Spatial dimensions of the model's documented input (ModelInfo.input_shape minus channels)."""
-  from cnnlab import models
   return len(models.info(model_name).input_shape) - 1
 
 
@@ -26,7 +33,6 @@ def input_shape(model_name: str, size: int = 0, shape=None) -> tuple[int, ...]:
   """The per-example input shape, channels last: ``shape`` if given; else ModelInfo.input_shape
   with ``size`` (when > 0) replacing the length of a 1-D signal or the height and width of an
   image or volume / video (the depth / time axis of a 3-D input stays as documented)."""
-  from cnnlab import models
   base = tuple(models.info(model_name).input_shape)
   if shape:
     shape = tuple(int(s) for s in shape)
@@ -45,7 +51,6 @@ def input_shape(model_name: str, size: int = 0, shape=None) -> tuple[int, ...]:
 def dataset_for(model_name: str, image_size: int) -> tuple[str | None, str | None]:
   """(dataset name, preprocess) that feed an image model in the recipes; (None, None) for 1-D
   and 3-D models, whose input pipelines the benchmark does not measure."""
-  from cnnlab import models
   if spatial_rank(model_name) != 2:
     return None, None
   name = DATASET_FOR_FAMILY.get(models.info(model_name).family, "imagenet2012")
@@ -56,7 +61,6 @@ def dataset_for(model_name: str, image_size: int) -> tuple[str | None, str | Non
 def train_config(model_name: str, batch_size: int, image_size: int, dtype: str):
   """A recipe-like config: SGD momentum 0.9, L2 weight decay 1e-4, constant lr; the model's
   documented class count (so no dataset catalogue is consulted)."""
-  from cnnlab import config, models
   c = config.defaults()
   c.model.name = model_name
   c.model.dtype = dtype
@@ -82,43 +86,42 @@ class Setup:
 
   def __init__(self, model_name: str, batch_size: int, shape, dtype: str,
                kernels: str = "auto"):
-    import jax
-    from cnnlab import config
-    from cnnlab.models import kernels as kernels_lib
-    from cnnlab.training import builders, optim, steps
-    from cnnlab.training.state import create_state
     self.input_shape = tuple(shape)
     self.config = train_config(model_name, batch_size, self.input_shape[-2], dtype)
     self.optim, sched, self.train_spec = config.resolve_optimization(
         self.config, global_batch=batch_size, steps_per_epoch=1000, total_steps=100_000)
-    # "auto": what models.create picks for this process (kernels.select()), as a run does.
-    kwargs = {} if kernels == "auto" else {"kernels": kernels_lib.by_name(kernels)}
+    # "auto": what a run on this process decides (cnnlab.config.choose_kernels).
+    devices = platform.describe(probe_onednn=kernels in ("auto", "cpu+onednn"))
+    self.kernels, self.kernels_why = config.choose_kernels(kernels, devices)
+    self.task = models.info(model_name).task
     self.model = builders.model(config.ModelSpec(
-        name=model_name, kwargs=kwargs, dtype=dtype, num_classes=self.config.model.num_classes,
-        input_shape=self.input_shape))
-    self.kernels = getattr(getattr(self.model, "kernels", None), "name", None)
+        name=model_name, kwargs={}, dtype=dtype, num_classes=self.config.model.num_classes,
+        input_shape=self.input_shape, kernels=self.kernels, task=self.task), check_input=False)
     self.num_classes = self.model.num_classes
     self.batch_size = batch_size
     schedule = optim.create_schedule(sched)
     tx = optim.create_optimizer(self.optim, schedule, sched)
     self.init = lambda: create_state(self.model, tx, jax.random.PRNGKey(0),  # noqa: E731
                                      self.input_shape)
+    task = tasks.get(self.task)
     self.train_step = steps.make_train_step(self.model, tx, self.train_spec, self.optim,
-                                            schedule)
-    self.eval_step = steps.make_eval_step(self.model)
+                                            schedule, task)
+    self.eval_step = steps.make_eval_step(self.model, task=task)
+
+  def label_shape(self) -> tuple[int, ...]:
+    """Labels per example (classification) or per pixel / voxel (segmentation)."""
+    return (self.batch_size, *self.input_shape[:-1]) if self.task == "segment" \
+        else (self.batch_size,)
 
   def abstract_batch(self, mask: bool = False) -> dict:
-    import jax
-    import jax.numpy as jnp
     b = {"image": jax.ShapeDtypeStruct((self.batch_size, *self.input_shape), jnp.float32),
-         "label": jax.ShapeDtypeStruct((self.batch_size,), jnp.int32)}
+         "label": jax.ShapeDtypeStruct(self.label_shape(), jnp.int32)}
     if mask:
       b["mask"] = jax.ShapeDtypeStruct((self.batch_size,), jnp.bool_)
     return b
 
   def eval_shape(self):
     """(state, train metrics, eval outputs) as shapes: traces everything, compiles nothing."""
-    import jax
     state = jax.eval_shape(self.init)
     new_state, metrics = jax.eval_shape(self.train_step, state, self.abstract_batch())
     outs = jax.eval_shape(self.eval_step, state, self.abstract_batch(mask=True))
@@ -129,27 +132,25 @@ class JaxBench:
   """The real train/eval steps of one model, compiled, on a fixed synthetic batch on the device.
 
   The train step is the engine's: BatchNorm in train mode, L2 weight decay, SGD with momentum,
-  the finiteness guard and the per-step metrics, jitted by ``steps.jit_steps`` with the state
+  the finiteness guard and the per-step metrics, jitted by ``steps.jit_train_step`` with the state
   donated. A timed call dispatches its steps back to back and syncs once at the end."""
 
   def __init__(self, model_name: str, batch_size: int, input_shape, dtype: str, *,
                with_eval: bool = True, kernels: str = "auto"):
-    import jax
-    import numpy as np
-    from cnnlab import parallel
-    from cnnlab.training import steps
     self.jax = jax
     setup = Setup(model_name, batch_size, input_shape, dtype, kernels)
     self.config, self.num_classes, self.kernels = setup.config, setup.num_classes, setup.kernels
+    self.task = setup.task
     self.optim, self.train_spec = setup.optim, setup.train_spec
     mesh = parallel.create_mesh()
     repl = parallel.replicated(mesh)
     sharding = jax.tree.map(lambda _: repl, jax.eval_shape(setup.init))
     self.state = jax.jit(setup.init, out_shardings=sharding)()
-    p_train, p_eval = steps.jit_steps(mesh, setup.train_step, setup.eval_step, sharding)
+    p_train = steps.jit_train_step(mesh, setup.train_step, sharding)
+    p_eval = steps.jit_eval_step(mesh, setup.eval_step, sharding)
     rng = np.random.default_rng(0)
     host = {"image": rng.standard_normal((batch_size, *setup.input_shape), np.float32),
-            "label": rng.integers(0, self.num_classes, batch_size).astype(np.int32)}
+            "label": rng.integers(0, self.num_classes, setup.label_shape()).astype(np.int32)}
     self.batch = parallel.shard_batch(mesh, host)
     self.batch_size = batch_size
     self.sync = parallel.needs_step_sync(mesh)   # the loop's per-step sync on multi-device CPU
@@ -232,7 +233,6 @@ def step_memory(compiled) -> dict | None:
 
 def device_peak_mb() -> float | None:
   """The first local device's peak bytes in use since the process started (GPU/TPU), MiB."""
-  import jax
   try:
     stats = jax.local_devices()[0].memory_stats()
   except Exception:

@@ -1,7 +1,7 @@
 """The in-memory back end: small datasets (MNIST, Fashion-MNIST, CIFAR) as decoded uint8 arrays.
 
-Each host decodes the whole split once (CIFAR-10: 154 MB train + 31 MB test; cached per
-process) and then never touches TFDS again. Every host holds the same arrays, so the *global*
+Each host decodes the whole split once (CIFAR-10: 154 MB train + 31 MB test; kept by the run's
+``pipeline.Feed``) and then never touches TFDS again. Every host holds the same arrays, so the *global*
 batch sequence is defined once for all hosts and each host cuts out its own disjoint slice
 (rather than each host reading a disjoint share of the files: at this size, holding it all
 costs little and makes the batches independent of the host count):
@@ -19,7 +19,6 @@ global batch does not depend on how many hosts share it. Transforms are vectoris
 """
 from __future__ import annotations
 
-import collections
 import itertools
 import math
 import queue
@@ -30,63 +29,40 @@ import numpy as np
 
 from cnnlab import streams
 
-_CACHE: collections.OrderedDict = collections.OrderedDict()
-_CACHE_SIZE = 6
-
 # transform(images_uint8 [b, H, W, C], rng or None, host_slice, global_batch) -> float32
 # [b, H', W', C]; a random transform draws its parameters for the whole global batch from rng
 # and applies the host_slice rows of them, so a host's rows do not depend on the host count.
 Transform = Callable[[np.ndarray, "np.random.Generator | None", slice, int], np.ndarray]
 
 
-def cached(key, cache: bool, make):
-  if cache and key in _CACHE:
-    _CACHE.move_to_end(key)
-    return _CACHE[key]
-  result = make()
-  if cache:
-    _CACHE[key] = result
-    while len(_CACHE) > _CACHE_SIZE:
-      _CACHE.popitem(last=False)
-  return result
-
-
-def load_split(builder, split: str, *, cache: bool = True,
+def load_split(builder, split: str, *,
                feature: str = "image") -> tuple[np.ndarray | list, np.ndarray]:
   """All of ``split`` decoded to (inputs, int32 [N]) in the stored order: inputs an array
   [N, *shape] (uint8 images as stored), or a list of arrays when ``feature`` has a variable
-  dimension (unequal-length series)."""
-  key = (builder.name, str(builder.data_dir), split, feature)
-
-  def make():
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-    options = tf.data.Options()
-    options.deterministic = True
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            read_config=tfds.ReadConfig(options=options, try_autocache=False))
-    ds = ds.map(lambda ex: (ex[feature], tf.cast(ex["label"], tf.int32)))
-    ragged = None in tuple(builder.info.features[feature].shape)
-    inputs, labels = [], []
-    for x, y in tfds.as_numpy(ds.prefetch(64) if ragged else ds.batch(4096).prefetch(2)):
-      inputs.append(x)
-      labels.append(y)
-    if ragged:
-      return inputs, np.asarray(labels, np.int32)
-    return np.concatenate(inputs), np.concatenate(labels)
-  return cached(key, cache, make)
-
-
-def mean_image(builder, split: str, *, cache: bool = True) -> np.ndarray:
-  """Per-pixel mean of ``split`` in [0, 1] units, float32 [H, W, C] (cached with the split)."""
-  def make():
-    images = load_split(builder, split, cache=cache)[0]
-    return (images.mean(axis=0, dtype=np.float64) / 255.0).astype(np.float32)
-  return cached(("mean_image", builder.name, str(builder.data_dir), split), cache, make)
+  dimension (unequal-length series). The caller keeps it (cnnlab.data.pipeline.Feed)."""
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          read_config=tfds.ReadConfig(options=options, try_autocache=False))
+  ds = ds.map(lambda ex: (ex[feature], tf.cast(ex["label"], tf.int32)))
+  ragged = None in tuple(builder.info.features[feature].shape)
+  inputs, labels = [], []
+  for x, y in tfds.as_numpy(ds.prefetch(64) if ragged else ds.batch(4096).prefetch(2)):
+    inputs.append(x)
+    labels.append(y)
+  if ragged:
+    return inputs, np.asarray(labels, np.int32)
+  if not inputs:
+    shape = tuple(builder.info.features[feature].shape)
+    return np.zeros((0, *shape), np.uint8), np.zeros((0,), np.int32)
+  return np.concatenate(inputs), np.concatenate(labels)
 
 
-def clear_cache() -> None:
-  _CACHE.clear()
+def mean_image(images: np.ndarray) -> np.ndarray:
+  """Per-pixel mean of uint8 images in [0, 1] units, float32 [H, W, C]."""
+  return (images.mean(axis=0, dtype=np.float64) / 255.0).astype(np.float32)
 
 
 def steps_per_epoch(n: int, global_batch_size: int) -> int:
@@ -99,8 +75,10 @@ def steps_per_epoch(n: int, global_batch_size: int) -> int:
 
 def train_batches(images: np.ndarray, labels: np.ndarray, transform: Transform, *,
                   global_batch_size: int, seed: int, start_step: int, process_index: int,
-                  process_count: int) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite host-local training batches starting at ``start_step``."""
+                  process_count: int, joint: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite host-local training batches starting at ``start_step``. With ``joint`` the
+  transform takes (inputs, labels, rng, host_slice, global_batch) and returns the whole batch
+  dict (segmentation: image and mask transformed together)."""
   n, g = len(labels), global_batch_size
   spe = steps_per_epoch(n, g)
   bh = g // process_count
@@ -114,7 +92,10 @@ def train_batches(images: np.ndarray, labels: np.ndarray, transform: Transform, 
         epoch, perm = e, np.random.default_rng([seed, streams.DATA_ORDER, e]).permutation(n)
       idx = perm[i * g + host.start:i * g + host.stop]
       rng = np.random.default_rng([seed, streams.DATA_AUGMENT, step])
-      yield {"image": transform(images[idx], rng, host, g), "label": labels[idx]}
+      if joint:
+        yield transform(images[idx], labels[idx], rng, host, g)
+      else:
+        yield {"image": transform(images[idx], rng, host, g), "label": labels[idx]}
 
   return batches()
 

@@ -1,4 +1,5 @@
-"""Per-family input transforms: MNIST and CIFAR in NumPy, ImageNet in TensorFlow.
+"""Per-family input transforms: MNIST and CIFAR in NumPy, ImageNet in TensorFlow, volumes in NumPy
+(series: cnnlab/data/series_prep.py).
 
 Every random transform takes its randomness explicitly (a NumPy Generator or a TF stateless
 seed), so the pipeline can make augmentation a pure function of (seed, step / position).
@@ -39,6 +40,7 @@ All resizes are bilinear with antialiasing (like PIL, which torchvision's pretra
 Non-JPEG bytes (none in TFDS's ImageNet, which re-encodes its one PNG and CMYK files) are
 decoded whole and cropped instead.
 Then (x - 255*mean) / (255*std).
+
 """
 from __future__ import annotations
 
@@ -246,42 +248,7 @@ def imagenet_train(encoded, seed, *, preprocess: str, image_size: int, eval_resi
   return _normalize_tf(image, mean, std)
 
 
-# ----------------------------------------------------------------- series and volumes (NumPy)
-
-def series_znorm(x: np.ndarray) -> np.ndarray:
-  """Per-series, per-channel z-normalisation of float [L, C] over its observed (non-NaN)
-  values; a constant channel becomes 0 (not 0/0). Missing values stay NaN."""
-  x = np.asarray(x, np.float64)
-  mean = np.nanmean(x, axis=0, keepdims=True) if x.size else 0.0
-  std = np.nanstd(x, axis=0, keepdims=True) if x.size else 1.0
-  std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
-  return ((x - np.nan_to_num(mean)) / std).astype(np.float32)
-
-
-def series_to_length(x: np.ndarray, length: int) -> np.ndarray:
-  """float [L, C] -> float32 [length, C] by linear interpolation on a common [0, 1] time axis
-  (the first and last samples are kept); L == length is returned unchanged."""
-  x = np.asarray(x, np.float32)
-  if len(x) == length:
-    return x
-  if len(x) == 1:
-    return np.repeat(x, length, axis=0)
-  src = np.linspace(0.0, 1.0, len(x))
-  dst = np.linspace(0.0, 1.0, length)
-  return np.stack([np.interp(dst, src, x[:, c]) for c in range(x.shape[1])],
-                  axis=1).astype(np.float32)
-
-
-def series_batch(series, *, length: int, znorm: bool) -> np.ndarray:
-  """Stored series (each float32 [L_i, C]) -> float32 [N, length, C]: z-normalised per series
-  over the observed values (``znorm``), missing values set to 0 (the series mean when
-  normalised), then resampled to ``length`` (series_to_length)."""
-  out = np.zeros((len(series), length, series[0].shape[1] if len(series) else 1), np.float32)
-  for i, x in enumerate(series):
-    x = series_znorm(x) if znorm else np.asarray(x, np.float32)
-    out[i] = series_to_length(np.nan_to_num(x, nan=0.0), length)
-  return out
-
+# ------------------------------------------------------------------------ volumes (NumPy)
 
 def volume_intensity(volumes: np.ndarray, mode: str) -> np.ndarray:
   """float [N, D, H, W, C]: 'zscore' = (v - mean) / std per volume and channel (a constant

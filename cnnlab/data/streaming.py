@@ -34,7 +34,6 @@ from typing import Callable, Iterator
 import numpy as np
 
 from cnnlab import streams
-from cnnlab.data import preprocess
 
 
 def host_range(n: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -198,22 +197,3 @@ def eval_batches(builder, split: str, example_fn: Callable, *, n: int, lo: int, 
     ds = pad
   ds = ds.take(total).batch(host_batch).prefetch(tf.data.AUTOTUNE)
   return ds.as_numpy_iterator()
-
-
-def imagenet_fns(info, opts: dict):
-  """(train example_fn, eval example_fn) closing over the preprocessing options."""
-  kw = dict(image_size=opts["image_size"], eval_resize=opts["eval_resize"],
-            mean=info.mean, std=info.std)
-
-  def train_fn(encoded, label, seed2):
-    if not opts["augment"]:
-      return preprocess.imagenet_eval(encoded, **kw), label
-    return preprocess.imagenet_train(
-        encoded, seed2, preprocess=opts["preprocess"], area_range=(opts["crop_area_min"], 1.0),
-        scale_range=(opts["scale_min"], opts["scale_max"]),
-        pca_lighting=opts["pca_lighting"], **kw), label
-
-  def eval_fn(encoded):
-    return preprocess.imagenet_eval(encoded, **kw)
-
-  return train_fn, eval_fn

@@ -2,7 +2,7 @@
 
 The UCR/UEA archive (ucr.py) and folders of volumes (volumes.py) are not TFDS catalogue
 datasets, and each archive dataset or folder is its own dataset. They are written as ordinary
-TFDS datasets all the same — ``<data_dir>/<family>/<config>/<VERSION>/`` with TFRecord shards,
+TFDS datasets all the same — ``<data_dir>/<family>/<config>/1.0.0/`` with TFRecord shards,
 dataset_info.json and features.json — by one unregistered ``GeneratorBasedBuilder`` per family,
 configured per dataset (``LocalSpec``), and read back with ``tfds.builder_from_directory``,
 which needs neither this module nor the original files. Examples are stored in generation
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-VERSION = "1.0.0"
+from cnnlab.data.prepared import LOCAL_VERSION, local_dir, local_is_prepared
+
 _CLASSES: dict[str, type] = {}
 
 
@@ -36,13 +36,8 @@ class LocalSpec:
   description: str
 
 
-def dataset_dir(family: str, config: str, data_dir: str) -> str:
-  return os.path.join(data_dir, family, config, VERSION)
 
 
-def is_prepared(family: str, config: str, data_dir: str) -> bool:
-  return os.path.isfile(os.path.join(dataset_dir(family, config, data_dir),
-                                     "dataset_info.json"))
 
 
 def _builder_class(family: str, config: str, description: str) -> type:
@@ -56,7 +51,7 @@ def _builder_class(family: str, config: str, description: str) -> type:
   class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """One cnnlab-built dataset of ``family``; configured by a LocalSpec."""
     name = family
-    VERSION = tfds.core.Version(VERSION)
+    VERSION = tfds.core.Version(LOCAL_VERSION)
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config, description=description)]
 
     def __init__(self, *, spec: LocalSpec, **kwargs):
@@ -108,8 +103,8 @@ def build(spec: LocalSpec, data_dir: str, *, overwrite: bool = False) -> str:
   leaves no half-written dataset that would look prepared.
   """
   import tensorflow_datasets as tfds
-  path = dataset_dir(spec.family, spec.config, data_dir)
-  if is_prepared(spec.family, spec.config, data_dir) and not overwrite:
+  path = local_dir(spec.family, spec.config, data_dir)
+  if local_is_prepared(spec.family, spec.config, data_dir) and not overwrite:
     return path
   os.makedirs(data_dir, exist_ok=True)
   builder = _builder_class(spec.family, spec.config, spec.description)(spec=spec,
@@ -122,36 +117,3 @@ def build(spec: LocalSpec, data_dir: str, *, overwrite: bool = False) -> str:
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
         try_download_gcs=False))
   return path
-
-
-def open_builder(family: str, config: str, data_dir: str):
-  """The prepared dataset as a read-only TFDS builder (``as_dataset``, ``info``)."""
-  import tensorflow_datasets as tfds
-  return tfds.builder_from_directory(dataset_dir(family, config, data_dir))
-
-
-def read_metadata(family: str, config: str, data_dir: str) -> dict:
-  """The dataset's metadata.json ({} when it has none)."""
-  path = os.path.join(dataset_dir(family, config, data_dir), "metadata.json")
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_info(family: str, config: str, data_dir: str) -> dict:
-  """Split sizes, features and class names from dataset_info.json / features.json, without
-  importing TensorFlow: {'splits': {name: n}, 'features': {...}, 'class_names': [...]}"""
-  root = dataset_dir(family, config, data_dir)
-  with open(os.path.join(root, "dataset_info.json")) as f:
-    info = json.load(f)
-  splits = {}
-  for s in info.get("splits", []):
-    splits[s["name"]] = int(sum(int(x) for x in s.get("shardLengths", [])))
-  names_file = os.path.join(root, "label.labels.txt")
-  class_names = []
-  if os.path.isfile(names_file):
-    with open(names_file) as f:
-      class_names = [line.rstrip("\n") for line in f if line.strip()]
-  return {"splits": splits, "class_names": class_names,
-          "metadata": read_metadata(family, config, data_dir)}

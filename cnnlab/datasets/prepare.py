@@ -22,6 +22,9 @@ Inputs (``source_dir`` holds them under their original names):
 - ucr/<Name>: ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` (ucr.py); volumes/<name>: class
   folders of .npy / NIfTI volumes (volume_folders.py); synthetic_volumes: nothing (generated). These
   are built by cnnlab's own builder (local.py), not a TFDS catalogue one.
+- segmentation/<name> (image + mask folders), segvolumes/<name> (volume + label folders:
+  NIfTI, .npy, DICOM series), isbi2012_em (the ISBI 2012 EM files, SHA256SUMS verified),
+  synthetic_phantoms (generated): segmentation.py dispatches them, also through local.py.
 
 Checksums: md5 of each file against the values published with the data (MNIST/Fashion: the
 project README and torchvision; CIFAR: the CIFAR page; ImageNet: torchvision's table), or
@@ -40,8 +43,8 @@ import tempfile
 
 import numpy as np
 
-from cnnlab.data import datasets
-from cnnlab.datasets import local
+from cnnlab.data import datasets, prepared
+from cnnlab.datasets import local, segmentation, ucr, volume_folders
 
 KNOWN_MD5 = {
     "mnist": {
@@ -206,14 +209,13 @@ def prepare(name: str, source_dir: str | None, data_dir: str | None = None, *,
     info = datasets.get(name)
   except ValueError as e:
     raise PrepareError(str(e)) from None
-  if info.name == datasets.SYNTHETIC_VOLUMES:
-    return prepare_local(info, None, data_dir, overwrite=overwrite)
-  source_dir = os.path.abspath(os.path.expanduser(source_dir))
-  if not os.path.isdir(source_dir):
-    raise PrepareError(f"--source_dir={source_dir} is not a directory")
+  if source_dir is not None:
+    source_dir = os.path.abspath(os.path.expanduser(source_dir))
   if info.local:
     return prepare_local(info, source_dir, data_dir, checksums=checksums,
                          verify_checksums=verify_checksums, overwrite=overwrite)
+  if source_dir is None or not os.path.isdir(source_dir):
+    raise PrepareError(f"--source_dir={source_dir} is not a directory")
   root = datasets.resolve_data_dir(data_dir)
   builder = tfds.builder(info.tfds_name, data_dir=root)
   if builder.is_prepared() and not overwrite:
@@ -282,38 +284,51 @@ def _build(builder, root: str, name: str, source_dir: str, registry: dict,
 def prepare_local(info: datasets.DatasetInfo, source_dir: str | None, data_dir: str | None,
                   *, checksums: dict | None = None, verify_checksums: bool = True,
                   overwrite: bool = False) -> str:
-  """Builds a local dataset (ucr/<Name>, volumes/<name>, synthetic_volumes); returns its dir.
-  Bad input (missing file, malformed line, wrong checksum) -> PrepareError, one line."""
-  from cnnlab.datasets import ucr, volume_folders
+  """Builds a dataset cnnlab makes from local files (ucr/<Name>, volumes/<name>,
+  segmentation/<name>, segvolumes/<name>, isbi2012_em) or from nothing (synthetic_volumes,
+  synthetic_phantoms); returns its dir. Bad input (missing file, malformed line, wrong
+  checksum, a mask without its image, a refused DICOM series) -> PrepareError, one line."""
   root = datasets.resolve_data_dir(data_dir)
   key = datasets.local_key(info.name)
-  if local.is_prepared(*key, root) and not overwrite:
-    return local.dataset_dir(*key, root)
-  try:
-    if info.name == datasets.SYNTHETIC_VOLUMES:
-      spec = volume_folders.synthetic_spec()
-    elif info.family == "series":
-      spec = ucr.local_spec(info.name, source_dir, checksums=checksums,
-                            verify_checksums=verify_checksums)
-    else:
-      spec = volume_folders.local_spec(info.name, source_dir)
-  except (ValueError, OSError) as e:   # TsFormatError and VolumeError are ValueErrors
+  if prepared.local_is_prepared(*key, root) and not overwrite:
+    return prepared.local_dir(*key, root)
+  if info.name not in datasets.GENERATED and (source_dir is None
+                                              or not os.path.isdir(source_dir)):
+    raise PrepareError(f"--source_dir={source_dir} is not a directory")
+  try:   # the builders check their input before writing; decoding may still fail
+    spec = _local_spec(info, source_dir, checksums, verify_checksums)
+    return local.build(spec, root, overwrite=overwrite)
+  except (ValueError, OSError) as e:   # TsFormatError, VolumeError ... are ValueErrors
     raise PrepareError(str(e).splitlines()[0]) from e
-  return local.build(spec, root, overwrite=overwrite)
+
+
+def _local_spec(info, source_dir, checksums, verify_checksums):
+  if info.name == datasets.SYNTHETIC_VOLUMES:
+    return volume_folders.synthetic_spec()
+  if info.family == "series":
+    return ucr.local_spec(info.name, source_dir, checksums=checksums,
+                          verify_checksums=verify_checksums)
+  if info.family == "volume":
+    return volume_folders.local_spec(info.name, source_dir)
+  return segmentation.local_spec(info.name, source_dir, checksums=checksums,
+                                 verify_checksums=verify_checksums)
 
 
 def summary(name: str, data_dir: str | None = None) -> str:
-  """One line per split: count and label histogram of the prepared dataset."""
+  """One line per split: its example count, and for classification its count per class."""
   import tensorflow_datasets as tfds
-  info = datasets.describe(name, data_dir)
-  b = datasets.builder(info, data_dir)
-  skip = {k: tfds.decode.SkipDecoding() for k in ("image",) if k in b.info.features}
+  facts = datasets.describe({"name": name, "data_dir": data_dir})
+  b = datasets.builder(facts.info, data_dir)
   lines = []
   for split in b.info.splits:
+    if "label" not in b.info.features:    # segmentation: class pixels are in its metadata
+      lines.append(f"{split}: {b.info.splits[split].num_examples} examples")
+      continue
+    skip = {k: tfds.decode.SkipDecoding() for k in ("image",) if k in b.info.features}
     labels = np.concatenate([y for y in tfds.as_numpy(b.as_dataset(
         split=split, decoders=skip or None).map(lambda ex: ex["label"]).batch(65536))])
-    hist = np.bincount(labels[labels >= 0], minlength=info.num_classes)
-    shown = " ".join(map(str, hist)) if info.num_classes <= 20 else f"{len(hist)} classes"
+    hist = np.bincount(labels[labels >= 0], minlength=facts.num_classes)
+    shown = " ".join(map(str, hist)) if facts.num_classes <= 20 else f"{len(hist)} classes"
     lines.append(f"{split}: {len(labels)} examples; per class: {shown}")
   return "\n".join(lines)
 
@@ -333,10 +348,12 @@ def prepare_if_needed(ds_cfg) -> str | None:
   info = datasets.get(ds_cfg.get("name", None))
   data_dir = ds_cfg.get("data_dir", None)
   root = os.environ.get(RAW_DATA_ENV)
-  if info.name == datasets.SYNTHETIC_VOLUMES:
+  if info.name in datasets.GENERATED:
     if datasets.is_prepared(info, data_dir):
       return None
-    print(f"writing {info.name} (first use)", flush=True)
+    where = prepared.local_dir(*datasets.local_key(info.name),
+                               datasets.resolve_data_dir(data_dir))
+    print(f"writing {info.name} into {where} (first use)", flush=True)
     return prepare(info.name, None, data_dir)
   if not root or datasets.is_prepared(info, data_dir):
     return None

@@ -22,10 +22,12 @@ Class labels are strings of any form; they are mapped to 0..K-1 in the order the
 (numerically when every label is a number). The names are kept in the ClassLabel feature, so
 ``class_names[k]`` is the archive's label of class k.
 
-Unequal lengths: stored as they are (with ``length``); the pipeline resamples every series to
-one length by linear interpolation (preprocess.series_to_length), the longest length of the
-dataset by default (``metadata.json``: ``max_length``) — what Ismail Fawaz et al. (2019) did
-for the variable-length UEA datasets in the published table this project reproduces.
+Unequal lengths: stored as they are (with ``length``); the pipeline makes them one length (the
+dataset's longest by default, ``metadata.json``: ``max_length``) as ``dataset.series_lengths``
+says (cnnlab/data/series_prep.py): univariate series by default as the UCR archive's adjusted
+files (missing values interpolated linearly, noise padded at the end, the padded series
+z-normalised as a whole), multivariate ones by default by cubic resampling (the published
+table's code, dl-4-tsc's ``transform_to_same_length``); ``'resample'`` is linear interpolation.
 
 Checksums: the sha256 of the ten files in ../shared/datasets/ucr are known (its README) and
 verified; any other archive file is taken as it is and its sha256 recorded in metadata.json.
@@ -39,6 +41,8 @@ import os
 import re
 
 import numpy as np
+
+from cnnlab.datasets import local
 
 FAMILY = "ucr"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -237,7 +241,6 @@ def _check_pair(train: TsFile, test: TsFile) -> None:
 def local_spec(name: str, source_dir: str, *, checksums: dict | None = None,
                verify_checksums: bool = True):
   """Reads and checks both files; the LocalSpec that builds ``ucr/<Name>``."""
-  from cnnlab.datasets import local
   problem = check_name(name)
   paths = source_files(problem, source_dir)
   sums = {}

@@ -3,10 +3,11 @@
     python -m experiments.prepare_data --dataset=volumes/<name> --source_dir=DIR
 
 ``DIR`` holds one sub-folder per class with its volumes, ``<class>/*.npy`` (NumPy arrays, read
-without pickle) or ``<class>/*.nii`` / ``*.nii.gz`` (NIfTI, read with nibabel; the voxel array
-in stored index order, as float32, with the header's scaling applied). Volumes are [D, H, W]
-or [D, H, W, C] and must all have the same shape (resample them beforehand; the first file of
-another shape is named in the error). Splits: when ``DIR`` has ``train/`` and ``test/``
+without pickle), ``<class>/*.nii`` / ``*.nii.gz`` (NIfTI, read with nibabel; the voxel array
+in stored index order, as float32, with the header's scaling applied) or ``<class>/<series>/``
+(a DICOM series folder, read by cnnlab.data.volumes: slices in geometric order, HU). Volumes
+are [D, H, W] or [D, H, W, C] and must all have the same shape (resample them beforehand; the
+first file of another shape is named in the error). Splits: when ``DIR`` has ``train/`` and ``test/``
 sub-folders, each with the class folders, those are the splits; otherwise every fifth file of
 each class (sorted by name: the 5th, 10th, ...) is held out as ``test`` — deterministic and
 stratified. Classes are the sorted class-folder names, mapped to 0..K-1 in that order (kept in
@@ -27,7 +28,10 @@ import os
 
 import numpy as np
 
-from cnnlab.data.volumes import EXTENSIONS, VolumeError, read_volume, volume_shape
+from cnnlab.data import datasets
+from cnnlab.datasets import local
+from cnnlab.data.volumes import (EXTENSIONS, VolumeError, is_volume_path, read_volume,
+                                 volume_shape)
 
 FAMILY = "volumes"
 HOLDOUT_EVERY = 5
@@ -39,14 +43,14 @@ _ROD_LENGTH, _ROD_WIDTH, _ROD_LO, _ROD_HI = 8, 2, 4, 16
 _ROD_INTENSITY = 2.5
 
 
-def _is_volume(name: str) -> bool:
-  return name.lower().endswith(EXTENSIONS)
+def _is_volume(path: str) -> bool:
+  return is_volume_path(path)   # a .npy / NIfTI file or a DICOM series folder
 
 
 def _class_files(root: str) -> dict[str, list[str]]:
   classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   found = {c: sorted(os.path.join(c, f) for f in os.listdir(os.path.join(root, c))
-                     if _is_volume(f)) for c in classes}
+                     if _is_volume(os.path.join(root, c, f))) for c in classes}
   return {c: files for c, files in found.items() if files}
 
 
@@ -83,7 +87,6 @@ def _check_name(name: str) -> str:
 
 def local_spec(name: str, source_dir: str):
   """The LocalSpec that builds ``volumes/<name>`` from ``source_dir`` (shapes checked first)."""
-  from cnnlab.datasets import local
   config = _check_name(name)
   names, splits = scan(source_dir)
   shape = None
@@ -142,8 +145,6 @@ def synthetic_examples(split: str, seed: int = 0):
 
 
 def synthetic_spec():
-  from cnnlab.data import datasets
-  from cnnlab.datasets import local
   return local.LocalSpec(
       family=FAMILY, config=datasets.SYNTHETIC_VOLUMES,
       features=_features((*SYNTHETIC_SHAPE, 1), SYNTHETIC_CLASSES),

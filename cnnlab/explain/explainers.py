@@ -5,7 +5,7 @@
 
 Methods: ``saliency`` (|input gradient| summed over channels), ``smoothgrad`` (the same,
 averaged over noisy copies), ``integrated_gradients`` (|IG| summed over channels),
-``gradcam`` (at ``layer``, default the last layer with a spatial output of the input's rank)
+``gradcam`` (at ``layer``, default the deepest map of the input's rank larger than 1 in every axis)
 and ``occlusion`` (score drop, window ~1/7 of every spatial side unless ``window`` is given).
 """
 from __future__ import annotations
@@ -30,14 +30,22 @@ def check_method(name: str) -> str:
 
 
 def default_layer(model, variables, input_shape) -> str:
-  """The last layer whose output has the input's spatial rank: Grad-CAM's usual choice, the
-  last convolutional feature map."""
+  """Grad-CAM's default layer for inputs of ``input_shape`` (*spatial, C): the deepest (last
+  called) layer whose output has the input's spatial rank and more than one position along
+  EVERY spatial axis — the last convolutional feature map that can still say where. A map of
+  extent 1 along an axis (a 3-D ResNet's layer4 at a 16^3 crop is 1x1x1) would give a heat map
+  that is flat along it. The same rule for 1-D, 2-D and 3-D models."""
   rank = len(input_shape) - 1
   found = [l for l in features.spatial(features.layers(model, variables, input_shape))
            if l.spatial_dims == rank]
   if not found:
     raise ValueError(f"{type(model).__name__} has no layer with a {rank}-D spatial output")
-  return found[-1].name
+  wide = [l for l in found if all(int(s) > 1 for s in l.shape[1:-1])]
+  if not wide:
+    raise ValueError(f"no layer of {type(model).__name__} has a map larger than 1 in every "
+                     f"axis at input {tuple(input_shape)}; name one (valid: "
+                     f"{', '.join(l.name for l in found)})")
+  return wide[-1].name
 
 
 def default_window(spatial) -> tuple[int, ...]:

@@ -25,15 +25,6 @@ from matplotlib.figure import Figure
 HEADER_INCHES = 0.5
 
 # Class names of the datasets with fixed label orders (for workdirs that record none).
-CLASS_NAMES = {
-    "mnist": tuple(str(i) for i in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                "ship", "truck"),
-}
-
-
 def grid_shape(n: int) -> tuple[int, int]:
   """(rows, cols) of the near-square grid used for n filters or maps."""
   if n < 1:

@@ -2,7 +2,7 @@
 prepares its evaluation examples.
 
     entries = collect(["scan.npy", "digits/"])   # [(path, error or None)], folders expanded
-    prepare = Preparer(info, options, input_shape)           # the run's dataset
+    prepare = Preparer(trained.feed, trained.input_shape)    # the run's dataset
     for path, error in entries:
         for name, raw in read(path):                         # a .ts file may hold several series
             x = prepare(name, raw)                           # float32, one example
@@ -10,14 +10,27 @@ prepares its evaluation examples.
 Supported: PNG/JPEG images (MNIST, CIFAR, ImageNet families), ``.npy`` arrays and NIfTI
 ``.nii``/``.nii.gz`` volumes (volume family; ``.npy`` also for series), ``.ts`` (UCR/UEA) and
 ``.csv`` series (rows are time steps, columns channels; one row is a univariate series).
-Preparation is the evaluation pipeline's (``cnnlab.data.families.eval_inputs``):
+Preparation is the evaluation pipeline's (``cnnlab.data.pipeline.Feed.eval_inputs``):
 - mnist: a grey 28x28 image; 'standard' (x/255 - mean) / std, or 'lenet1998' (padded to 32);
 - cifar: an RGB 32x32 image; per-channel standardisation or the training set's mean image;
 - imagenet: any RGB image file: shorter side resized, centre crop, standardised;
 - series: (L, C) with the dataset's C, resampled to the run's length, z-normalised;
 - volume: (D, H, W[, C]) of the stored shape, intensity-normalised, centre-cropped.
 Anything else raises ``InputError``: one line naming the file, what it holds and what the model
-takes.
+takes — and, for an image, the conversion that would make it fit.
+
+A user's own photo rarely matches the training images, so three explicit conversions exist
+(``Conversions``; all off by default, so a mismatch is refused, never silently repaired):
+- ``grey``: an RGB(A) image to one channel, 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601 luma, the
+  weights PIL's "L" mode uses; alpha dropped), when the model takes grey images;
+- ``resize``: the shorter side scaled to the model's side (Lanczos), then a centre crop to the
+  model's height x width (aspect ratio kept, as ImageNet's evaluation crops);
+- ``invert``: 255 - value, for dark ink on light paper given to a model trained on light on dark.
+``Preparer.prepare`` returns the input and one line per input saying what was done. For the
+MNIST family (white ink on black: mean intensity 0.13 for MNIST, 0.29 for Fashion-MNIST) an
+image whose mean intensity is above 0.5 — mostly light, so a light background — gets a hint
+line suggesting ``invert``: the background fills most of such an image, so its brightness
+decides the mean.
 """
 from __future__ import annotations
 
@@ -124,6 +137,16 @@ def _shape_text(shape) -> str:
 
 
 IMAGE_FAMILIES = ("mnist", "cifar", "imagenet")
+LUMA = (0.299, 0.587, 0.114)      # ITU-R BT.601, as PIL's RGB -> "L"
+LIGHT_MEAN = 0.5                  # mean intensity above which an image is mostly light
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversions:
+  """The explicit changes a user allows to an image (see the module docstring)."""
+  grey: bool = False
+  resize: bool = False
+  invert: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,45 +154,124 @@ class Preparer:
   """Raw array -> one model input (float32), through the data package's ``eval_inputs`` (the
   evaluation pipeline's own preprocessing); InputError (one line, naming the file) otherwise.
   Images are checked here first so the message speaks of channels and pixels."""
-  info: Any                   # cnnlab.data.datasets.DatasetInfo
-  options: Mapping[str, Any]  # the run's resolved dataset options
+  feed: Any                   # the run's cnnlab.data.pipeline.Feed
   input_shape: tuple          # what the model takes (for messages)
-  builder: Any = None         # only CIFAR's 'per_pixel_mean' needs the training split
+  conversions: Conversions = Conversions()
+
+  @property
+  def info(self):
+    return self.feed.facts.info
 
   def __call__(self, name: str, raw: np.ndarray) -> np.ndarray:
-    from cnnlab.data import families
+    return self.prepare(name, raw)[0]
+
+  def prepare(self, name: str, raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(model input, lines saying what was done to it or hinting at a fix)."""
     path = name.split("#")[0]
     ext = extension(path)
     family = self.info.family
+    notes: list[str] = []
     if family in IMAGE_FAMILIES:
-      raw = self._check_image(name, ext, raw)
-      if family == "imagenet":
-        with open(path, "rb") as f:
-          raw = f.read()
+      converted, notes = self._image(name, ext, raw)
+      if family == "imagenet":    # its pipeline decodes files: the file, or the converted pixels
+        converted = _file_bytes(path) if converted is raw else _png_bytes(converted)
+      raw = converted
     elif ext in IMAGE_EXTENSIONS:
       raise InputError(f"{name}: an image; this model takes {family} inputs of shape "
                        f"{self.input_shape} ({', '.join(ARRAY_EXTENSIONS + SERIES_EXTENSIONS)})")
     elif family == "series" and np.ndim(raw) == 1:
       raw = np.asarray(raw)[:, None]
     try:
-      batch = families.eval_inputs(self.info, self.options, [raw], builder=self.builder)
+      batch = self.feed.eval_inputs([raw])
     except ValueError as e:
       raise InputError(f"{name}: {str(e).splitlines()[0]}") from None
-    return np.asarray(batch[0], np.float32)
+    return np.asarray(batch[0], np.float32), notes
 
-  def _check_image(self, name, ext, raw):
+  def _image(self, name, ext, raw) -> tuple[np.ndarray, list[str]]:
+    """The image checked and converted as allowed; (pixels, [what was done, hint])."""
     if ext not in IMAGE_EXTENSIONS:
       raise InputError(f"{name}: a {ext} file; this model takes "
                        f"{_shape_text(self.input_shape)} images (PNG/JPEG)")
-    want_c = int(self.info.channels)
     if raw.ndim != 3 or raw.dtype != np.uint8:
       raise InputError(f"{name}: a {raw.dtype} image of shape {raw.shape}; need 8-bit pixels")
-    if raw.shape[-1] != want_c:
-      kind = {1: "grey", 3: "RGB"}.get(want_c, f"{want_c}-channel")
-      raise InputError(f"{name}: {raw.shape[-1]} channel(s); the model takes {kind} images "
-                       f"({want_c} channel{'s' if want_c > 1 else ''})")
+    done = []
+    raw = self._channels(name, raw, done)
+    raw = self._size(name, raw, done)
+    if self.conversions.invert:
+      raw = 255 - raw
+      done.append("inverted (255 - value)")
+    notes = ["; ".join(done)] if done else []
+    return raw, notes + self._polarity_hint(raw)
+
+  def _channels(self, name, raw, done):
+    want_c, have_c = int(self.input_shape[-1]), raw.shape[-1]
+    if have_c == want_c:
+      return raw
+    kind = {1: "grey", 3: "RGB"}.get(want_c, f"{want_c}-channel")
+    fix = ": pass --grey to convert it" if want_c == 1 and have_c in (2, 3, 4) else ""
+    if not fix or not self.conversions.grey:
+      raise InputError(f"{name}: {have_c} channel(s); the model takes {kind} images "
+                       f"({want_c} channel{'s' if want_c > 1 else ''}){fix}")
+    done.append(f"converted {'RGB' if have_c >= 3 else 'grey+alpha'} to grey"
+                + (f" ({' + '.join(f'{w} {c}' for w, c in zip(LUMA, 'RGB'))})"
+                   if have_c >= 3 else "") + (", alpha dropped" if have_c in (2, 4) else ""))
+    return to_grey(raw)
+
+  def _size(self, name, raw, done):
     stored = tuple(self.info.input_shape[:2])
-    if self.info.family != "imagenet" and raw.shape[:2] != stored:
+    if self.info.family == "imagenet" or raw.shape[:2] == stored:
+      return raw
+    if not self.conversions.resize:
       raise InputError(f"{name}: a {_shape_text(raw.shape[:2])} image; the model takes "
-                       f"{_shape_text(stored)} (resize it first)")
-    return raw
+                       f"{_shape_text(stored)}: pass --resize to scale and centre-crop it")
+    out, scaled = resize_and_crop(raw, stored)
+    done.append(f"resized {_shape_text(raw.shape[:2])} to {_shape_text(scaled)} (Lanczos), "
+                f"centre-cropped to {_shape_text(stored)}")
+    return out
+
+  def _polarity_hint(self, raw) -> list[str]:
+    """For a light-on-dark family (MNIST's), a hint when the image is mostly light."""
+    if self.info.family != "mnist" or self.conversions.invert:
+      return []
+    mean = float(raw.mean()) / 255.0
+    if mean <= LIGHT_MEAN or float(self.info.mean[0]) > LIGHT_MEAN:
+      return []
+    return [f"hint: mostly light (mean intensity {mean:.2f}): dark strokes on a light "
+            f"background? This model was trained on light strokes on black (mean "
+            f"{float(self.info.mean[0]):.2f}); pass --invert to flip it"]
+
+
+def to_grey(raw: np.ndarray) -> np.ndarray:
+  """(H, W, C) uint8 RGB / RGBA / grey+alpha -> (H, W, 1) uint8 (BT.601 luma, alpha dropped)."""
+  if raw.shape[-1] in (1, 2):
+    return raw[..., :1]
+  grey = raw[..., :3].astype(np.float32) @ np.asarray(LUMA, np.float32)
+  return np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None]
+
+
+def resize_and_crop(raw: np.ndarray, size: tuple) -> tuple[np.ndarray, tuple[int, int]]:
+  """``raw`` (H, W, C) uint8 scaled (Lanczos) so that it covers ``size`` (h, w) with its aspect
+  ratio kept, then centre-cropped to ``size``; (pixels, the scaled shape)."""
+  from PIL import Image
+  h, w = raw.shape[:2]
+  scale = max(size[0] / h, size[1] / w)
+  scaled = (max(size[0], round(h * scale)), max(size[1], round(w * scale)))
+  im = Image.fromarray(raw[..., 0] if raw.shape[-1] == 1 else raw)
+  out = np.asarray(im.resize((scaled[1], scaled[0]), Image.Resampling.LANCZOS))
+  top, left = (scaled[0] - size[0]) // 2, (scaled[1] - size[1]) // 2
+  out = out[top:top + size[0], left:left + size[1]]
+  return (out[..., None] if out.ndim == 2 else out), scaled
+
+
+def _file_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def _png_bytes(raw: np.ndarray) -> bytes:
+  """Converted pixels re-encoded (losslessly) for a pipeline that decodes files itself."""
+  import io
+  from PIL import Image
+  buffer = io.BytesIO()
+  Image.fromarray(raw[..., 0] if raw.shape[-1] == 1 else raw).save(buffer, format="PNG")
+  return buffer.getvalue()

@@ -29,6 +29,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from cnnlab.config import registry as config_registry
+
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Kernels:
@@ -257,6 +259,8 @@ def select(platform: str | None = None, process_count: int | None = None, *,
 
 BY_NAME = {"plain": PLAIN, "cpu": CPU}
 NAMES = (*BY_NAME, "cpu+onednn")   # every name ``by_name`` (and a config) accepts
+for _name in NAMES:
+  config_registry.register("kernels", _name)
 
 
 def by_name(name: str) -> Kernels:

@@ -1,10 +1,15 @@
 """The reproduction report as Markdown: the results table (one row per group of seeds, and
-the recipes not yet run), a section per group, and figures through cnnlab.viz.
+the recipes not yet run), a section per group, and figures through cnnlab.explain.
 
 Our metric is the final evaluation of each run (``final_metrics.json``), never a best-of
-checkpoint chosen on the eval split. Wall time and time-to-accuracy count from the start of the
-training process (``run_info.json``). Rows whose runs came from a dirty tree or another commit
-than the report's are marked (``code_version.jsonl``, cnnlab.provenance).
+checkpoint chosen on the eval split: the last step's, or — when the run selects its checkpoint
+by a criterion that does not look at the eval split (``selected_step`` / ``selected_by`` in
+``final_metrics.json``; the UCR recipes keep the lowest train loss) — the selected checkpoint's,
+marked † with its step, its criterion and the last step's value beside it. Each row names the
+recipe (and config argument) its runs were made with (cnnlab.report.runs.identify). Wall time
+and time-to-accuracy count from the start of the training process (``run_info.json``). Rows
+whose runs came from a dirty tree or another commit than the report's are marked
+(``code_version.jsonl``, cnnlab.provenance).
 """
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ import os
 from typing import Any
 
 from cnnlab import provenance
+from cnnlab.data import datasets
+from cnnlab.explain import training_plots
 from cnnlab.report.expected import (DEFAULT_PACKAGE, METRIC_LABELS, Recipe, all_recipes,
-                                    metric_value)
-from cnnlab.report.runs import RunRecord, find_groups, group_recipe
+                                    flatten, metric_value)
+from cnnlab.report.runs import Identity, RunRecord, find_groups, identify
 
 
 # --- numbers and formatting ----------------------------------------------------------------------
@@ -62,7 +69,6 @@ def _split_label(runs: list[RunRecord]) -> str:
   split = ds.get("eval_split")
   if not split:
     try:
-      from cnnlab.data import datasets
       split = datasets.get(ds.get("name")).eval_split
     except ValueError:
       split = "eval"
@@ -93,7 +99,8 @@ def _ours(rec: Recipe | None, runs: list[RunRecord], done: list[RunRecord]) -> s
     values = [v for v in values if v is not None]
     if values:
       parts.append(f"{fmt_pct(values)} {split} {METRIC_LABELS[m]}")
-  text = "; ".join(parts) + f" (n={len(done)})"
+  text = "; ".join(parts) + (" †" if any(_selected(r) for r in done) else "") + \
+      f" (n={len(done)})"
   if rec and rec.target:
     metric, op, bound = rec.target
     mean = mean_std([metric_value(r.final, metric) for r in done])[0]
@@ -104,15 +111,39 @@ def _ours(rec: Recipe | None, runs: list[RunRecord], done: list[RunRecord]) -> s
   return text
 
 
+def _selected(run: RunRecord) -> int | None:
+  """The step of the checkpoint whose evaluation ``final_metrics.json`` reports, when the run
+  selected one (e.g. by lowest train loss) rather than reporting its last step."""
+  step = (run.final or {}).get("selected_step")
+  return None if step is None else int(step)
+
+
+def _pct(final: dict, key: str) -> str:
+  return f"{100 * final[key]:.2f} %" if final.get(key) is not None else "—"
+
+
+def selection_note(group: str, done: list[RunRecord]) -> str | None:
+  """The † note of a group whose runs report a selected checkpoint."""
+  chosen = [r for r in done if _selected(r) is not None]
+  if not chosen:
+    return None
+  by = "; ".join(dict.fromkeys(str(r.final.get("selected_by")) for r in chosen))
+  steps = ", ".join(f"{r.name}: step {_selected(r)} of {r.final.get('step', '?')}, "
+                    f"last {_pct(r.final, 'last_eval_accuracy')}" for r in chosen)
+  return (f"† {group}: the value of each run's selected checkpoint, chosen by {by} (never by "
+          f"the eval split), not of its last evaluation ({steps}).")
+
+
 # --- the report ----------------------------------------------------------------------------------
 HEADER = ("| recipe | model | dataset | ours (mean ± std over seeds) | paper / target | source "
           "| epochs | wall time (mean) | time to target | hardware | command |")
 
 
 def group_row(group: str, runs: list[RunRecord], rec: Recipe | None,
-              commit: str | None = None) -> tuple[str, list[str]]:
+              commit: str | None = None, label: str | None = None) -> tuple[str, list[str]]:
   """The table row of a group, and its footnote marks' explanations. Runs not made by a clean
-  tree at ``commit`` (the report's) are marked §."""
+  tree at ``commit`` (the report's) are marked §. ``label``: the recipe (``name:arg``) that
+  made the runs, or what they are (default: ``rec``'s name)."""
   notes = []
   code = sorted({m for m in (provenance.summarize(r.code, commit) for r in runs) if m})
   done = [r for r in runs if r.finished]
@@ -140,7 +171,11 @@ def group_row(group: str, runs: list[RunRecord], rec: Recipe | None,
   # A group filled by several invocations (e.g. seeds 0-1, then --first_seed=2) lists each.
   commands = [r.info.get("group_command") or r.info.get("command") for r in runs]
   command = "; ".join(dict.fromkeys(c for c in commands if c)) or "—"
-  name = group if rec is None or rec.name == group else f"{group} ({rec.name})"
+  label = label or (rec.name if rec else None)
+  name = group if label in (None, group) else f"{group} ({label})"
+  selection = selection_note(group, done)
+  if selection:
+    notes.append(selection)
   if info.get("overrides"):
     name += " with " + ", ".join(f"`{o}`" for o in info["overrides"])
   if code:
@@ -172,27 +207,26 @@ def pending_row(rec: Recipe, other_dataset: bool = False) -> str:
 
 def _figures(group: str, runs: list[RunRecord], rec: Recipe | None,
              fig_dir: str) -> dict[str, str]:
-  from cnnlab import viz
   out = {}
   curves = {}
   for r in runs:
     if r.rows:
-      clock = viz.run_clock(r.rows, r.info.get("attempts"))
+      clock = training_plots.run_clock(r.rows, r.info.get("attempts"))
       curves[r.name] = [{**row, "elapsed_sec": clock(row["time"])} for row in r.rows]
   target = rec.time_to_accuracy if rec else None
   if rec and rec.target and target is None:
     metric, _, bound = rec.target
     target = {"accuracy": bound, "error": 1 - bound}.get(metric)
   if curves:
-    out["curves"] = viz.plot_curves(curves, os.path.join(fig_dir, f"{group}_curves.png"),
+    out["curves"] = training_plots.plot_curves(curves, os.path.join(fig_dir, f"{group}_curves.png"),
                                     title=f"{group}: loss and accuracy, seeds overlaid",
                                     target=target)
   for r in runs:
     for split, ev in sorted(r.evals.items()):
       if "confusion_matrix" in ev:
-        names = viz.CLASS_NAMES.get(r.config.get("dataset", {}).get("name"))
+        names = datasets.CLASS_NAMES.get(r.config.get("dataset", {}).get("name"))
         n = len(ev["confusion_matrix"])
-        out["confusion"] = viz.plot_confusion(
+        out["confusion"] = training_plots.plot_confusion(
             ev["confusion_matrix"], os.path.join(fig_dir, f"{group}_confusion.png"),
             class_names=names if names and len(names) == n else None,
             title=f"{group}/{r.name}, {split} split (accuracy {100 * ev['eval_accuracy']:.2f} %)")
@@ -200,34 +234,31 @@ def _figures(group: str, runs: list[RunRecord], rec: Recipe | None,
   return out
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out = {}
-  for k, v in tree.items():
-    out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-  return out
-
-
 def config_differences(configs: list[dict]) -> list[str]:
   """The config keys (dotted) on which the runs of a group disagree, the seed aside."""
-  flat = [_flatten(c) for c in configs]
+  flat = [flatten(c) for c in configs]
   keys = set().union(*flat) - {"seed"}
   return sorted(k for k in keys if len({json.dumps(f.get(k), sort_keys=True)
                                         for f in flat}) > 1)
 
 
-def group_section(group: str, runs: list[RunRecord], rec: Recipe | None,
+def group_section(group: str, runs: list[RunRecord], who: Identity,
                   figures: dict[str, str], out_dir: str) -> list[str]:
   lines = [f"### {group}", ""]
-  if rec:
-    lines += [f"Recipe `experiments/configs/{rec.name}.py`; paper / target: {rec.paper} "
+  rec = who.recipe
+  if who.label and (rec is None or who.label.split(":")[0] != rec.name):
+    lines += [f"Runs of {_recipe_text(who.label)}; no target.", ""]
+  elif rec:
+    lines += [f"Recipe {_recipe_text(who.label or rec.name)}; paper / target: {rec.paper} "
               f"({rec.source}).", ""]
   lines += ["| run | steps | epochs | eval accuracy | eval loss | examples | wall time | "
             "time to target | command |", "|---|---|---|---|---|---|---|---|---|"]
   for r in runs:
     f = r.final or {}
     acc = f"{100 * f['eval_accuracy']:.2f} %" if "eval_accuracy" in f else "unfinished"
+    if _selected(r) is not None and "eval_accuracy" in f:
+      acc += (f" † (step {_selected(r)}, chosen by {f.get('selected_by')}; last step "
+              f"{_pct(f, 'last_eval_accuracy')})")
     loss = f"{f['eval_loss']:.4f}" if "eval_loss" in f else "—"
     count = f"{int(f['eval_count'])}" if "eval_count" in f else "—"
     epochs = r.epochs()
@@ -257,13 +288,40 @@ def group_section(group: str, runs: list[RunRecord], rec: Recipe | None,
   return lines + [""]
 
 
+def _recipe_text(label: str) -> str:
+  """``name:arg`` as the recipe file and argument; other labels as they are."""
+  name, _, arg = label.partition(":")
+  if " " in name:
+    return label
+  return f"`experiments/configs/{name}.py" + (f":{arg}`" if arg else "`")
+
+
+LEGEND = [
+    "- **recipe**: the group's folder and, in parentheses, the recipe (`name:argument`) its "
+    "runs were made with (recorded by `experiments.reproduce`, else recognised from the run's "
+    "`config.json`); a fine-tuning run is never judged against a recipe that trains from "
+    "scratch.",
+    "- **ours**: the final evaluation of each run on every example of the eval split: the last "
+    "step's, or, marked †, the checkpoint the run selected by a criterion that never looks at "
+    "the eval split (e.g. the lowest train loss; its step and the last step's value are in the "
+    "notes below the table and in the run's section); mean ± sample standard deviation (n − 1) "
+    "over the finished seeds, n = seeds; ✓ / ✗: the mean meets / misses the target.",
+    "- **wall time**: whole training process, start-up, data loading and compilation "
+    "included. **time to target**: from the process start to the first evaluation at or "
+    "above the target accuracy (mean over the seeds that reach it).",
+    "- **not yet run**: no data for it on the machines these results come from; the command "
+    "runs it, the time is an estimate from the recipe."]
+
+
 def build_report(runs_dir: str, out_path: str, fig_dir: str, *,
-                 package: str = DEFAULT_PACKAGE) -> str:
+                 package: str = DEFAULT_PACKAGE, command: str | None = None) -> str:
   """Writes the Markdown report and its figures; returns the Markdown text. ``package``: the
-  recipes' package (whose modules' ``EXPECTED`` say what each should give)."""
+  recipes' package (whose modules' ``EXPECTED`` say what each should give); ``command``: the
+  command line shown as the page's origin (default: the report over ``runs_dir``)."""
   groups = find_groups(runs_dir) if os.path.isdir(runs_dir) else {}
   out_dir = os.path.dirname(os.path.abspath(out_path))
-  matched = {g: group_recipe(g, runs, package) for g, runs in groups.items()}
+  who = {g: identify(g, runs, package) for g, runs in groups.items()}
+  matched = {g: w.recipe for g, w in who.items()}
   rows, notes, sections = [], [], []
   recipes = all_recipes(package)
   commit = provenance.code_version()["commit"]
@@ -271,27 +329,20 @@ def build_report(runs_dir: str, out_path: str, fig_dir: str, *,
   ranked = sorted(groups, key=lambda g: (order.index(matched[g].name) if matched[g] and
                                          matched[g].name in order else len(order), g))
   for g in ranked:
-    row, row_notes = group_row(g, groups[g], matched[g], commit)
+    row, row_notes = group_row(g, groups[g], matched[g], commit, who[g].label)
     rows.append(row)
     notes += [n for n in row_notes if n not in notes]
     figures = _figures(g, groups[g], matched[g], fig_dir)
-    sections += group_section(g, groups[g], matched[g], figures, out_dir)
+    sections += group_section(g, groups[g], who[g], figures, out_dir)
   ran = {(rec.name, rec.dataset) for rec in matched.values() if rec}
   rows += [pending_row(v, other_dataset=i > 0) for r in recipes
            for i, v in enumerate(r.variants()) if (v.name, v.dataset) not in ran]
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  command = command or f"python -m experiments.report --runs={runs_dir}"
   text = "\n".join([
       "# Reproduction results", "",
-      f"Generated by `python -m experiments.report --runs={runs_dir}` on {now} from the "
-      "files the runs wrote; do not edit by hand.", "",
-      "- **ours**: the final evaluation of each run (last step, every example of the eval "
-      "split), mean ± sample standard deviation (n − 1) over the finished seeds, n = seeds; "
-      "✓ / ✗: the mean meets / misses the target.",
-      "- **wall time**: whole training process, start-up, data loading and compilation "
-      "included. **time to target**: from the process start to the first evaluation at or "
-      "above the target accuracy (mean over the seeds that reach it).",
-      "- **not yet run**: no data for it on the machines these results come from; the command "
-      "runs it, the time is an estimate from the recipe.", "",
+      f"Generated by `{command}` on {now} from the files the runs wrote; do not edit by hand.",
+      "", *LEGEND, "",
       HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *rows, "", *notes,
       *([""] if notes else []), "## Runs", "", *sections])
   os.makedirs(out_dir, exist_ok=True)

@@ -14,6 +14,10 @@ its own paper number and the target ``accuracy >= paper - target_margin``.
 
 Metrics are computed from a run's final evaluation: ``accuracy`` / ``top5_accuracy`` are
 ``eval_accuracy`` / ``eval_top5``; ``error`` / ``top5_error`` are one minus those.
+
+A recipe whose config argument picks an arm it is known by (``lenet5_fashion_finetune.py``:
+``finetune`` / ``scratch``) lists them in ``ARMS``; ``recipe_arms`` gives every recipe's
+settings per arm, by which the report recognises a run trained by hand from a recipe.
 """
 from __future__ import annotations
 
@@ -96,3 +100,42 @@ def metric_value(final: dict, metric: str) -> float | None:
   if acc is None:
     return None
   return float(acc) if metric.endswith("accuracy") else 1.0 - float(acc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One way to train a recipe: its module, config argument (None: the default) and the
+  settings its ``get_config`` makes, flattened to dotted keys."""
+  name: str
+  arg: str | None
+  settings: dict
+
+  @property
+  def label(self) -> str:
+    return self.name + (f":{self.arg}" if self.arg else "")
+
+
+def flatten(tree, prefix: str = "") -> dict:
+  """A nested dict as ``{'a.b': value}``."""
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+  return out
+
+
+def recipe_arms(package: str = DEFAULT_PACKAGE) -> list[Arm]:
+  """Every recipe module of ``package`` with each of its ``ARMS`` (or its default config)."""
+  directory = os.path.dirname(importlib.import_module(package).__file__)
+  arms = []
+  for f in sorted(os.listdir(directory)):
+    if not f.endswith(".py") or f in ("__init__.py", "base.py"):
+      continue
+    module = importlib.import_module(f"{package}.{f[:-3]}")
+    if not hasattr(module, "get_config"):
+      continue
+    for arg in getattr(module, "ARMS", (None,)):
+      config = module.get_config() if arg is None else module.get_config(arg)
+      arms.append(Arm(f[:-3], arg, flatten(config.to_dict())))
+  return arms

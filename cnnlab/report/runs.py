@@ -1,5 +1,14 @@
 """Reading run workdirs for the reproduction report: one ``RunRecord`` per workdir, groups of
-seeds under a runs directory, and the recipe each group reproduces."""
+seeds under a runs directory, and the recipe each group reproduces.
+
+Which recipe a group's runs were made with (``identify``): the one ``run_info.json`` names
+(``experiments/reproduce.py`` records it, with its config argument), else the recipe the group
+is named after, else the recipe arm whose settings the run's ``config.json`` carries unchanged
+(a run trained by hand from a recipe; the seed aside), else the one recipe with the run's
+model and dataset. A fine-tuning run (``init_from`` set) is never taken for a recipe that trains
+from scratch: labelled by its own recipe arm (``lenet5_fashion_finetune:finetune``), or as
+fine-tuned from its source, it is never judged against a from-scratch target.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +17,10 @@ import os
 from typing import Any
 
 from cnnlab import provenance
-from cnnlab.report.expected import Recipe, all_recipes, recipe
+from cnnlab.data import datasets
+from cnnlab.explain import training_plots
+from cnnlab.metrics import read_jsonl
+from cnnlab.report.expected import Recipe, all_recipes, flatten, recipe, recipe_arms
 
 
 # --- reading workdirs ----------------------------------------------------------------------------
@@ -41,9 +53,8 @@ class RunRecord:
     return self.final is not None and "eval_accuracy" in self.final
 
   def elapsed(self, t: float) -> float:
-    """Seconds of run time at Unix time ``t`` (see ``cnnlab.viz.run_clock``)."""
-    from cnnlab import viz
-    return viz.run_clock(self.rows, self.info.get("attempts"))(t)
+    """Seconds of run time at Unix time ``t`` (see ``training_plots.run_clock``)."""
+    return training_plots.run_clock(self.rows, self.info.get("attempts"))(t)
 
   @property
   def timed_from_start(self) -> bool:
@@ -63,7 +74,6 @@ class RunRecord:
       step = max((int(r["step"]) for r in self.rows), default=None)
     cfg = self.config
     try:
-      from cnnlab.data import datasets
       ds = cfg["dataset"]
       info = datasets.get(ds["name"])
       split = ds.get("train_split") or info.train_split
@@ -81,7 +91,6 @@ class RunRecord:
 
 
 def read_run(path: str) -> RunRecord:
-  from cnnlab.metrics import read_jsonl
   evals = {}
   for f in sorted(os.listdir(path)):
     if f.startswith("eval_") and f.endswith(".json"):
@@ -113,19 +122,62 @@ def find_groups(runs_dir: str) -> dict[str, list[RunRecord]]:
   return groups
 
 
-def group_recipe(group: str, runs: list[RunRecord], package: str) -> Recipe | None:
-  """run_info's recipe (with a config argument only if the model is the recipe's default),
-  else the group's name, else the unique recipe with the runs' model and dataset."""
-  info = runs[0].info
-  cfg = runs[0].config
+@dataclasses.dataclass(frozen=True)
+class Identity:
+  """What made a group: ``label`` names its recipe (``name`` or ``name:arg``) or says what the
+  runs are when no recipe matches; ``recipe`` is the ``EXPECTED`` it is judged against."""
+  label: str | None
+  recipe: Recipe | None
+
+
+def _init_from(config: dict) -> str:
+  return str(config.get("init_from") or "")
+
+
+def _same(a, b) -> bool:
+  return json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True,
+                                                                    default=list)
+
+
+def matching_arm(config: dict, package: str):
+  """The recipe arm every one of whose settings ``config`` (a run's config.json) carries, the
+  seed aside; the most specific one when several do; None when none does."""
+  flat = flatten(config)
+  found = [a for a in recipe_arms(package)
+           if all(k == "seed" or (k in flat and _same(flat[k], v))
+                  for k, v in a.settings.items())]
+  return max(found, key=lambda a: len(a.settings), default=None)
+
+
+def _expected(name: str, arg: str | None, model, dataset, package: str) -> Recipe | None:
+  """The recipe's EXPECTED for this run: with a config argument only if the model is the
+  recipe's default (resnet20_cifar10's EXPECTED is depth 20's, not 56's)."""
+  rec = recipe(name, package)
+  ok = rec and (not arg or rec.model == model)
+  return rec.for_dataset(dataset) if ok else None
+
+
+def identify(group: str, runs: list[RunRecord], package: str) -> Identity:
+  """The recipe that made ``runs`` (see the module docstring)."""
+  info, cfg = runs[0].info, runs[0].config
   model = cfg.get("model", {}).get("name")
   dataset = cfg.get("dataset", {}).get("name")
   if info.get("recipe"):
-    rec = recipe(info["recipe"], package)
-    ok = rec and (not info.get("config_arg") or rec.model == model)
-    return rec.for_dataset(dataset) if ok else None
+    name, arg = info["recipe"], info.get("config_arg")
+    return Identity(name + (f":{arg}" if arg else ""),
+                    _expected(name, arg, model, dataset, package))
   recipes = all_recipes(package)
   if any(r.name == group for r in recipes):
-    return recipe(group, package).for_dataset(dataset)
+    return Identity(group, recipe(group, package).for_dataset(dataset))
+  arm = matching_arm(cfg, package) if cfg else None
+  if arm is not None:
+    return Identity(arm.label, _expected(arm.name, arm.arg, model, dataset, package))
+  if _init_from(cfg):
+    return Identity(f"fine-tuned from {_init_from(cfg)}", None)
   matches = [v for r in recipes for v in r.variants() if (v.model, v.dataset) == (model, dataset)]
-  return matches[0] if len(matches) == 1 else None
+  return Identity(matches[0].name, matches[0]) if len(matches) == 1 else Identity(None, None)
+
+
+def group_recipe(group: str, runs: list[RunRecord], package: str) -> Recipe | None:
+  """The ``EXPECTED`` a group is judged against (``identify``'s recipe)."""
+  return identify(group, runs, package).recipe

@@ -1,20 +1,25 @@
 """The training engine: specs in, a trained workdir out.
 
-    spec = cnnlab.config.resolve(config)            # once, in the entry point
+    spec = cnnlab.training.resolve_run(config)      # describe data + devices, then resolve
     final = cnnlab.training.train_and_evaluate(spec, workdir)
     t = cnnlab.training.load_trained(workdir, checkpoint="best")
 
-Modules: builders (one piece each: mesh, model, optimizer, state, steps, checkpointer, data,
-evaluation), parts (a run's parts built together), loop (train_and_evaluate), trained
-(load_trained), state, optim, steps. Submodules load lazily, so ``from cnnlab.training import
-optim`` does not pull in the data pipeline (TensorFlow) or the checkpointing stack.
+Modules: registry (losses, optimizers, step kinds by name), tasks (what classification /
+segmentation measure), builders (one piece each), parts (a run's parts built together), loop
+(train_and_evaluate), trained (load_trained: THE loader of a finished run), inference (ONE
+batched inference function), sources + transfer (init_from, freezing), state, optim, steps.
+Submodules load on first use, so ``from cnnlab.training import optim`` does not pull in the
+checkpointing stack.
 """
 import importlib
+
+from cnnlab.config import ConfigError
 
 _EXPORTS = {
     "train_and_evaluate": "loop", "NonFiniteError": "loop", "Preempted": "loop",
     "PREEMPTED_EXIT_CODE": "loop",
-    "load_trained": "trained", "Trained": "trained",
+    "load_trained": "trained", "Trained": "trained", "resolve_run": "trained",
+    "workdir_config": "trained",
     "build_parts": "parts", "Parts": "parts",
     "TrainState": "state",
 }
@@ -22,9 +27,6 @@ __all__ = [*_EXPORTS, "ConfigError"]
 
 
 def __getattr__(name):
-  if name == "ConfigError":
-    from cnnlab.config import ConfigError
-    return ConfigError
   if name in _EXPORTS:
     return getattr(importlib.import_module(f"cnnlab.training.{_EXPORTS[name]}"), name)
   raise AttributeError(f"module 'cnnlab.training' has no attribute {name!r}")

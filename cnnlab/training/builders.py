@@ -1,11 +1,11 @@
 """Small builders from a RunSpec: each makes one piece of a run. ``train_and_evaluate``,
-``load_trained`` (evaluate / predict / visualize) and the benchmark assemble runs from them,
-so every piece is built one way.
+``load_trained`` (evaluate / predict / visualize / init_from) and the benchmark assemble runs
+from them, so every piece is built one way.
 
-    spec = cnnlab.config.resolve(config)
+    spec = cnnlab.training.resolve_run(config)
     mesh = builders.mesh()
-    model = builders.model(spec.model)
-    opt = builders.optimizer(spec)                   # Optimizer(schedule, tx)
+    model = builders.model(spec.model)               # checked on the input shape (no compile)
+    opt = builders.optimizer(spec, model)            # Optimizer(schedule, tx, frozen)
     init, shardings = builders.state(spec, model, opt.tx, mesh)
     train_step = builders.train_step(spec, model, opt, mesh, shardings)
     eval_step = builders.eval_step(spec, model, mesh, shardings)
@@ -17,11 +17,15 @@ from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from cnnlab import parallel, streams
-from cnnlab.config import ModelSpec, RunSpec
-from cnnlab.training import optim, steps
+from cnnlab import checkpoint as ckpt_lib
+from cnnlab import models, parallel, streams
+from cnnlab.config import ConfigError, ModelSpec, RunSpec, fail
+from cnnlab.data import pipeline
+from cnnlab.models import kernels
+from cnnlab.training import optim, registry, steps, tasks, transfer
 from cnnlab.training.state import TrainState, create_state
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -32,15 +36,42 @@ def mesh(devices=None):
   return parallel.create_mesh(devices)
 
 
-def model(spec: ModelSpec):
-  """The linen module ``spec`` names (TypeError for kwargs the family does not take)."""
-  from cnnlab import models
-  kwargs = dict(spec.kwargs)
-  if spec.kernels != "auto":   # else models.create chooses (kernels.select())
-    from cnnlab.models import kernels
-    kwargs["kernels"] = kernels.by_name(spec.kernels)
-  return models.create(spec.name, num_classes=spec.num_classes, dtype=DTYPES[spec.dtype],
-                       **kwargs)
+def model(spec: ModelSpec, *, check_input: bool = True):
+  """The linen module ``spec`` names, with its concrete kernel set; with ``check_input`` it is
+  traced (not compiled) once on one example of the input shape, so a model that does not take
+  that input is one ConfigError line before anything is compiled."""
+  try:
+    module = models.create(spec.name, num_classes=spec.num_classes, dtype=DTYPES[spec.dtype],
+                           kernels=kernels.by_name(spec.kernels), **dict(spec.kwargs))
+  except TypeError as e:
+    fail("model.kwargs", dict(spec.kwargs), f"not accepted by {spec.name}: {e}")
+  if models.info(spec.name).task != spec.task:
+    fail("model.name", spec.name, f"a {models.info(spec.name).task} model; the dataset's task "
+         f"is {spec.task}")
+  if check_input:
+    _check_input(module, spec)
+  return module
+
+
+def _check_input(module, spec: ModelSpec) -> None:
+  shape, err = spec.input_shape, None
+  try:
+    out = jax.eval_shape(lambda x: module.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=False),
+        jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+    bad = any(0 in leaf.shape for leaf in jax.tree.leaves(out))
+  except Exception as e:  # shape errors surface as various exception types
+    bad, err = True, e
+  if bad:
+    expects = "x".join(map(str, models.info(spec.name).input_shape))
+    raise ConfigError(
+        f"config.dataset: {'x'.join(map(str, shape))} inputs are too small for model "
+        f"{spec.name!r}, which expects about {expects} (image_size / crop / series_length)"
+        + (f" ({type(err).__name__})" if err else ""))
+
+
+def task(spec: RunSpec):
+  return tasks.get(spec.model.task)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +81,17 @@ class Optimizer:
   frozen: tuple = ()                          # parameter paths that are not trained
 
 
+def _step_factory(spec: RunSpec):
+  return registry.lookup("step", spec.train.step)
+
+
 def optimizer(spec: RunSpec, module=None) -> Optimizer:
   """The run's optimizer; with ``module``, partitioned for freeze / lr_groups / linear_probe
-  (cnnlab/training/transfer.py). With online updates the optimizer counts examples, so its
-  schedule is the per-step one read at example // batch."""
-  from cnnlab.training import transfer
+  (cnnlab/training/transfer.py). A step kind that makes several optimizer updates per engine
+  step (registry.UPDATES_PER_STEP) reads its schedule at update // that count."""
   schedule = optim.create_schedule(spec.schedule)
-  per_update = schedule
-  if spec.train.online_updates:
-    batch = spec.loop.global_batch
-    per_update = lambda n: schedule(n // batch)  # noqa: E731
+  count = registry.UPDATES_PER_STEP[spec.train.step](spec)
+  per_update = schedule if count == 1 else (lambda n: schedule(n // count))
   tx = optim.create_optimizer(spec.optim, per_update, spec.schedule)
   frozen = ()
   if module is not None:
@@ -91,13 +123,8 @@ def state(spec: RunSpec, module, tx, mesh_) -> tuple[Callable[[], TrainState], S
 
 
 def train_step(spec: RunSpec, module, opt: Optimizer, mesh_, shardings: StateShardings):
-  if spec.train.online_updates:
-    from cnnlab.training import online
-    fn = online.from_spec(spec, module, opt.tx, opt.schedule)
-  else:
-    fn = steps.make_train_step(module, opt.tx, spec.train, spec.optim, opt.schedule)
+  fn = _step_factory(spec)(spec, module, opt.tx, opt.schedule, task(spec))
   if spec.transfer.freeze_batch_stats and opt.frozen and shardings.abstract.batch_stats:
-    from cnnlab.training import transfer
     fn = transfer.keep_frozen_stats(fn, transfer.frozen_stats_mask(
         shardings.abstract.batch_stats, opt.frozen))
   return steps.jit_train_step(mesh_, fn, shardings.sharding)
@@ -105,44 +132,23 @@ def train_step(spec: RunSpec, module, opt: Optimizer, mesh_, shardings: StateSha
 
 def eval_step(spec: RunSpec, module, mesh_, shardings: StateShardings, *,
               confusion: bool = False):
-  fn = steps.make_eval_step(module, use_ema=spec.train.ema_decay > 0, confusion=confusion)
+  fn = steps.make_eval_step(module, use_ema=spec.train.ema_decay > 0, confusion=confusion,
+                            task=task(spec))
   return steps.jit_eval_step(mesh_, fn, shardings.sharding)
 
 
 def checkpointer(spec: RunSpec, workdir: str):
-  """The run's Orbax checkpointer (imported here: the step path needs no Orbax)."""
-  from cnnlab import checkpoint as ckpt_lib
+  """The run's Orbax checkpointer."""
   return ckpt_lib.Checkpointer(workdir, keep=spec.loop.keep_checkpoints,
                                best_metric=spec.loop.best_metric, best_mode=spec.loop.best_mode)
 
 
-def train_batches(spec: RunSpec, mesh_, start_step: int) -> Iterator[dict]:
+def feed(spec: RunSpec) -> pipeline.Feed:
+  return pipeline.Feed(spec.data)
+
+
+def train_batches(spec: RunSpec, feed_: pipeline.Feed, mesh_, start_step: int) -> Iterator:
   """Global, sharded training batches from ``start_step`` on."""
-  from cnnlab.data import pipeline
-  host = pipeline.train_batches(spec.data, global_batch_size=spec.loop.global_batch,
-                                seed=spec.seed, start_step=start_step)
+  host = feed_.train_batches(global_batch_size=spec.loop.global_batch, seed=spec.seed,
+                             start_step=start_step)
   return parallel.prefetch_to_device(host, mesh_)
-
-
-def evaluate(spec: RunSpec, state: TrainState, eval_step_, mesh_, split: str | None = None):
-  """Eval metrics over every example of ``split`` (default: the eval split), each counted
-  once (padded batches carry a mask); ``confusion`` too when the step computes it."""
-  from cnnlab.data import pipeline
-  import numpy as np
-  batches = pipeline.eval_batches(spec.data, split=split or spec.data.eval_split,
-                                  global_batch_size=spec.loop.eval_batch)
-  sync = parallel.needs_step_sync(mesh_)
-  totals = None
-  for batch in parallel.prefetch_to_device(batches, mesh_):
-    out = eval_step_(state, batch)
-    if sync:
-      jax.block_until_ready(out)
-    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  totals = jax.device_get(totals)
-  count = float(totals["count"])
-  result = {"eval_loss": float(totals["loss_sum"]) / count,
-            "eval_accuracy": float(totals["correct"]) / count,
-            "eval_top5": float(totals["correct5"]) / count, "eval_count": count}
-  if "confusion" in totals:
-    result["confusion"] = np.asarray(totals["confusion"])
-  return result

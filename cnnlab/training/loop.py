@@ -25,15 +25,19 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from cnnlab import checkpoint as ckpt_lib
 from cnnlab import metrics as metrics_lib
 from cnnlab import provenance
-from cnnlab.config import RunSpec, resolve
-from cnnlab.training import builders
+from cnnlab import workdir_lock
+from cnnlab.config import RunSpec
+from cnnlab.training import builders, sources
 from cnnlab.training.parts import Parts, build_parts, params_fingerprint
+from cnnlab.training.trained import resolve_run
 
 PREEMPTED_EXIT_CODE = 75
+FINAL_METRICS = "final_metrics.json"
 
 
 class NonFiniteError(RuntimeError):
@@ -47,14 +51,28 @@ class Preempted(RuntimeError):
     self.step = step
 
 
-def as_spec(spec_or_config) -> RunSpec:
-  return spec_or_config if isinstance(spec_or_config, RunSpec) else resolve(spec_or_config)
-
-
-def train_and_evaluate(spec_or_config, workdir: str, *,
+def train_and_evaluate(spec: RunSpec, workdir: str, *,
                        stop_requested: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-  """Trains in ``workdir`` (resuming if it holds checkpoints); returns the final metrics."""
-  spec = as_spec(spec_or_config)
+  """Trains in ``workdir`` (resuming if it holds checkpoints); returns the final metrics.
+
+  ``spec``: a RunSpec (``cnnlab.training.resolve_run(config)``), or a config, which is resolved
+  that same way first. One process writes a workdir: while another holds it the run is refused
+  at once (``WorkdirBusyError``, a ConfigError; cnnlab/workdir_lock.py). A finished run (its
+  last step checkpointed and final_metrics.json written) is left as it is: its final metrics
+  are returned and nothing is written."""
+  if not isinstance(spec, RunSpec):
+    spec = resolve_run(spec)   # a bad config is refused before the workdir is touched
+  with workdir_lock.hold_for_run(workdir, process_index=jax.process_index(),
+                                 share=_from_process_0 if jax.process_count() > 1 else None):
+    return _train_and_evaluate(spec, workdir, stop_requested)
+
+
+def _from_process_0(ok: bool) -> bool:
+  """Process 0's ``ok`` in every process of a multi-host run (a refused run stops in all)."""
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+
+
+def _train_and_evaluate(spec: RunSpec, workdir: str, stop_requested) -> dict[str, Any]:
   parts = build_parts(spec)
   ckpt = builders.checkpointer(spec, workdir)
   is_main = jax.process_index() == 0
@@ -63,6 +81,13 @@ def train_and_evaluate(spec_or_config, workdir: str, *,
   except BaseException:
     ckpt.close(raise_errors=False)
     raise
+  finished = _finished(spec, workdir, start_step)
+  if finished is not None:
+    ckpt.close(raise_errors=False)
+    if is_main:
+      print(f"already finished at step {start_step}: nothing to do (final metrics in "
+            f"{os.path.join(workdir, FINAL_METRICS)})", flush=True)
+    return finished
   if state is None:
     loaded = _checked_source(spec, parts, ckpt)
     state, start_step = parts.init(), 0
@@ -78,6 +103,7 @@ def train_and_evaluate(spec_or_config, workdir: str, *,
           f"{jax.process_count()} process(es), global batch {spec.loop.global_batch}",
           flush=True)
     write_run_files(spec, workdir, start_step)
+    print(f"kernels: {spec.model.kernels} ({spec.model.kernels_why})", flush=True)
   loop = _Loop(spec, parts, ckpt, metrics_lib.MetricWriter(workdir), start_step)
   state = loop.run(state, stop_requested)
   final = {**loop.last_eval, "step": loop.step, "wall_time_sec": time.time() - loop.t_start,
@@ -86,18 +112,29 @@ def train_and_evaluate(spec_or_config, workdir: str, *,
     final.update({f"last_{k}": v for k, v in loop.last_eval.items()})
     final.update(_best_checkpoint_eval(spec, parts, workdir))
   if is_main:
-    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+    path = os.path.join(workdir, FINAL_METRICS)
+    with open(path + ".tmp", "w") as f:
       json.dump(final, f, indent=2)
+    os.replace(path + ".tmp", path)
   return final
+
+
+def _finished(spec: RunSpec, workdir: str, start_step: int) -> dict | None:
+  """The final metrics of a run that already reached its last step, else None."""
+  path = os.path.join(workdir, FINAL_METRICS)
+  if start_step is None or start_step < spec.loop.total_steps or not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    final = json.load(f)
+  return final if final.get("step") == start_step else None
 
 
 def _checked_source(spec: RunSpec, parts: Parts, ckpt):
   """``spec.transfer.init_from`` read and checked against the model (before any compile)."""
   if not spec.transfer.init_from:
     return None
-  from cnnlab.training import transfer
   try:
-    return transfer.load_checked(spec, parts)
+    return sources.read(spec, parts)
   except BaseException:
     ckpt.close(raise_errors=False)
     raise
@@ -105,8 +142,7 @@ def _checked_source(spec: RunSpec, parts: Parts, ckpt):
 
 def _start_from(spec: RunSpec, parts: Parts, state, loaded, workdir: str, is_main: bool):
   """A fresh state with the pretrained weights in; prints and records what was done."""
-  from cnnlab.training import transfer
-  state, report = transfer.initialise(spec, parts, state, loaded)
+  state, report = sources.initialise(spec, parts, state, loaded)
   if is_main:
     path = report.write(workdir)
     print(report.summary() + f" (details: {path})", flush=True)
@@ -114,11 +150,12 @@ def _start_from(spec: RunSpec, parts: Parts, state, loaded, workdir: str, is_mai
 
 
 def write_run_files(spec: RunSpec, workdir: str, start_step: int) -> None:
-  """config.json (the completed config) and one line of code identity per start."""
+  """config.json (the completed config and what resolution decided from it) and one line of
+  code identity per start."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   with open(path + ".tmp", "w") as f:
-    json.dump(spec.config, f, indent=2, default=list)
+    json.dump(spec.record(), f, indent=2, default=list)
   os.replace(path + ".tmp", path)
   provenance.record(workdir, start_step)
 
@@ -143,7 +180,7 @@ class _Loop:
     loop, parts = self.spec.loop, self.parts
     total, sync = loop.total_steps, parts.sync
     try:
-      batches = builders.train_batches(self.spec, parts.mesh, self.step)
+      batches = builders.train_batches(self.spec, parts.feed, parts.mesh, self.step)
       start = self.step
       while self.step < total:
         state, m = parts.train_step(state, next(batches))
@@ -197,8 +234,8 @@ class _Loop:
       self.pending[:] = got          # host copies: checked once, logged at the next log point
       return
     self.pending.clear()
-    scalars = {k: float(np.mean([m[k] for m in got]))
-               for k in ("train_loss", "train_accuracy", "grad_norm")}
+    scalars = {k: float(np.mean([m[k] for m in got])) for k in got[0]
+               if k.startswith("train_") or k == "grad_norm"}
     scalars["learning_rate"] = float(got[-1]["learning_rate"])
     rates = self.progress.update(self.step)
     scalars["images_per_sec"] = rates["images_per_sec"]
@@ -207,7 +244,7 @@ class _Loop:
       print(self.progress.line(self.step, {**scalars, "eta_sec": rates["eta_sec"]}), flush=True)
 
   def evaluate(self, state) -> dict[str, float]:
-    result = builders.evaluate(self.spec, state, self.parts.eval_step, self.parts.mesh)
+    result = self.parts.evaluate(state)
     result.pop("confusion", None)
     self.writer.write(self.step, result)
     if self.is_main:
@@ -255,7 +292,7 @@ def _best_checkpoint_eval(spec: RunSpec, parts: Parts, workdir: str) -> dict[str
     state = ckpt.restore(step, parts.shardings.with_sharding())
   finally:
     ckpt.close(raise_errors=False)
-  result = builders.evaluate(spec, state, parts.eval_step, parts.mesh)
+  result = parts.evaluate(state)
   result.pop("confusion", None)
   return {**result, "selected_step": step, "selected_by":
           f"{spec.loop.best_metric} ({spec.loop.best_mode})"}

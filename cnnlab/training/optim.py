@@ -1,7 +1,8 @@
 """Optimizers and learning-rate schedules from their specs (cnnlab.config), built from Optax.
 
-  OptimSpec.name            sgd | adamw | lars; ``learning_rate`` is the peak, already scaled
-                            by the linear scaling rule where the config asked for it
+  OptimSpec.name            sgd | adamw | lars (or one a project registered, e.g. sdlm);
+                            ``learning_rate`` is the peak, already scaled by the linear
+                            scaling rule where the config asked for it
   weight_decay_mode         'l2' (added to the loss, as the papers did) | 'decoupled'
                             (applied by the optimizer, Loshchilov & Hutter 2019)
   exclude_norm_and_bias     no decay on 1-D parameters (BN scale/bias, biases)
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from cnnlab.config import OptimSpec, ScheduleSpec
+from cnnlab.training import registry
 
 
 def create_schedule(spec: ScheduleSpec) -> optax.Schedule:
@@ -52,35 +54,41 @@ def _mask(spec: OptimSpec) -> Callable | None:
   return decay_mask if spec.exclude_norm_and_bias else None
 
 
-def _base_optimizer(spec: OptimSpec, schedule) -> optax.GradientTransformation:
-  wd = spec.weight_decay
-  decoupled = spec.weight_decay_mode == "decoupled" and wd > 0
-  if spec.name == "sgd":
-    parts = [optax.trace(decay=spec.momentum, nesterov=spec.nesterov)
-             if spec.momentum > 0 else optax.identity()]
-    if decoupled:
-      parts.append(optax.add_decayed_weights(wd, _mask(spec)))
-    parts.append(optax.scale_by_learning_rate(schedule))
-    return optax.chain(*parts)
-  if spec.name == "adamw":
-    return optax.adamw(schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps,
-                       weight_decay=wd if decoupled else 0.0, mask=_mask(spec))
-  if spec.name == "lars":
-    return optax.lars(schedule, weight_decay=wd if decoupled else 0.0,
-                      weight_decay_mask=_mask(spec) or True,
-                      trust_ratio_mask=_mask(spec) or True,
-                      momentum=spec.momentum, nesterov=spec.nesterov)
-  if spec.name == "sdlm":          # LeCun et al. 1998, Appendix C (cnnlab/training/sdlm.py)
-    from cnnlab.training import sdlm
-    return sdlm.sdlm(schedule, spec.sdlm_mu)
-  raise ValueError(f"optimizer.name={spec.name!r} is not a known optimizer")
+def _sgd(spec: OptimSpec, schedule) -> optax.GradientTransformation:
+  parts = [optax.trace(decay=spec.momentum, nesterov=spec.nesterov)
+           if spec.momentum > 0 else optax.identity()]
+  if _decoupled(spec):
+    parts.append(optax.add_decayed_weights(spec.weight_decay, _mask(spec)))
+  parts.append(optax.scale_by_learning_rate(schedule))
+  return optax.chain(*parts)
+
+
+def _adamw(spec: OptimSpec, schedule) -> optax.GradientTransformation:
+  return optax.adamw(schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps,
+                     weight_decay=spec.weight_decay if _decoupled(spec) else 0.0,
+                     mask=_mask(spec))
+
+
+def _lars(spec: OptimSpec, schedule) -> optax.GradientTransformation:
+  return optax.lars(schedule, weight_decay=spec.weight_decay if _decoupled(spec) else 0.0,
+                    weight_decay_mask=_mask(spec) or True, trust_ratio_mask=_mask(spec) or True,
+                    momentum=spec.momentum, nesterov=spec.nesterov)
+
+
+def _decoupled(spec: OptimSpec) -> bool:
+  return spec.weight_decay_mode == "decoupled" and spec.weight_decay > 0
+
+
+registry.register_optimizer("sgd", _sgd)
+registry.register_optimizer("adamw", _adamw)
+registry.register_optimizer("lars", _lars)
 
 
 def create_optimizer(spec: OptimSpec, schedule: optax.Schedule,
                      sched: ScheduleSpec | None = None) -> optax.GradientTransformationExtraArgs:
   """The optimizer; its ``update`` takes ``value=`` (the train loss), which only ``plateau``
   uses."""
-  tx = _base_optimizer(spec, schedule)
+  tx = registry.lookup("optimizer", spec.name)(spec, schedule)
   if sched is not None and sched.name == "plateau":
     tx = optax.chain(tx, optax.contrib.reduce_on_plateau(
         factor=sched.plateau_factor, patience=sched.plateau_patience, rtol=sched.plateau_rtol,

@@ -11,6 +11,7 @@ import numpy as np
 
 from cnnlab import parallel
 from cnnlab.config import RunSpec
+from cnnlab.data import pipeline
 from cnnlab.training import builders
 
 
@@ -24,11 +25,17 @@ class Parts:
   shardings: builders.StateShardings
   train_step: Callable                        # jitted (state, batch) -> (state, metrics)
   eval_step: Callable                         # jitted (state, batch) -> sums
+  feed: pipeline.Feed                         # the run's data (splits decoded once)
   sync: bool                                  # block on every step (multi-device CPU)
+
+  def evaluate(self, state, split: str | None = None) -> dict:
+    """The task's metrics over every example of ``split`` (default: the eval split)."""
+    return builders.task(self.spec).evaluate(self, state, split)
 
 
 def build_parts(spec: RunSpec, *, mesh=None, confusion: bool = False) -> Parts:
-  """Everything a run computes with, traced lazily (jit compiles on first call)."""
+  """Everything a run computes with, traced lazily (jit compiles on first call); the model is
+  checked on its input shape here, once."""
   mesh = mesh or builders.mesh()
   if spec.loop.device_count != mesh.size:
     raise ValueError(f"the spec was resolved for {spec.loop.device_count} devices but the "
@@ -40,7 +47,7 @@ def build_parts(spec: RunSpec, *, mesh=None, confusion: bool = False) -> Parts:
                shardings=shardings,
                train_step=builders.train_step(spec, model, opt, mesh, shardings),
                eval_step=builders.eval_step(spec, model, mesh, shardings, confusion=confusion),
-               sync=parallel.needs_step_sync(mesh))
+               feed=builders.feed(spec), sync=parallel.needs_step_sync(mesh))
 
 
 def params_fingerprint(params) -> str:

@@ -39,7 +39,8 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from cnnlab.config_checks import ConfigError
+from cnnlab.config import ConfigError
+from cnnlab.config.checks import compile_patterns as _compile, parse_lr_groups
 
 
 class TransferError(ConfigError):
@@ -53,12 +54,16 @@ class TransferReport:
   reinitialised: tuple[str, ...] = ()
   adapted: tuple[str, ...] = ()
   frozen: tuple[str, ...] = ()
+  dropped: tuple[str, ...] = ()     # the source's classifier, absent from the target
+  head: str = ""                    # what was done with the classifier, and why
 
   def summary(self) -> str:
     return (f"init_from {self.source}: loaded {len(self.loaded)} arrays, re-initialised "
             f"{len(self.reinitialised)} ({_short(self.reinitialised)}), adapted "
             f"{len(self.adapted)} ({_short(self.adapted)}), frozen {len(self.frozen)} "
-            "parameters")
+            f"parameters" + (f", dropped the source's {_short(self.dropped)}"
+                             if self.dropped else "") + (f"; head {self.head}" if self.head
+                                                         else ""))
 
   def write(self, workdir: str) -> str:
     path = os.path.join(workdir, "transfer.json")
@@ -117,16 +122,23 @@ def adapt_input_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
 
 
 def merge(target, source, *, head: Iterable[str] = (), first: Iterable[str] = (),
-          source_name: str = "source") -> tuple[dict, TransferReport]:
+          source_name: str = "source", source_head: Iterable[str] = (),
+          fresh_head: bool = False) -> tuple[dict, TransferReport]:
   """``target`` (freshly initialised variables) with every array taken from ``source`` whose
-  path and shape match; head arrays of another shape keep their fresh values; first-layer
-  kernels of another channel count are adapted; anything else is a TransferError."""
+  path and shape match; head arrays keep their fresh values when their shape differs or
+  ``fresh_head`` (a new dataset: its class k is not the source's); first-layer kernels of
+  another channel count are adapted; the source's own head arrays that the target lacks (a
+  classifier's fc under a segmentation network) are dropped; anything else is a
+  TransferError."""
   tgt, src = flatten(target), flatten(source)
-  head, first = set(head), set(first)
+  head, first, source_head = set(head), set(first), set(source_head)
   out, loaded, reinit, adapted, bad = {}, [], [], [], []
   for path, value in tgt.items():
     have = src.get(path)
-    if have is not None and tuple(np.shape(have)) == tuple(value.shape):
+    if fresh_head and path in head:
+      out[path] = value
+      reinit.append(path)
+    elif have is not None and tuple(np.shape(have)) == tuple(value.shape):
       out[path] = jnp.asarray(have, value.dtype)
       loaded.append(path)
     elif path in head:
@@ -140,7 +152,8 @@ def merge(target, source, *, head: Iterable[str] = (), first: Iterable[str] = ()
       out[path] = value
       bad.append(f"{path} {tuple(value.shape)} <- "
                  + ("missing" if have is None else str(tuple(np.shape(have)))))
-  extra = sorted(k for k in src if k not in tgt and k not in head)
+  dropped = sorted(k for k in src if k not in tgt and k in source_head)
+  extra = sorted(k for k in src if k not in tgt and k not in head and k not in source_head)
   if bad or extra:
     parts = []
     if bad:
@@ -149,18 +162,18 @@ def merge(target, source, *, head: Iterable[str] = (), first: Iterable[str] = ()
       parts.append(f"{len(extra)} unexpected in the source: {_short(extra, 4)}")
     raise TransferError(f"init_from={source_name!r} does not fit the model: "
                         + "; ".join(parts))
-  report = TransferReport(source_name, tuple(loaded), tuple(reinit), tuple(adapted))
+  report = TransferReport(source_name, tuple(loaded), tuple(reinit), tuple(adapted),
+                          dropped=tuple(dropped))
   return unflatten(out), report
 
 
+
+
 def compile_patterns(patterns: Sequence[str], what: str) -> list[re.Pattern]:
-  out = []
-  for pattern in patterns:
-    try:
-      out.append(re.compile(pattern))
-    except re.error as e:
-      raise TransferError(f"{what} pattern {pattern!r} is not a regular expression: {e}")
-  return out
+  try:
+    return _compile(patterns, what)
+  except ConfigError as e:
+    raise TransferError(str(e)) from None
 
 
 def match_paths(params, patterns: Sequence[str], what: str) -> list[list[str]]:
@@ -177,28 +190,6 @@ def match_paths(params, patterns: Sequence[str], what: str) -> list[list[str]]:
   return found
 
 
-def parse_lr_groups(spec: str | Sequence) -> tuple[tuple[str, float], ...]:
-  """'regex=mult,regex=mult' (or pairs) -> ((regex, mult), ...); mult must be >= 0."""
-  if isinstance(spec, str):
-    items = [s for s in (x.strip() for x in spec.split(",")) if s]
-    pairs = []
-    for item in items:
-      pattern, sep, mult = item.rpartition("=")
-      if not sep or not pattern:
-        raise TransferError(f"lr_groups item {item!r} is not REGEX=MULTIPLIER")
-      pairs.append((pattern, mult))
-  else:
-    pairs = list(spec)
-  out = []
-  for pattern, mult in pairs:
-    try:
-      m = float(mult)
-    except ValueError:
-      m = -1.0
-    if not m >= 0:
-      raise TransferError(f"lr_groups multiplier {mult!r} for {pattern!r} must be a number >= 0")
-    out.append((str(pattern), m))
-  return tuple(out)
 
 
 def labels(params, freeze: Sequence[str] = (), lr_groups: Sequence[tuple[str, float]] = (),
@@ -274,84 +265,3 @@ def keep_frozen_stats(train_step, mask):
                          state.batch_stats)
     return new.replace(batch_stats=stats), metrics
   return step
-
-
-TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
-
-
-def parse_source(init_from: str) -> tuple[str, str]:
-  """'FILE' | 'WORKDIR' | 'WORKDIR:best' | 'WORKDIR:latest' | 'WORKDIR:STEP' -> (path, which)."""
-  path, which = init_from, "latest"
-  head, sep, tail = init_from.rpartition(":")
-  if sep and head and (tail in ("best", "latest") or tail.isdigit()):
-    path, which = head, tail
-  if path.endswith(TORCH_SUFFIXES):
-    if not os.path.isfile(path):
-      raise TransferError(f"init_from={init_from!r}: no such file")
-    return path, "file"
-  if not os.path.isdir(path):
-    raise TransferError(f"init_from={init_from!r} is neither a {'/'.join(TORCH_SUFFIXES)} file "
-                        "nor a cnnlab workdir (optionally :best, :latest or :STEP)")
-  return path, which
-
-
-def read_source(init_from: str, model_name: str, torchvision_name: str | None = None) -> dict:
-  """The variables ``init_from`` names: torchvision weights (converted for the torchvision
-  model of the same layout) or a cnnlab run's checkpoint (verified like every restore)."""
-  path, which = parse_source(init_from)
-  if which == "file":
-    from cnnlab.interop import torchvision as tv
-    try:
-      return dict(tv.load(path, torchvision_name))
-    except ValueError as e:
-      raise TransferError(f"init_from={init_from!r} ({model_name}): "
-                          + str(e).splitlines()[0]) from None
-  from cnnlab.training import load_trained
-  trained = load_trained(path, int(which) if which.isdigit() else which)
-  return jax.tree.map(_host, dict(trained.variables))
-
-
-def _host(x) -> np.ndarray:
-  """This process's copy of a replicated array (works on multi-process meshes too)."""
-  return np.asarray(x.addressable_data(0)) if hasattr(x, "addressable_data") else np.asarray(x)
-
-
-def _variables(tree_params, tree_stats) -> dict:
-  out = {"params": tree_params}
-  if tree_stats:
-    out["batch_stats"] = tree_stats
-  return out
-
-
-def load_checked(spec, parts):
-  """Reads ``spec.transfer.init_from`` and checks that it fits the run's model, against the
-  state's shapes only: a misfit is one TransferError line before anything is compiled."""
-  from cnnlab import models
-  module, shape = parts.model, spec.model.input_shape
-  source = read_source(spec.transfer.init_from, spec.model.name,
-                       models.info(spec.model.name).torchvision)
-  head, first = head_paths(module, shape), input_paths(module, shape)
-  abstract = parts.shardings.abstract
-  merge(_variables(abstract.params, abstract.batch_stats), source, head=head, first=first,
-        source_name=spec.transfer.init_from)
-  return source, head, first
-
-
-def initialise(spec, parts, state, loaded) -> tuple[Any, TransferReport]:
-  """``state`` (freshly initialised) with the checked source merged in, on the state's
-  shardings; returns it and the report of what was loaded, re-initialised, adapted, frozen."""
-  source, head, first = loaded
-  fresh = jax.tree.map(_host, _variables(state.params, state.batch_stats))
-  merged, report = merge(fresh, source, head=head, first=first,
-                         source_name=spec.transfer.init_from)
-  shard = parts.shardings.sharding
-
-  def place(values, shardings):
-    return jax.tree.map(lambda v, sh: jax.make_array_from_callback(
-        np.shape(v), sh, lambda idx: np.asarray(v)[idx]), values, shardings)
-  params = place(merged["params"], shard.params)
-  stats = place(merged["batch_stats"], shard.batch_stats) if state.batch_stats else \
-      state.batch_stats
-  ema = None if state.ema_params is None else place(merged["params"], shard.ema_params)
-  state = state.replace(params=params, batch_stats=stats, ema_params=ema)
-  return state, dataclasses.replace(report, frozen=tuple(parts.optimizer.frozen))

@@ -16,8 +16,11 @@ code; z-normalising JapaneseVowels per series cost FCN ~20 points in a 200-epoch
 learning rate 1e-3 (Keras defaults otherwise: beta 0.9 / 0.999,
 epsilon 1e-7); 2,000 epochs; batch min(16, n_train / 10); learning rate halved after 50 epochs
 without improvement of the training loss, never below 1e-4; the model reported is the one with
-the lowest training loss (per-epoch mean), never selected on the test set. Unequal-length
-series are resampled to the longest length (cnnlab/data/ucr.py).
+the lowest training loss (per-epoch mean), never selected on the test set. Unequal lengths as
+the review's data: univariate series padded at the end with low-amplitude noise to the longest
+length and z-normalised with the padding (the UCR archive's adjusted files), multivariate series
+resampled to the longest length by a cubic spline (its code, dl-4-tsc);
+``dataset.series_lengths='resample'`` stretches them linearly instead (cnnlab/data/series_prep.py).
 
 Differences that remain: the last partial batch of an epoch is dropped (Keras keeps it: e.g.
 ItalyPowerDemand, 67 series at batch 6, runs 11 steps per epoch instead of 12); the plateau

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnlab.models import lenet
-from cnnlab.training import sdlm
+from cnnlab.proj.lecun1998 import sdlm
 
 _DN = ("NHWC", "HWIO", "NHWC")
 

@@ -9,7 +9,7 @@ where h_kk estimates the diagonal of the Gauss-Newton approximation of the Hessi
 re-estimated on a few hundred training patterns before each pass over the data and kept fixed
 during the pass; eta follows a per-pass schedule and mu (0.02 in the paper) keeps the step
 bounded where the curvature is small. Updates are online (one pattern at a time): see
-``cnnlab.training.online`` for the jitted per-example loop.
+``cnnlab.proj.lecun1998.online`` for the jitted per-example loop.
 
 Here the transformation is an ordinary Optax ``GradientTransformation``; its state
 (``SDLMState``: the curvature estimate and an update counter) is a pytree of arrays, so it is

@@ -4,7 +4,7 @@
 ``(TrainState, batch) -> (TrainState, metrics)``, whose batch of B examples is consumed as B
 successive single-example updates (``lax.scan``): the engine's data order, checkpoints, resume
 and metrics apply unchanged, with one engine step = B online updates. With an SDLM optimizer
-(``cnnlab.training.sdlm``) the curvature is re-estimated on the first ``hessian_samples``
+(``cnnlab.proj.lecun1998.sdlm``) the curvature is re-estimated on the first ``hessian_samples``
 examples of the first step of every pass (``steps_per_pass`` engine steps), before that step's
 updates, and kept fixed for the pass (LeCun et al. 1998, §III-C: 500 samples before each pass).
 
@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnlab.training import sdlm
+from cnnlab.models import lenet
+from cnnlab.proj.lecun1998 import curvature, sdlm
+from cnnlab.training import steps
 from cnnlab.training.state import TrainState
 
 
@@ -31,7 +33,6 @@ def rbf_curvature_split(model: nn.Module, j: float):
   The RBF penalty is quadratic in F6's outputs, so its curvature (2 per unit for the correct
   class) is kept exactly; cutting after the RBF layer instead would leave only the nearly flat
   log-sum-exp part and an estimate close to zero."""
-  from cnnlab.models import lenet
   features = model.clone(num_classes=0)
   codes = jnp.asarray(lenet.rbf_codes(model.num_classes, model.codes))
 
@@ -53,7 +54,7 @@ def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
   ``curvature_split``: ``(outputs_fn(params, x), loss_fn(outputs, y))`` for one example, where
   the Gauss-Newton curvature is taken (default: the model's outputs and ``loss_fn``).
   ``curvature_fn(params, images, labels)``: another estimator of the per-parameter curvature
-  (e.g. ``lenet_curvature.mean_curvature``, the paper's), used instead."""
+  (e.g. ``curvature.mean_curvature``, the paper's), used instead."""
   if steps_per_pass < 1 or hessian_samples < 1:
     raise ValueError(f"steps_per_pass={steps_per_pass} and hessian_samples={hessian_samples} "
                      "must be positive")
@@ -111,21 +112,20 @@ def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 
 def from_spec(spec, model: nn.Module, tx: optax.GradientTransformation,
-              schedule: optax.Schedule) -> Callable:
+              schedule: optax.Schedule, task=None) -> Callable:
   """The online step a RunSpec asks for: its loss, one pass = one epoch of steps, and for the
   paper's LeNet-5 with its MAP loss the curvature taken at F6 (``rbf_curvature_split``)."""
-  from cnnlab.models import lenet
-  from cnnlab.training import steps
+  del task    # online updates report classification accuracy
   split = curvature_fn = None
   if isinstance(model, lenet.LeNet5_1998) and model.head == "rbf" and \
       spec.train.loss == "lenet_map":
     split = rbf_curvature_split(model, spec.train.loss_rubbish_j)
     if spec.optim.sdlm_curvature == "paper":
-      from cnnlab.training import lenet_curvature
       loss_of_features = split[1]
-      curvature_fn = lambda p, xs, ys: lenet_curvature.mean_curvature(  # noqa: E731
+      curvature_fn = lambda p, xs, ys: curvature.mean_curvature(  # noqa: E731
           p, xs, ys, loss_of_features)
-  return make_online_train_step(model, tx, steps.make_loss(spec.train), schedule,
+  objective = steps.make_loss(spec.train)
+  return make_online_train_step(model, tx, lambda o, y: objective(o, {"label": y}), schedule,
                                 steps_per_pass=spec.loop.steps_per_epoch,
                                 hessian_samples=spec.optim.sdlm_hessian_samples,
                                 curvature_split=split, curvature_fn=curvature_fn)
