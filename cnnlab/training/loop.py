@@ -106,7 +106,8 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, stop_requested) -> dict[str
     print(f"kernels: {spec.model.kernels} ({spec.model.kernels_why})", flush=True)
   loop = _Loop(spec, parts, ckpt, metrics_lib.MetricWriter(workdir), start_step)
   state = loop.run(state, stop_requested)
-  final = {**loop.last_eval, "step": loop.step, "wall_time_sec": time.time() - loop.t_start,
+  final = {**loop.last_eval, "step": loop.step, "eval_split": spec.data.eval_split,
+           "wall_time_sec": time.time() - loop.t_start,
            "params_fingerprint": params_fingerprint(state.params)}
   if spec.loop.report_best:
     final.update({f"last_{k}": v for k, v in loop.last_eval.items()})
@@ -114,7 +115,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, stop_requested) -> dict[str
   if is_main:
     path = os.path.join(workdir, FINAL_METRICS)
     with open(path + ".tmp", "w") as f:
-      json.dump(final, f, indent=2)
+      json.dump(metrics_lib.strict_json(final), f, indent=2, allow_nan=False)
     os.replace(path + ".tmp", path)
   return final
 
