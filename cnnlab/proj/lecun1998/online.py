@@ -44,6 +44,20 @@ def rbf_curvature_split(model: nn.Module, j: float):
   return outputs, loss
 
 
+def _curvature_refresh(hessian_samples: int, curvature_fn, curv_outputs, curv_loss):
+  """(params, opt_state, images, labels) -> opt_state with SDLM's curvature re-estimated on
+  the first ``hessian_samples`` examples (the paper's recursion when ``curvature_fn``)."""
+  def refresh(params, opt_state, images, labels):
+    n = min(hessian_samples, images.shape[0])
+    if curvature_fn is not None:
+      h = curvature_fn(params, images[:n], labels[:n])
+      h = {k: h.get(k, jax.tree.map(jnp.zeros_like, v)) for k, v in params.items()}
+    else:
+      h = sdlm.diag_gauss_newton(curv_outputs, curv_loss, params, images[:n], labels[:n])
+    return sdlm.set_hessian(opt_state, h)
+  return refresh
+
+
 def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
                            loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
                            schedule: optax.Schedule, *, steps_per_pass: int,
@@ -70,14 +84,7 @@ def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
   curv_outputs, curv_loss = curvature_split or (
       outputs, lambda o, y: loss_fn(o[None], y[None]))
 
-  def refresh(params, opt_state, images, labels):
-    n = min(hessian_samples, images.shape[0])
-    if curvature_fn is not None:
-      h = curvature_fn(params, images[:n], labels[:n])
-      h = {k: h.get(k, jax.tree.map(jnp.zeros_like, v)) for k, v in params.items()}
-    else:
-      h = sdlm.diag_gauss_newton(curv_outputs, curv_loss, params, images[:n], labels[:n])
-    return sdlm.set_hessian(opt_state, h)
+  refresh = _curvature_refresh(hessian_samples, curvature_fn, curv_outputs, curv_loss)
 
   def train_step(state: TrainState, batch):
     if state.batch_stats:
