@@ -2,9 +2,13 @@
 software it ran on, and a runner that records every attempt in ``<workdir>/run_info.json``
 (the files ``cnnlab.report`` reads). ``python -m experiments.reproduce`` is the command.
 
-Seed k trains in ``<runs>/<group>/seed<k>`` with ``python -m experiments.train
---config=experiments/configs/<recipe>.py[:<arg>] --workdir=... --config.seed=<k>`` in a child
-process whose output goes to the console and to ``<workdir>/train.log``. ``run_info.json``
+The library assumes nothing about where recipes and the training command live: a ``Recipes``
+names the recipes package (``cnnlab.recipes``), the module that trains one config
+(``python -m <train_module> --config=<recipe file>[:<arg>] --workdir=... --config.seed=<k>``)
+and the folder that module is imported from; ``experiments/reproduce.py`` passes this
+repository's (``experiments.configs``, ``experiments.train``, the checkout). Seed k trains in
+``<runs>/<group>/seed<k>`` in a child process whose output goes to the console and to
+``<workdir>/train.log``. ``run_info.json``
 records the recipe, the exact command (with the data-location environment variables it ran
 under), the hardware (CPU model from /proc/cpuinfo, logical and usable cores, memory, GPUs
 from nvidia-smi), software versions and the git commit, and one entry per attempt with its
@@ -19,13 +23,12 @@ import shlex
 import subprocess
 import sys
 import time
+import dataclasses
 from importlib import metadata
 from typing import Callable
 
-from cnnlab import provenance
+from cnnlab import provenance, recipes as recipes_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(ROOT, "experiments", "configs")
 RUN_INFO = "run_info.json"
 ENV_KEYS = ("CNNLAB_RAW_DATA_DIR", "TFDS_DATA_DIR", "XLA_FLAGS", "JAX_PLATFORMS",
             "CUDA_VISIBLE_DEVICES")
@@ -70,27 +73,34 @@ def hardware() -> dict:
           "memory_gb": _memory_gb(), "gpus": _gpus(), "hostname": platform.node()}
 
 
-def software() -> dict:
+@dataclasses.dataclass(frozen=True)
+class Recipes:
+  """Where a project's recipes and training command live: ``package`` (the recipes, importable
+  by name), ``train_module`` (run as ``python -m``; takes --config, --workdir and
+  --config.KEY=VALUE like experiments/train.py) and ``root`` (the folder both are imported
+  from: put on the child's PYTHONPATH, and whose git commit the runs record)."""
+  package: str
+  train_module: str
+  root: str
+
+
+def software(code_root: str | None = None) -> dict:
   out = {"python": platform.python_version()}
   for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"):
     try:
       out[pkg] = metadata.version(pkg)
     except metadata.PackageNotFoundError:
       pass
-  code = provenance.code_version(ROOT)
+  code = provenance.code_version(code_root) if code_root else provenance.code_version()
   if code["commit"]:
     out["git_commit"] = code["commit"] + (" (uncommitted changes)" if code["dirty"] else "")
   return out
 
 
 # --- commands ------------------------------------------------------------------------------------
-def parse_recipe(recipe: str) -> tuple[str, str | None]:
-  name, _, arg = recipe.partition(":")
-  if not name or not os.path.exists(os.path.join(CONFIG_DIR, name + ".py")) or name == "base":
-    known = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
-                   if f.endswith(".py") and f not in ("__init__.py", "base.py"))
-    raise ValueError(f"--recipe={recipe!r} names no recipe; valid: {', '.join(known)}")
-  return name, (arg or None)
+def parse_recipe(recipe: str, where: Recipes) -> tuple[str, str | None]:
+  """``'name[:arg]'`` of ``where.package`` as (name, arg or None); ValueError otherwise."""
+  return recipes_lib.parse(recipe, where.package)
 
 
 def _shown_path(path: str) -> str:
@@ -98,11 +108,11 @@ def _shown_path(path: str) -> str:
   return path if rel.startswith("..") else rel
 
 
-def train_argv(name: str, arg: str | None, workdir: str, seed: int,
+def train_argv(where: Recipes, name: str, arg: str | None, workdir: str, seed: int,
                overrides=()) -> list[str]:
   """The training command for one seed, without the interpreter."""
-  config = _shown_path(os.path.join(CONFIG_DIR, name + ".py")) + (f":{arg}" if arg else "")
-  argv = ["-m", "experiments.train", f"--config={config}", f"--workdir={workdir}",
+  config = _shown_path(recipes_lib.path(where.package, name)) + (f":{arg}" if arg else "")
+  argv = ["-m", where.train_module, f"--config={config}", f"--workdir={workdir}",
           f"--config.seed={seed}"]
   for item in overrides:
     key, sep, value = item.partition("=")
@@ -137,12 +147,13 @@ def _write_info(workdir: str, info: dict) -> None:
   os.replace(path + ".tmp", path)
 
 
-def run_seed(argv: list[str], workdir: str, info: dict, *, echo=True,
+def run_seed(argv: list[str], workdir: str, info: dict, *, root: str | None = None, echo=True,
              started: Callable[[subprocess.Popen], None] | None = None) -> int:
-  """Runs ``python argv`` as a child process, teeing its output to ``workdir/train.log``, and
-  appends the attempt to ``workdir/run_info.json`` (written before the start and after the
-  end, so a killed parent still leaves the start time). ``started(child)`` is called once the
-  child runs (the command forwards SIGTERM to it). Returns the child's exit status."""
+  """Runs ``python argv`` as a child process (``root``, where its module is imported from,
+  first on its PYTHONPATH), teeing its output to ``workdir/train.log``, and appends the attempt
+  to ``workdir/run_info.json`` (written before the start and after the end, so a killed parent
+  still leaves the start time). ``started(child)`` is called once the child runs (the command
+  forwards SIGTERM to it). Returns the child's exit status."""
   info = {**_read_info(workdir), **info}
   attempts = list(info.get("attempts", []))
   attempt = {"start_time": time.time()}
@@ -150,7 +161,7 @@ def run_seed(argv: list[str], workdir: str, info: dict, *, echo=True,
   info.update(attempts=attempts, start_time=attempts[0]["start_time"])
   _write_info(workdir, info)
   env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
   child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
   if started is not None:

@@ -34,6 +34,7 @@ import os
 from absl import flags
 
 from experiments import cli
+from experiments.configs import RECIPES
 
 # Shared helpers: tests import this module beside experiments/reproduce.py (--runs) and
 # experiments/predict.py (--out); the flags mean the same in each.
@@ -65,7 +66,7 @@ def main(argv):
   command = f"python -m experiments.report --runs={runs}" + (
       f" --out={_OUT.value}" if _OUT.value else "") + (
       f" --figures={_FIGURES.value}" if _FIGURES.value else "")
-  build_report(runs, out, figures, command=command)
+  build_report(runs, out, figures, package=RECIPES, command=command)
   print(f"wrote {out} and figures in {figures}")
 
 

@@ -35,8 +35,14 @@ import sys
 
 from absl import flags
 
-from cnnlab.reproduce import hardware, parse_recipe, run_seed, shell_command, software, train_argv
+from cnnlab.reproduce import (Recipes, hardware, parse_recipe, run_seed, shell_command,
+                              software, train_argv)
 from experiments import cli
+from experiments.configs import RECIPES
+
+# This repository's recipes, its training command, and the checkout both are imported from.
+HERE = Recipes(package=RECIPES, train_module="experiments.train",
+               root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _RECIPE = flags.DEFINE_string("recipe", None, "Recipe name in experiments/configs, with an "
                               "optional config argument: NAME[:ARG].")
@@ -75,17 +81,17 @@ def main(argv):
     cli.usage_error(f"--seeds={_SEEDS.value} must be >= 1 and --first_seed="
                     f"{_FIRST_SEED.value} >= 0")
   try:
-    name, arg = parse_recipe(_RECIPE.value)
+    name, arg = parse_recipe(_RECIPE.value, HERE)
     group = _GROUP.value or name + (f"_{arg.replace(',', '_')}" if arg else "")
     seeds = range(_FIRST_SEED.value, _FIRST_SEED.value + _SEEDS.value)
     plans = [(seed, os.path.join(_RUNS.value, group, f"seed{seed}")) for seed in seeds]
-    argvs = {seed: train_argv(name, arg, wd, seed, _OVERRIDE.value) for seed, wd in plans}
+    argvs = {seed: train_argv(HERE, name, arg, wd, seed, _OVERRIDE.value) for seed, wd in plans}
   except ValueError as e:
     cli.usage_error(str(e))
   group_command = shell_command(["-m", "experiments.reproduce", *sys.argv[1:]])
   common = {"recipe": name, "config_arg": arg, "group": group, "overrides": _OVERRIDE.value,
             "group_command": group_command, "cwd": os.getcwd(),
-            "hardware": hardware(), "software": software()}
+            "hardware": hardware(), "software": software(HERE.root)}
   for seed, workdir in plans:
     command = shell_command(argvs[seed])
     if _DRY_RUN.value:
@@ -97,7 +103,8 @@ def main(argv):
     print(f"=== seed {seed}: {command}", flush=True)
     with _signals_to_child() as started:
       code = run_seed(argvs[seed], workdir, {**common, "seed": seed, "command": command,
-                                             "argv": ["python", *argvs[seed]]}, started=started)
+                                             "argv": ["python", *argvs[seed]]},
+                      root=HERE.root, started=started)
     if code != 0:
       print(f"error: seed {seed} exited with status {code}; see {workdir}/train.log"
             + (" (preempted: run the same command again to resume)" if code == 75 else ""),

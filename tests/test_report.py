@@ -7,6 +7,8 @@ import re
 import numpy as np
 import pytest
 
+RECIPES = "experiments.configs"
+
 T0 = 1_700_000_000.0
 PER_EPOCH = 60_000 // 128          # steps per epoch of MNIST at batch 128
 FINAL_ACC = (0.99, 0.991, 0.992)   # -> 99.10 ± 0.10 % (sample std)
@@ -84,7 +86,8 @@ def runs_dir(tmp_path_factory):
 def report(runs_dir, tmp_path_factory):
   from cnnlab import report as report_lib
   out = tmp_path_factory.mktemp("docs")
-  text = report_lib.build_report(runs_dir, str(out / "RESULTS.md"), str(out / "figures"))
+  text = report_lib.build_report(runs_dir, str(out / "RESULTS.md"), str(out / "figures"),
+                                 package=RECIPES)
   assert (out / "RESULTS.md").read_text() == text
   return text, out
 
@@ -183,13 +186,16 @@ def test_time_to_accuracy_skips_gaps_between_attempts():
 
 def test_reproduce_records_the_command_hardware_and_attempts(tmp_path):
   from cnnlab import reproduce
-  argv = reproduce.train_argv("lenet5_mnist", None, "runs/g/seed1", 1, ["num_epochs=1"])
+  from experiments.reproduce import HERE
+  argv = reproduce.train_argv(HERE, "lenet5_mnist", None, "runs/g/seed1", 1, ["num_epochs=1"])
   assert argv[-2:] == ["--config.seed=1", "--config.num_epochs=1"]
   command = reproduce.shell_command(argv, env={"CNNLAB_RAW_DATA_DIR": "../shared/datasets"})
   assert command.startswith("CNNLAB_RAW_DATA_DIR=../shared/datasets python -m experiments.train")
   with pytest.raises(ValueError, match="valid: .*lenet5_mnist"):
-    reproduce.parse_recipe("no_such_recipe")
-  assert reproduce.parse_recipe("resnet20_cifar10:56") == ("resnet20_cifar10", "56")
+    reproduce.parse_recipe("no_such_recipe", HERE)
+  with pytest.raises(ValueError, match="valid: "):
+    reproduce.parse_recipe("base", HERE)                  # the shared base is not a recipe
+  assert reproduce.parse_recipe("resnet20_cifar10:56", HERE) == ("resnet20_cifar10", "56")
   wd = str(tmp_path / "seed0")
   for code in (3, 0):   # a failed attempt, then a successful one
     got = reproduce.run_seed(["-c", f"print('hello'); raise SystemExit({code})"], wd,
@@ -227,10 +233,10 @@ def test_a_configs_expected_dict_overrides_the_table(monkeypatch):
   from experiments.configs import lenet5_fashion_mnist
   monkeypatch.setattr(lenet5_fashion_mnist, "EXPECTED", raising=False, value=dict(
       paper="≥ 90.0 % test accuracy", target=["accuracy", ">=", 0.9], unknown_key=1))
-  rec = report_lib.recipe("lenet5_fashion_mnist")
+  rec = report_lib.recipe("lenet5_fashion_mnist", RECIPES)
   assert rec.paper == "≥ 90.0 % test accuracy" and rec.target == ("accuracy", ">=", 0.9)
   assert rec.model == "lenet5" and rec.dataset == "fashion_mnist"   # kept from the table
-  assert report_lib.recipe("no_such_recipe") is None
+  assert report_lib.recipe("no_such_recipe", RECIPES) is None
 
 
 def test_code_identity_is_recorded_and_marked(tmp_path):
@@ -294,7 +300,7 @@ def test_ucr_recipes_have_one_row_per_dataset_with_its_paper_number(tmp_path):
       _write(wd, "run_info.json", {"recipe": "fcn1d_ucr", "config_arg": None, "seed": seed,
                                    "command": "c", "wall_time_sec": 6.0})
   text = report_lib.build_report(str(tmp_path / "runs"), str(tmp_path / "R.md"),
-                                 str(tmp_path / "fig"))
+                                 str(tmp_path / "fig"), package=RECIPES)
   italy = _row(text, "fcn1d_ucr_ItalyPowerDemand (fcn1d_ucr)")
   # 95.3 % is within 1.5 points of 96.3 %: met; 80.5 % is 3.8 points under 84.3 %: missed.
   assert italy[2] == "ucr/ItalyPowerDemand" and italy[3].endswith("(n=2) ✓"), italy
@@ -355,7 +361,7 @@ def test_a_selected_checkpoint_is_reported_as_such(tmp_path):
       "last_eval_accuracy": 0.5, "last_eval_loss": 0.9, "selected_step": 260,
       "selected_by": "train_loss (min)", "wall_time_sec": 5.0})
   text = report_lib.build_report(str(tmp_path / "runs"), str(tmp_path / "R.md"),
-                                 str(tmp_path / "fig"))
+                                 str(tmp_path / "fig"), package=RECIPES)
   row = _row(text, "fcn1d_ucr_ArrowHead (fcn1d_ucr)")
   assert row[3].startswith("46.67 % test accuracy † (n=1)"), row[3]
   assert ("† fcn1d_ucr_ArrowHead: the value of each run's selected checkpoint, chosen by "
@@ -396,7 +402,8 @@ def test_fine_tuning_runs_are_labelled_by_their_recipe(tmp_path):
   _write(wd, "final_metrics.json", final)
   _write(wd, "run_info.json", {"recipe": "lenet5_fashion_finetune", "config_arg": "finetune",
                                "seed": 0, "command": "c"})
-  text = report_lib.build_report(str(runs), str(tmp_path / "R.md"), str(tmp_path / "fig"))
+  text = report_lib.build_report(str(runs), str(tmp_path / "R.md"), str(tmp_path / "fig"),
+                                 package=RECIPES)
   for first_cell in ("fmnist1k_finetune (lenet5_fashion_finetune:finetune)",
                      "fmnist1k_scratch (lenet5_fashion_finetune:scratch)",
                      "ft_longer (fine-tuned from runs/lenet5_mnist)",

@@ -11,6 +11,8 @@ import pytest
 from cnnlab import report as report_lib
 from cnnlab.report import expected
 
+RECIPES = "experiments.configs"
+
 ISBI = ({"eval_pixel_error": 0.0734, "eval_dice_membrane": 0.912, "eval_mean_dice": 0.93},
         {"eval_pixel_error": 0.0812, "eval_dice_membrane": 0.898, "eval_mean_dice": 0.92})
 PHANTOMS = {"eval_dice_liver": 0.95, "eval_dice_kidney": 0.90, "eval_dice_spine": 0.84,
@@ -51,7 +53,8 @@ def report(tmp_path_factory):
   _run(str(root), "unet3d_phantoms", 0, "unet3d", "synthetic_phantoms", PHANTOMS,
        "unet3d_phantoms")
   out = tmp_path_factory.mktemp("docs")
-  text = report_lib.build_report(str(root), str(out / "RESULTS.md"), str(out / "figures"))
+  text = report_lib.build_report(str(root), str(out / "RESULTS.md"), str(out / "figures"),
+                                 package=RECIPES)
   return text, out
 
 
@@ -100,7 +103,7 @@ def test_a_missed_error_target_is_marked(tmp_path):
   _run(str(tmp_path / "runs"), "unet_isbi2012", 0, "unet", "isbi2012_em",
        {"eval_pixel_error": 0.2, "eval_dice_membrane": 0.5}, "unet_isbi2012")
   text = report_lib.build_report(str(tmp_path / "runs"), str(tmp_path / "R.md"),
-                                 str(tmp_path / "fig"))
+                                 str(tmp_path / "fig"), package=RECIPES)
   assert _row(text, "unet_isbi2012")[3] == ("0.2000 val pixel error; 0.500 val membrane Dice "
                                             "(n=1) ✗")
 

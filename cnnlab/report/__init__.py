@@ -3,7 +3,8 @@ regenerated on purpose) from the runs' own files — importable library code; ``
 experiments.report`` is its command.
 
     from cnnlab import report
-    report.build_report("runs", "runs/RESULTS.md", "runs/figures")
+    report.build_report("runs", "runs/RESULTS.md", "runs/figures",
+                        package="experiments.configs")     # the recipes package
 
 Modules: expected (what each recipe should give, from the recipes' ``EXPECTED``, and each
 recipe arm's settings), runs (reading workdirs and groups, and which recipe made them),
@@ -11,7 +12,7 @@ document (the Markdown and figures).
 """
 from cnnlab.report.document import (build_report, config_differences, fmt_duration,  # noqa
                                     fmt_metric, fmt_pct, group_row, mean_std)
-from cnnlab.report.expected import (DEFAULT_PACKAGE, METRIC_LABELS, Arm, Recipe,  # noqa
+from cnnlab.report.expected import (METRIC_LABELS, Arm, Recipe,  # noqa
                                     all_recipes, metric_label, metric_value, recipe,
                                     recipe_arms)
 from cnnlab.report.runs import (Identity, RunRecord, find_groups, group_recipe,  # noqa

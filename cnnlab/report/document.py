@@ -22,7 +22,7 @@ from typing import Any
 from cnnlab import provenance
 from cnnlab.data import datasets
 from cnnlab.explain import training_plots
-from cnnlab.report.expected import (DEFAULT_PACKAGE, Recipe, all_recipes, flatten,
+from cnnlab.report.expected import (Recipe, all_recipes, flatten,
                                     is_percentage, metric_label, metric_value)
 from cnnlab.report.runs import Identity, RunRecord, find_groups, identify
 
@@ -357,10 +357,10 @@ LEGEND = [
 
 
 def build_report(runs_dir: str, out_path: str, fig_dir: str, *,
-                 package: str = DEFAULT_PACKAGE, command: str | None = None) -> str:
+                 package: str, command: str | None = None) -> str:
   """Writes the Markdown report and its figures; returns the Markdown text. ``package``: the
-  recipes' package (whose modules' ``EXPECTED`` say what each should give); ``command``: the
-  command line shown as the page's origin (default: the report over ``runs_dir``)."""
+  recipes package (``cnnlab.recipes``; ``experiments.report`` passes ``experiments.configs``),
+  whose modules' ``EXPECTED`` say what each should give; ``command``: the command line shown as the page's origin (default: the report over ``runs_dir``)."""
   groups = find_groups(runs_dir) if os.path.isdir(runs_dir) else {}
   out_dir = os.path.dirname(os.path.abspath(out_path))
   who = {g: identify(g, runs, package) for g, runs in groups.items()}

@@ -1,5 +1,5 @@
 """What each recipe is expected to give, read from the recipes themselves: a config module in
-the recipes package (``experiments.configs`` by default) that defines ``EXPECTED = dict(...)``
+a recipes package (``cnnlab.recipes``; the report's caller names it) that defines ``EXPECTED = dict(...)``
 is a recipe of the report. Its paper numbers live there, next to the docstring that cites
 them — nowhere else.
 
@@ -28,11 +28,10 @@ settings per arm, by which the report recognises a run trained by hand from a re
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-import os
 
-DEFAULT_PACKAGE = "experiments.configs"
+from cnnlab import recipes as recipes_lib
+
 METRIC_LABELS = {"accuracy": "accuracy", "error": "error", "top5_accuracy": "top-5 accuracy",
                  "top5_error": "top-5 error"}                  # shown as percentages
 FRACTION_KEYS = {"pixel_error": "eval_pixel_error", "mean_dice": "eval_mean_dice",
@@ -77,10 +76,10 @@ class Recipe:
                                                if d != self.dataset]
 
 
-def recipe(name: str, package: str = DEFAULT_PACKAGE) -> Recipe | None:
+def recipe(name: str, package: str) -> Recipe | None:
   """The recipe ``name`` of ``package`` as its ``EXPECTED`` states it (None without one)."""
   try:
-    module = importlib.import_module(f"{package}.{name}")
+    module = recipes_lib.load(package, name)
   except ImportError:
     return None
   expected = getattr(module, "EXPECTED", None)
@@ -98,12 +97,9 @@ def recipe(name: str, package: str = DEFAULT_PACKAGE) -> Recipe | None:
   return Recipe(name=name, **known)
 
 
-def all_recipes(package: str = DEFAULT_PACKAGE) -> list[Recipe]:
+def all_recipes(package: str) -> list[Recipe]:
   """Every module of ``package`` that defines ``EXPECTED``, in their ``order``."""
-  directory = os.path.dirname(importlib.import_module(package).__file__)
-  names = sorted(f[:-3] for f in os.listdir(directory)
-                 if f.endswith(".py") and f not in ("__init__.py", "base.py"))
-  found = [r for r in (recipe(n, package) for n in names) if r is not None]
+  found = [r for r in (recipe(n, package) for n in recipes_lib.names(package)) if r is not None]
   return sorted(found, key=lambda r: (r.order, r.name))
 
 
@@ -177,17 +173,14 @@ def flatten(tree, prefix: str = "") -> dict:
   return out
 
 
-def recipe_arms(package: str = DEFAULT_PACKAGE) -> list[Arm]:
+def recipe_arms(package: str) -> list[Arm]:
   """Every recipe module of ``package`` with each of its ``ARMS`` (or its default config)."""
-  directory = os.path.dirname(importlib.import_module(package).__file__)
   arms = []
-  for f in sorted(os.listdir(directory)):
-    if not f.endswith(".py") or f in ("__init__.py", "base.py"):
-      continue
-    module = importlib.import_module(f"{package}.{f[:-3]}")
+  for name in recipes_lib.names(package):
+    module = recipes_lib.load(package, name)
     if not hasattr(module, "get_config"):
       continue
     for arg in getattr(module, "ARMS", (None,)):
       config = module.get_config() if arg is None else module.get_config(arg)
-      arms.append(Arm(f[:-3], arg, flatten(config.to_dict())))
+      arms.append(Arm(name, arg, flatten(config.to_dict())))
   return arms
