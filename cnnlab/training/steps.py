@@ -134,9 +134,14 @@ def make_eval_step(model: nn.Module, *, use_ema: bool = False, confusion: bool =
   return eval_step
 
 
-def jit_train_step(mesh: Mesh, train_step, state_sharding):
-  """The train step under jit: batch sharded on 'data', state replicated and donated."""
-  return jax.jit(train_step, in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
+def jit_train_step(mesh: Mesh, train_step, state_sharding, *, seed_axis: bool = False):
+  """The train step under jit: batch sharded on 'data', state replicated and donated. With
+  ``seed_axis`` the step is vmapped over a leading axis of seeds (state, batch and metrics
+  all carry it; cnnlab/training/seeds.py)."""
+  if seed_axis:
+    train_step = jax.vmap(train_step)
+  batch = parallel.batch_sharded(mesh, seed_axis=seed_axis)
+  return jax.jit(train_step, in_shardings=(state_sharding, batch),
                  out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
 
 
