@@ -68,6 +68,10 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.
 _VMAP = flags.DEFINE_bool("vmap", False, "Train the seeds together in this process: one "
                           "compiled train step over a leading seed axis; each seed's workdir "
                           "as its run alone writes it.")
+_SEED_MAP = flags.DEFINE_enum("seed_map", "auto", ["auto", "vmap", "unroll"], "With --vmap: how "
+                              "the step maps over the seeds (cnnlab/training/seeds.py): vmap "
+                              "(batched ops), unroll (each seed's ops as its lone run's, bit "
+                              "for bit), auto (unroll on a CPU, vmap on accelerators).")
 
 
 @contextlib.contextmanager
@@ -177,7 +181,8 @@ def _run_vmapped(plans, argvs, common: dict, group_command: str) -> None:
       spec = cli.resolve(config)
       cli.setup_compilation_cache(spec, workdirs[0])
       with cli.StopFlag() as stop:
-        return training.train_seeds(spec, seeds, workdirs, stop_requested=stop)
+        return training.train_seeds(spec, seeds, workdirs, stop_requested=stop,
+                                    seed_map=_SEED_MAP.value)
 
   for wd in workdirs:
     os.makedirs(wd, exist_ok=True)

@@ -133,13 +133,14 @@ def state(spec: RunSpec, module, tx, mesh_) -> tuple[StateInit, StateShardings]:
 
 
 def train_step(spec: RunSpec, module, opt: Optimizer, mesh_, shardings: StateShardings, *,
-               seed_axis: bool = False):
-  """The jitted train step; with ``seed_axis``, vmapped over a leading axis of seeds."""
+               seed_map: str | None = None):
+  """The jitted train step; with ``seed_map``, over a leading axis of seeds
+  (``steps.over_seeds``)."""
   fn = _step_factory(spec)(spec, module, opt.tx, opt.schedule, task(spec))
   if spec.transfer.freeze_batch_stats and opt.frozen and shardings.abstract.batch_stats:
     fn = transfer.keep_frozen_stats(fn, transfer.frozen_stats_mask(
         shardings.abstract.batch_stats, opt.frozen))
-  return steps.jit_train_step(mesh_, fn, shardings.sharding, seed_axis=seed_axis)
+  return steps.jit_train_step(mesh_, fn, shardings.sharding, seed_map=seed_map)
 
 
 def eval_step(spec: RunSpec, module, mesh_, shardings: StateShardings, *,
@@ -169,8 +170,11 @@ def train_batches(spec: RunSpec, feed_: pipeline.Feed, mesh_, start_step: int, *
                                start_step=start_step)
     return parallel.prefetch_to_device(host, mesh_)
   per_seed = [feed_.train_batches(global_batch_size=spec.loop.global_batch, seed=s,
-                                  start_step=start_step) for s in seeds]
-  return parallel.prefetch_to_device(_stacked(per_seed), mesh_, seed_axis=True)
+                                  start_step=start_step, background=False) for s in seeds]
+  stacked = _stacked(per_seed)
+  if feed_.family.in_memory:        # one thread makes every seed's batch
+    stacked = feed_.in_background(stacked)
+  return parallel.prefetch_to_device(stacked, mesh_, seed_axis=True)
 
 
 def _stacked(iterators: list[Iterator]) -> Iterator:

@@ -12,9 +12,20 @@ own, through the single run's pieces (cnnlab/training/loop.py: ``start_run``, ``
 ``RunBooks``): its workdir, lock, checkpointer (same files, hashes and integrity records),
 metrics.jsonl, config.json (with its seed), code_version.jsonl, transfer.json,
 final_metrics.json (with report_best's selected checkpoint). So a seed's workdir is what a run
-alone writes, and ``report``, resume, evaluate, predict and visualize read it unchanged; a
-seed's numbers equal its lone run's up to float rounding (the batched programs round
-differently; tests/test_seeds.py).
+alone writes, and ``report``, resume, evaluate, predict and visualize read it unchanged.
+
+How the one step maps over the seeds (``seed_map``, cnnlab/training/steps.py ``over_seeds``):
+- 'unroll' traces the lone step once per seed into the one program: each seed's ops are its
+  lone run's, so its results are the lone run's to the bit (tests/test_seeds.py compares
+  parameter fingerprints). The default on a CPU: on the 2-core machine of issue 29, fcn1d's
+  step for 4 seeds cost 4.3x one seed's CPU time unrolled, 4.3-5.3x vmapped with the oneDNN
+  convolutions (which loop over the seeds inside the program) and 5.7x vmapped with XLA's
+  (a vmapped convolution becomes a grouped one, slow on XLA:CPU) — and vmap's rounding, though
+  tiny per step, grew over 1,650 steps of ItalyPowerDemand to a test accuracy 9 examples of
+  1,029 away from the lone run's.
+- 'vmap' vectorises the step (one batched op per op): the default on accelerators, where
+  batched kernels are what makes seeds cheap; equal to the lone run up to float rounding.
+Compile time grows with the number of seeds when unrolled (about N times the lone step's).
 
 Resuming: each seed restores its own latest checkpoint. Seeds at different steps (a hard kill
 leaves each at its own last save, e.g. with checkpoint_best_only) are brought to a common step
@@ -40,7 +51,7 @@ import jax.numpy as jnp
 
 from cnnlab import workdir_lock
 from cnnlab.config import ConfigError, RunSpec
-from cnnlab.training import builders, loop as loop_lib
+from cnnlab.training import builders, loop as loop_lib, steps
 from cnnlab.training.parts import Parts, build_parts
 from cnnlab.training.trained import resolve_run
 
@@ -51,20 +62,37 @@ def with_seed(spec: RunSpec, seed: int) -> RunSpec:
 
 
 def train_seeds(spec: RunSpec, seeds: Sequence[int], workdirs: Sequence[str], *,
-                stop_requested: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+                stop_requested: Callable[[], bool] = lambda: False,
+                seed_map: str = "auto") -> list[dict[str, Any]]:
   """Trains ``seeds`` of ``spec`` (its own seed is ignored) together, seed k in
   ``workdirs[k]``, resuming each from its checkpoints; returns their final metrics in order.
 
   ``spec``: a RunSpec or a config (resolved like ``train_and_evaluate``'s). Each workdir is
   locked as a lone run locks it. On a stop request every seed is checkpointed and
-  ``Preempted`` raised; rerunning the same call resumes them all."""
+  ``Preempted`` raised; rerunning the same call resumes them all. ``seed_map``: how the step
+  maps over the seeds (``steps.over_seeds``): 'vmap', 'unroll', or 'auto' (see
+  ``choose_seed_map``)."""
   if not isinstance(spec, RunSpec):
     spec = resolve_run(spec)
   seeds, workdirs = _checked(spec, seeds, workdirs)
+  how, why = choose_seed_map(seed_map)
   with contextlib.ExitStack() as locks:
     for wd in workdirs:
       locks.enter_context(workdir_lock.hold_for_run(wd, process_index=0))
-    return _train_seeds(spec, seeds, workdirs, stop_requested)
+    return _train_seeds(spec, seeds, workdirs, stop_requested, (how, why))
+
+
+def choose_seed_map(seed_map: str = "auto", platform: str | None = None) -> tuple[str, str]:
+  """(how the step maps over seeds, why). 'auto': 'unroll' on a CPU, 'vmap' on accelerators
+  (see the module docstring for the measurements behind it)."""
+  if seed_map not in ("auto", *steps.SEED_MAPS):
+    raise ConfigError(f"seed_map={seed_map!r} is not one of auto, {', '.join(steps.SEED_MAPS)}")
+  if seed_map != "auto":
+    return seed_map, "as asked"
+  platform = platform or jax.devices()[0].platform
+  if platform == "cpu":
+    return "unroll", "auto on a CPU: each seed's step as its lone run's, bit for bit"
+  return "vmap", f"auto on {platform}: batched ops"
 
 
 def _checked(spec: RunSpec, seeds, workdirs) -> tuple[list[int], list[str]]:
@@ -92,15 +120,18 @@ class _Member:
   books: loop_lib.RunBooks
 
 
-def _train_seeds(spec: RunSpec, seeds, workdirs, stop_requested) -> list[dict[str, Any]]:
+def _train_seeds(spec: RunSpec, seeds, workdirs, stop_requested, seed_map) -> list[dict[str, Any]]:
   parts = build_parts(spec)
   finals: dict[int, dict] = {}
   members = _open(spec, parts, seeds, workdirs, finals)
   if members:
-    loop_lib.describe(spec, parts, seeds=f", {len(members)} seeds in one vmapped step "
-                      f"({', '.join(str(m.seed) for m in members)})")
+    loop_lib.describe(spec, parts, seeds=f"; seeds {', '.join(str(m.seed) for m in members)} "
+                      f"in one step, {seed_map[0]} ({seed_map[1]})")
     _check_steps(spec, members)
-    for m, final in zip(members, _train_group(spec, parts, members, stop_requested)):
+    train_step = builders.train_step(spec, parts.model, parts.optimizer, parts.mesh,
+                                     parts.shardings, seed_map=seed_map[0])
+    for m, final in zip(members, _train_group(spec, parts, train_step, members,
+                                              stop_requested)):
       finals[m.seed] = final
   return [finals[s] for s in seeds]
 
@@ -137,12 +168,10 @@ def _check_steps(spec: RunSpec, members: list[_Member]) -> None:
                       f"this run's last step {total}: train it alone (without --vmap)")
 
 
-def _train_group(spec: RunSpec, parts: Parts, members: list[_Member],
+def _train_group(spec: RunSpec, parts: Parts, train_step, members: list[_Member],
                  stop_requested) -> list[dict]:
   """Trains the members from their own steps to the end, the laggards first (see the module
   docstring); returns their final metrics in ``members`` order."""
-  train_step = builders.train_step(spec, parts.model, parts.optimizer, parts.mesh,
-                                   parts.shardings, seed_axis=True)
   pick = jax.jit(lambda state, i: jax.tree.map(lambda x: x[i], state),
                  out_shardings=parts.shardings.sharding)
   loop = loop_lib.Loop([], train_step, parts.sync, pick)

@@ -134,13 +134,35 @@ def make_eval_step(model: nn.Module, *, use_ema: bool = False, confusion: bool =
   return eval_step
 
 
-def jit_train_step(mesh: Mesh, train_step, state_sharding, *, seed_axis: bool = False):
+SEED_MAPS = ("vmap", "unroll")
+
+
+def over_seeds(train_step, how: str):
+  """``train_step`` mapped over a leading axis of seeds (state, batch and metrics all carry
+  it). 'vmap' vectorises it: one batched op per op of the step. 'unroll' traces the step once
+  per seed into the same program: each seed's ops are exactly its lone run's (bit-identical
+  results), independent of each other, so the runtime may overlap them."""
+  if how == "vmap":
+    return jax.vmap(train_step)
+  if how != "unroll":
+    raise ValueError(f"seed map {how!r} is not one of {', '.join(SEED_MAPS)}")
+
+  def unrolled(state, batch):
+    n = jax.tree.leaves(batch)[0].shape[0]
+    take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+    outs = [train_step(take(state, i), take(batch, i)) for i in range(n)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+  return unrolled
+
+
+def jit_train_step(mesh: Mesh, train_step, state_sharding, *, seed_map: str | None = None):
   """The train step under jit: batch sharded on 'data', state replicated and donated. With
-  ``seed_axis`` the step is vmapped over a leading axis of seeds (state, batch and metrics
-  all carry it; cnnlab/training/seeds.py)."""
-  if seed_axis:
-    train_step = jax.vmap(train_step)
-  batch = parallel.batch_sharded(mesh, seed_axis=seed_axis)
+  ``seed_map`` ('vmap' | 'unroll', see ``over_seeds``) it steps several seeds at once over a
+  leading axis (cnnlab/training/seeds.py); the batch axis after it is the one sharded."""
+  if seed_map is not None:
+    train_step = over_seeds(train_step, seed_map)
+  batch = parallel.batch_sharded(mesh, seed_axis=seed_map is not None)
   return jax.jit(train_step, in_shardings=(state_sharding, batch),
                  out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
 
