@@ -17,6 +17,18 @@ from clu import metric_writers, parameter_overview
 METRICS_FILE = "metrics.jsonl"
 
 
+def strict_json(value):
+  """``value`` with every non-finite float (a class absent from truth and prediction has no
+  Dice) replaced by None, so the files are strict JSON that any reader takes."""
+  if isinstance(value, dict):
+    return {k: strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
 class MetricWriter:
   """TensorBoard + JSONL scalars for one workdir."""
 
@@ -35,7 +47,8 @@ class MetricWriter:
     clean = {k: float(v) for k, v in scalars.items()}
     try:
       self._tb.write_scalars(int(step), clean)
-      self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
+      row = strict_json({"step": int(step), "time": time.time(), **clean})
+      self._jsonl.write(json.dumps(row, allow_nan=False) + "\n")
     except OSError as e:  # disk full, unwritable: say where
       raise OSError(e.errno, f"cannot write metrics to {self._jsonl.name}: {e.strerror}") from e
 

@@ -20,6 +20,7 @@ def describe(*, probe_onednn: bool = True) -> Devices:
   processes = jax.process_count()
   reason = "not probed"
   if platform == "cpu" and processes == 1 and probe_onednn:
-    reason = "" if onednn.available() else onednn.unavailable_reason()
+    usable, why = onednn.status()
+    reason = "" if usable else why
   return Devices(platform=platform, process_count=processes, device_count=jax.device_count(),
                  onednn=reason)

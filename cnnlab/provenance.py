@@ -10,6 +10,8 @@ import os
 import subprocess
 import time
 
+from cnnlab import metrics
+
 FILE = "code_version.jsonl"
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +41,6 @@ def record(workdir: str, start_step: int) -> dict:
 
 
 def read(workdir: str) -> list[dict]:
-  from cnnlab import metrics
   return metrics.read_jsonl(workdir, FILE)
 
 

@@ -78,10 +78,9 @@ def main(argv):
     if FLAGS.cpu_kernels:
       variants["cpu"] = _step(kernels.CPU.conv, stride, kernel, groups)
     for layout in FLAGS.weights:
-      onednn.WEIGHTS_ANY = layout == "any"  # read at trace time
-      variants[layout] = _step(onednn.conv, stride, kernel, groups)
+      variants[layout] = _step(onednn.make_conv(weights_any=layout == "any"), stride, kernel,
+                               groups)
       jax.block_until_ready(variants[layout](x, w))
-    onednn.WEIGHTS_ANY = False
     jax.block_until_ready(variants["xla"](x, w))
     times = {k: [] for k in variants}
     for _ in range(FLAGS.rounds):

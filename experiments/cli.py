@@ -14,10 +14,9 @@ from absl import logging as absl_logging
 # (``run`` applies them; a value the user exported wins):
 # - TF_CPP_MIN_LOG_LEVEL: TensorFlow feeds the input pipeline only; its C++ start-up lines
 #   (oneDNN notices, absl pre-init warnings) are silenced before TensorFlow loads.
-# - OMP_WAIT_POLICY: the oneDNN convolution extension runs on GNU OpenMP, whose threads spin
-#   while they wait by default; on a machine whose cores are shared that made small
-#   convolutions 2-7x slower (BUILD_NOTES, issue 17). libgomp reads it once, when it loads.
-PROCESS_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+# (OpenMP's wait policy for the oneDNN extension is the library's own business since issue 29:
+# cnnlab.models.onednn_library loads libgomp passive without touching os.environ.)
+PROCESS_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def set_process_env() -> None:
@@ -228,7 +227,8 @@ def _causes(e: BaseException) -> list[BaseException]:
 
 
 def _config_arg(argv) -> str:
-  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+  """The --config value absl uses: the last one given."""
+  return next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("--config=")), "?")
 
 
 def flag_error_line(e: BaseException, argv) -> str:

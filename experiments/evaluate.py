@@ -4,8 +4,14 @@ r"""Evaluates a trained workdir — or torchvision weights — on a split.
     python -m experiments.evaluate --config=experiments/configs/resnet50_imagenet.py \
         --torchvision_weights=resnet50.pth --workdir=runs/r50_tv
 
-Writes ``eval_<split>.json`` (top-1, top-5, loss, count, per-class accuracy, confusion matrix) to
-the workdir and prints a summary. Every example of the split is counted exactly once.
+Writes ``eval_<split>.json`` to the workdir and prints a one-line summary. Every example of the
+split is counted exactly once. What it holds depends on the run's task:
+- classification: top-1, top-5, loss, count, per-class accuracy, the confusion matrix;
+- segmentation (every image / volume of the split predicted whole by tiles, as training's
+  evaluation does): ``eval_dice_<class>`` and ``eval_iou_<class>`` per class, ``eval_mean_dice``
+  / ``eval_mean_iou`` (class 0 left out when it is named "background"), ``eval_pixel_error``,
+  ``eval_loss`` (cross-entropy per labelled pixel), ``eval_count`` (images), and
+  ``confusion_matrix``: labelled pixels (voxels) by true class (rows) and predicted class.
 """
 import json
 import os
@@ -29,6 +35,7 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
   None for the workdir's own config.json."""
   import jax
   import numpy as np
+  from cnnlab import metrics
   from cnnlab.interop import evaluation
   from cnnlab.training import load_trained
 
@@ -39,16 +46,21 @@ def evaluate(config, workdir, *, checkpoint="latest", split=None, torchvision_we
     t = load_trained(workdir, checkpoint, spec=config, confusion=True)
     source = os.path.join(workdir, "checkpoints", str(t.step))
   split = split or t.spec.data.eval_split
-  result = t.parts.evaluate(t.state, split)
-  confusion = result.pop("confusion")
-  per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
-  result.update(split=split, source=source, per_class_accuracy=per_class.tolist(),
-                confusion_matrix=confusion.astype(int).tolist(),
+  if t.spec.model.task == "segment":
+    from cnnlab.training import segmentation
+    result = segmentation.evaluate(t.parts, t.state, split, confusion=True)
+    confusion = result.pop("confusion")
+  else:
+    result = t.parts.evaluate(t.state, split)
+    confusion = result.pop("confusion")
+    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    result["per_class_accuracy"] = per_class.tolist()
+  result.update(split=split, source=source, confusion_matrix=confusion.astype(int).tolist(),
                 class_names=list(t.class_names) if t.class_names else None)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-      json.dump(result, f)
+      json.dump(metrics.strict_json(result), f, allow_nan=False)
   return result
 
 
@@ -65,11 +77,21 @@ def main(argv):
     r = evaluate(cli.load_config(_CONFIG, required=False), workdir,
                  checkpoint=_CHECKPOINT.value,
                  split=_SPLIT.value, torchvision_weights=_TV.value)
-  top5 = f" top5={r['eval_top5']:.4f}" if "eval_top5" in r else ""
-  print(f"{r['split']}: top1={r['eval_accuracy']:.4f}{top5} "
-        f"loss={r['eval_loss']:.4f} count={int(r['eval_count'])} -> "
-        f"{os.path.join(workdir, 'eval_' + r['split'] + '.json')}")
+  print(summary(r, os.path.join(workdir, "eval_" + r["split"] + ".json")))
 
+
+def summary(r: dict, path: str) -> str:
+  """The one line printed for a result of ``evaluate``."""
+  head = f"{r['split']}: "
+  if "eval_mean_dice" in r:
+    dice = " ".join(f"{k[len('eval_dice_'):]}={v:.4f}" for k, v in r.items()
+                    if k.startswith("eval_dice_"))
+    head += (f"mean_dice={r['eval_mean_dice']:.4f} mean_iou={r['eval_mean_iou']:.4f} "
+             f"pixel_error={r['eval_pixel_error']:.4f} dice: {dice} ")
+  else:
+    top5 = f" top5={r['eval_top5']:.4f}" if "eval_top5" in r else ""
+    head += f"top1={r['eval_accuracy']:.4f}{top5} "
+  return head + f"loss={r['eval_loss']:.4f} count={int(r['eval_count'])} -> {path}"
 
 if __name__ == "__main__":
   cli.run(main)

@@ -5,10 +5,21 @@ r"""Runs a trained model on your own files and says what it sees.
         [--grey] [--resize] [--invert] \
         [--explain=gradcam|saliency|smoothgrad|integrated_gradients|occlusion] [--layer=NAME]
 
-Each ``--inputs`` entry is a file or a folder (its supported files): PNG/JPEG images, ``.npy``
-or NIfTI volumes, ``.ts``/``.csv`` series — prepared as the training pipeline prepares its
-evaluation examples (cnnlab/explain/user_files.py). Prints one line per input: its path and the
+Each ``--inputs`` entry is a file or a folder (its supported files and DICOM series
+sub-folders): PNG/JPEG/TIFF images, ``.npy`` or NIfTI volumes, a DICOM series folder (one
+volume), ``.ts``/``.csv`` series — prepared as the training pipeline prepares its evaluation
+examples (cnnlab/explain/user_files.py). Prints one line per input: its path and the
 ``--top_k`` classes by name with their probabilities.
+
+A segmentation run instead predicts each input whole, at its own size, by the run's tiled
+inference, and writes ONE mask per input into ``masks/`` beside the CSV (the folder of
+``--out``; ``<workdir>/masks/`` by default): ``masks/<input stem>.png`` (uint8 class indices,
+the image's size) for an image, ``masks/<stem>.nii.gz`` with the input's affine for a volume
+(a ``.npy`` volume: the identity, noted in the CSV); ``-2``, ``-3``... is added to a name
+already taken. Its CSV has the columns path, mask, shape, spacing_mm, ``pixels_<class>`` (2-D)
+or ``voxels_<class>`` and ``ml_<class>`` (3-D: volume in mL where the voxel spacing is known),
+notes, error; each input's line gives every class's share (cnnlab/explain/mask_files.py).
+``--top_k`` does not apply; ``--explain`` and ``--resize`` are refused.
 
 Each invocation writes its own CSV (columns path, predicted, probability, top_k, notes, error)
 and never overwrites one: ``--out`` when given (refused if that file exists), else
@@ -68,23 +79,28 @@ _INVERT = cli.shared_flag(flags.DEFINE_bool, "invert", False, "Invert images (25
 def _prepare(run, paths, conversions):
   """``[(name, input or None, notes, error or None)]`` for the files and folders in ``paths``,
   in their order (a .ts file gives one entry per series)."""
+  return list(_prepared(run, paths, conversions))
+
+
+def _prepared(run, paths, conversions):
+  """``_prepare``'s entries one at a time (each input read when its turn comes)."""
   from cnnlab.explain import user_files
   preparer = user_files.Preparer(run.feed, run.input_shape,
                                  conversions or user_files.Conversions())
-  items = []
   for path, error in user_files.collect(paths):
     if error:
-      items.append((path, None, [], error))
+      yield path, None, [], error
       continue
     try:
-      for name, raw in user_files.read(path):
-        try:
-          items.append((name, *preparer.prepare(name, raw), None))
-        except user_files.InputError as e:
-          items.append((name, None, [], str(e).split(": ", 1)[-1]))
+      entries = user_files.read(path)
     except user_files.InputError as e:
-      items.append((path, None, [], str(e).split(": ", 1)[-1]))
-  return items
+      yield path, None, [], str(e).split(": ", 1)[-1]
+      continue
+    for name, raw in entries:
+      try:
+        yield (name, *preparer.prepare(name, raw), None)
+      except user_files.InputError as e:
+        yield name, None, [], str(e).split(": ", 1)[-1]
 
 
 def _explain(run, method, x, probs, names, out_dir, layer):
@@ -132,9 +148,9 @@ def _new_file(out: str | None, workdir: str):
   raise ConfigError(f"{folder}: 999 prediction files named {stamp}*.csv already")
 
 
-def _write_csv(f, rows) -> str:
+def _write_csv(f, rows, columns=CSV_COLUMNS) -> str:
   with f:
-    writer = csv.DictWriter(f, CSV_COLUMNS)
+    writer = csv.DictWriter(f, columns)
     writer.writeheader()
     writer.writerows(rows)
   return f.name
@@ -179,6 +195,8 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
     raise ConfigError(f"--top_k={top_k} must be >= 1")
   _check_out(out)
   run = load_trained(workdir, checkpoint)
+  if run.spec.model.task == "segment":
+    return _segment(run, inputs, out=out, explain=explain, conversions=conversions)
   items = _prepare(run, inputs, conversions)
   ready = [(name, x) for name, x, _, error in items if error is None]
   names = [n for n, _ in ready]
@@ -195,6 +213,53 @@ def predict(workdir, inputs, *, checkpoint="auto", top_k=3, out=None, explain=No
     for picture in _explain(run, explain, x, probs, names, out_dir, layer):
       print(f"explanation: {picture}")
   return rows, len(items) - len(ready)
+
+
+def _mask_folder(out: str | None, workdir: str) -> str:
+  """``masks/`` beside the CSV named by ``--out``, else ``<workdir>/masks``."""
+  if out:
+    return os.path.join(os.path.dirname(os.path.abspath(out)), "masks")
+  return os.path.join(workdir, "masks")
+
+
+def _segment(run, inputs, *, out, explain, conversions) -> tuple[list[dict], int]:
+  """A segmentation run: one mask per input (cnnlab/explain/mask_files.py), a CSV row each
+  with the counts per class; returns (rows, number of failed inputs)."""
+  from cnnlab.explain import mask_files
+  from cnnlab.training import ConfigError
+  if explain:
+    raise ConfigError(f"--explain={explain}: heat maps explain a classification; a "
+                      "segmentation run writes masks (leave --explain out)")
+  if conversions is not None and conversions.resize:
+    raise ConfigError("--resize: a segmentation run predicts each input at its own size "
+                      "(tiled inference); leave --resize out")
+  names = [run.class_name(k) for k in range(run.spec.model.num_classes)]
+  rank = len(run.input_shape) - 1
+  predict, folder = mask_files.predictor(run), _mask_folder(out, run.workdir)
+  rows, failed = [], 0
+  for name, x, notes, error in _prepared(run, inputs, conversions):
+    for note in notes:
+      print(f"{name}: {note}", flush=True)
+    if error is None:
+      try:
+        geometry = mask_files.geometry_of(name.split("#")[0], rank)
+        m = mask_files.write_mask(predict(x).argmax(-1), folder, name, geometry, len(names))
+      except (ValueError, OSError) as e:
+        error = str(e).splitlines()[0]
+    if error is not None:
+      print(f"error: {name}: {error}", file=sys.stderr, flush=True)
+      rows.append({"path": name, "notes": " | ".join(notes), "error": error})
+      failed += 1
+      continue
+    row = mask_files.csv_row(m, names)
+    row["notes"] = " | ".join([*notes, *m.notes])
+    rows.append(row)
+    for note in m.notes:
+      print(f"{name}: {note}", flush=True)
+    print(mask_files.summary(m, names), flush=True)
+  path = _write_csv(_new_file(out, run.workdir), rows, mask_files.csv_columns(names, rank))
+  print(f"predictions: {path}")
+  return rows, failed
 
 
 def main(argv):

@@ -38,7 +38,7 @@ def main(argv):
     info = datasets.get(_DATASET.value)
   except ValueError as e:
     cli.usage_error(f"--dataset={_DATASET.value!r} is invalid: {str(e).split(': ', 1)[1]}")
-  if not _SOURCE_DIR.value and info.name != datasets.SYNTHETIC_VOLUMES:
+  if not _SOURCE_DIR.value and info.name not in datasets.GENERATED:
     cli.usage_error("--source_dir is required (the directory holding "
                     f"{', '.join(prepare.expected_files(_DATASET.value))})")
   tfds.disable_progress_bar()

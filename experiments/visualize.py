@@ -5,7 +5,8 @@ r"""Pictures of a trained workdir: what the network learned, where it looks, how
         [--layer=conv1,conv2] [--image_index=0] [--split=test] [--out_dir=DIR] \
         [--checkpoint=auto|best|latest|STEP]
 
-``--what`` lists any of (default filters,feature_maps,curves,confusion):
+``--what`` lists any of (default filters,feature_maps,curves,confusion; for a segmentation run
+overlay,contours,dice,curves):
 - ``filters``: the kernels of each ``--layer`` (default: the first convolution called);
 - ``feature_maps``: the input and the maps of each ``--layer`` (default: the first layer with a
   spatial output) for example ``--image_index`` of the eval split;
@@ -15,8 +16,19 @@ r"""Pictures of a trained workdir: what the network learned, where it looks, how
 - ``mistakes``: the most confident mistakes among the first ``--max_examples`` eval examples;
 - ``curves``: loss and accuracy against steps and wall time, from ``metrics.jsonl``;
 - ``confusion``: from ``eval_<split>.json`` (python -m experiments.evaluate), else computed on
-  the first ``--max_examples`` examples.
-PNGs go to ``--out_dir`` (default ``<workdir>/figures``); each path is printed.
+  the first ``--max_examples`` examples (segmentation: labelled pixels by true and predicted
+  class, from that file or over the whole split).
+For a segmentation run, example ``--image_index`` of the split is predicted whole (the run's
+tiled inference) and drawn (cnnlab/explain/masks.py):
+- ``overlay``: the predicted mask over the input (a volume: three orthogonal slices through
+  the centre of its largest structure);
+- ``contours``: the outline of each class in the truth (solid) and the prediction (dashed);
+- ``dice``: the example's Dice per class as bars, beside the split's from
+  ``eval_<split>.json`` when that file is of the same checkpoint.
+``feature_maps`` then shows the maps of the example's central tile (``dataset.tile_shape``);
+the attributions and ``mistakes`` are for classification runs and are refused.
+PNGs go to ``--out_dir`` (default ``<workdir>/figures``), named ``<kind>.png``
+(``<kind>_<layer>.png`` per layer); each path is printed.
 
 Exit status: 0 done; 2 usage error (never-trained workdir, unknown --what or layer, bad values).
 """
@@ -33,6 +45,9 @@ from experiments import cli
 KINDS = ("filters", "feature_maps", "saliency", "smoothgrad", "integrated_gradients",
          "gradcam", "occlusion", "mistakes", "curves", "confusion")
 DEFAULT_WHAT = ("filters", "feature_maps", "curves", "confusion")
+MASK_KINDS = ("overlay", "contours", "dice")
+SEGMENTATION_KINDS = MASK_KINDS + ("filters", "feature_maps", "curves", "confusion")
+DEFAULT_SEGMENTATION = ("overlay", "contours", "dice", "curves")
 MAX_MAPS, MAX_FILTERS = 64, 96     # panels per grid
 ATTRIBUTIONS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
 
@@ -42,7 +57,10 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the PNGs (defaul
                                "<workdir>/figures).")
 _CHECKPOINT = cli.shared_string_flag("checkpoint", "latest", "auto (best, else latest), best, "
                                      "latest, or a step number.")
-_WHAT = flags.DEFINE_list("what", list(DEFAULT_WHAT), f"Pictures to draw: {', '.join(KINDS)}.")
+_WHAT = flags.DEFINE_list("what", None, f"Pictures to draw: {', '.join(KINDS)}; for a "
+                          f"segmentation run {', '.join(SEGMENTATION_KINDS)} (default: "
+                          f"{','.join(DEFAULT_WHAT)}; segmentation: "
+                          f"{','.join(DEFAULT_SEGMENTATION)}).")
 _LAYER = cli.shared_string_flag("layer", None, "Layer name(s), comma-separated, for filters, "
                                 "feature_maps and gradcam.")
 _IMAGE_INDEX = flags.DEFINE_integer("image_index", 0, "Index of the example in the eval split.")
@@ -57,13 +75,20 @@ def _load_json(path):
     return json.load(f)
 
 
-def check_what(what) -> tuple[str, ...]:
+def check_what(what, segmentation: bool = False) -> tuple[str, ...]:
+  """The picture kinds asked for, checked against the run's task."""
   from cnnlab.training import ConfigError
   what = tuple(w.strip() for w in what if w.strip())
-  bad = [w for w in what if w not in KINDS]
+  valid = SEGMENTATION_KINDS if segmentation else KINDS
+  bad = [w for w in what if w not in valid]
   if bad or not what:
+    other = [w for w in bad if w in KINDS + MASK_KINDS]
+    if other:
+      needs = "a classification" if segmentation else "a segmentation"
+      raise ConfigError(f"--what={','.join(what)!r}: {', '.join(other)} is drawn for {needs} "
+                        f"run only; this run's kinds: {', '.join(valid)}")
     raise ConfigError(f"--what={','.join(what)!r}: {', '.join(bad) or 'nothing'} is not a "
-                      f"picture kind; valid: {', '.join(KINDS)}")
+                      f"picture kind; valid: {', '.join(valid)}")
   return what
 
 
@@ -162,24 +187,90 @@ def _curves(workdir, config, out_dir):
       title=f"{config.model.name} on {config.dataset.name}")}
 
 
-def _confusion(run, workdir, config, split, max_examples, out_dir, load):
+def _confusion(run, workdir, config, split, max_examples, out_dir, load, segment=False):
   from cnnlab.explain import training_plots
   ev = _load_json(os.path.join(workdir, f"eval_{split}.json"))
   if ev and "confusion_matrix" in ev:
-    matrix, acc, where = np.asarray(ev["confusion_matrix"]), ev["eval_accuracy"], ""
+    matrix, where = np.asarray(ev["confusion_matrix"]), ""
     names = ev.get("class_names") or _catalogue_names(config)
+  elif segment:
+    from cnnlab.training import segmentation
+    run = run or load()
+    matrix = segmentation.evaluate(run.parts, run.state, split, confusion=True)["confusion"]
+    where, names = "", run.class_names
   else:
     run = run or load()
     _, labels, probs = _predictions(run, split, max_examples)
     k = probs.shape[-1]
     matrix = np.bincount(labels * k + probs.argmax(-1), minlength=k * k).reshape(k, k)
-    acc, where = float(np.trace(matrix) / matrix.sum()), f" ({len(labels)} examples)"
-    names = run.class_names
+    where, names = f" ({len(labels)} examples)", run.class_names
+  acc = float(np.trace(matrix) / max(matrix.sum(), 1))
   return {"confusion": training_plots.plot_confusion(
       matrix, os.path.join(out_dir, "confusion.png"),
       class_names=names if names and len(names) == len(matrix) else None,
       title=f"{config.model.name} on {config.dataset.name}, {split} split{where}: "
-            f"{100 * acc:.2f} %")}
+            f"{100 * acc:.2f} %" + (" of labelled pixels right" if segment else ""))}
+
+
+def _is_segmentation(config) -> bool:
+  from cnnlab.data import datasets, families
+  try:
+    return families.get(datasets.get(config.dataset.name).family).task == "segment"
+  except ValueError:
+    return False
+
+
+def _segment_example(run, split, index):
+  """(input, truth mask, predicted mask) of example ``index`` of ``split``, predicted whole."""
+  import itertools
+  from cnnlab.explain import mask_files
+  found = next(itertools.islice(run.feed.whole_examples(split), index, None), None)
+  if found is None:
+    n = sum(1 for _ in run.feed.whole_examples(split))
+    raise ValueError(f"--image_index={index}: the {split} split has {n} examples")
+  x, truth = found
+  return x, truth, mask_files.predictor(run)(x).argmax(-1)
+
+
+def _split_dice(run, workdir, split):
+  """The split's Dice per class from eval_<split>.json when it is of this checkpoint."""
+  ev = _load_json(os.path.join(workdir, f"eval_{split}.json")) or {}
+  if not str(ev.get("source", "")).endswith(os.path.join("checkpoints", str(run.step))):
+    return None
+  names = [run.class_name(k) for k in range(run.spec.model.num_classes)]
+  return [ev.get(f"eval_dice_{n}", float("nan")) for n in names]
+
+
+def _masks(run, kind, example, split, index, workdir, out_dir):
+  from cnnlab.explain import masks
+  x, truth, pred = example
+  names = [run.class_name(k) for k in range(run.spec.model.num_classes)]
+  path = os.path.join(out_dir, f"{kind}.png")
+  head = f"{run.name}, {split} example {index}, step {run.step}"
+  if kind == "overlay":
+    return {kind: masks.plot_overlay(x, pred, path, class_names=names,
+                                     title=f"{head}: predicted mask")}
+  s = masks.example_scores(truth, pred, len(names))
+  if not (np.asarray(truth) != masks.IGNORE_LABEL).any():
+    raise ValueError(f"{kind}: {split} example {index} has no labelled pixel; pick a "
+                     "labelled split (--split)")
+  if kind == "contours":
+    return {kind: masks.plot_contours(x, truth, pred, path, class_names=names,
+                                      title=f"{head}: truth (solid) vs prediction (dashed), "
+                                            f"pixel error {float(s['pixel_error']):.4f}")}
+  return {kind: masks.plot_dice(s["dice"], path, class_names=names,
+                                split_dice=_split_dice(run, workdir, split),
+                                split_label=f"{split} split",
+                                title=f"{head}: Dice per class")}
+
+
+def _central_tile(run, x):
+  """The example's central ``tile_shape`` window (zero-padded where it is smaller)."""
+  tile = tuple(run.spec.data.options["tile_shape"])
+  pad = [(0, max(0, t - n)) for t, n in zip(tile, x.shape[:-1])] + [(0, 0)]
+  x = np.pad(x, pad)
+  start = [(n - t) // 2 for n, t in zip(x.shape[:-1], tile)]
+  return x[tuple(slice(a, a + t) for a, t in zip(start, tile))]
 
 
 def _catalogue_names(config):
@@ -192,46 +283,70 @@ def _eval_split(config) -> str:
   return datasets.get(config.dataset.name).eval_split
 
 
-def visualize(workdir: str, out_dir: str, *, what=DEFAULT_WHAT, checkpoint: str = "latest",
+def visualize(workdir: str, out_dir: str, *, what=None, checkpoint: str = "latest",
               layers=(), image_index: int = 0, split: str | None = None,
               max_examples: int = 2000) -> dict[str, str]:
-  """Writes the pictures; returns ``{kind: path}`` (``kind[layer]`` when several layers)."""
+  """Writes the pictures; returns ``{kind: path}`` (``kind[layer]`` when several layers).
+  ``what``: None for the run's defaults (DEFAULT_WHAT, or DEFAULT_SEGMENTATION)."""
   import ml_collections
   from cnnlab import config as config_lib
   from cnnlab.training import ConfigError, load_trained, workdir_config
-  what = check_what(what)
   if image_index < 0:
     raise ConfigError(f"--image_index={image_index} must be >= 0")
   layers = [l for l in layers if l]
   config = ml_collections.ConfigDict(config_lib.complete(workdir_config(workdir)).to_dict())
+  segment = _is_segmentation(config)
+  what = check_what(what or (DEFAULT_SEGMENTATION if segment else DEFAULT_WHAT), segment)
   needs_model = [w for w in what if w not in ("curves", "confusion")]
   run = load_trained(workdir, checkpoint) if needs_model else None
   split = split or (run.spec.data.eval_split if run else
                     config.dataset.eval_split or _eval_split(config))
   out = {}
-  if run is not None and {"feature_maps", *ATTRIBUTIONS} & set(what):
-    xs, ys = run.feed.examples(split, start=image_index, limit=1)
-    x, label = xs[0], int(ys[0])
+  try:
+    x, label, example = _example(run, what, split, image_index, segment)
+  except ValueError as e:   # example out of range
+    raise ConfigError(str(e).splitlines()[0]) from None
   for kind in what:
     try:
-      if kind == "filters":
-        got = _filters(run, layers, out_dir)
-      elif kind == "feature_maps":
-        got = _feature_maps(run, layers, x, run.class_name(label), image_index, out_dir)
-      elif kind in ATTRIBUTIONS:
-        got = _attribution(run, kind, layers, x, label, image_index, out_dir)
-      elif kind == "mistakes":
-        got = _mistakes(run, split, max_examples, out_dir)
-      elif kind == "curves":
-        got = _curves(workdir, config, out_dir)
-      else:
-        got = _confusion(run, workdir, config, split, max_examples, out_dir,
-                         lambda: load_trained(workdir, checkpoint))
+      got = _draw(kind, run, layers, x, label, example, image_index, split, workdir, config,
+                  out_dir, max_examples, lambda: load_trained(workdir, checkpoint), segment)
     except ValueError as e:   # unknown layer, example out of range
       raise ConfigError(str(e).splitlines()[0]) from None
     for key, path in got.items():
       out[kind if len(got) == 1 else f"{kind}[{key}]"] = path
   return out
+
+
+def _example(run, what, split, index, segment):
+  """(input for feature maps / attributions, its label text or class, whole segmentation
+  example or None) — only what ``what`` needs."""
+  if run is None:
+    return None, None, None
+  if segment and {"feature_maps", *MASK_KINDS} & set(what):
+    example = _segment_example(run, split, index)
+    return _central_tile(run, example[0]), "central tile", example
+  if {"feature_maps", *ATTRIBUTIONS} & set(what):
+    xs, ys = run.feed.examples(split, start=index, limit=1)
+    return xs[0], int(ys[0]), None
+  return None, None, None
+
+
+def _draw(kind, run, layers, x, label, example, index, split, workdir, config, out_dir,
+          max_examples, load, segment):
+  if kind == "filters":
+    return _filters(run, layers, out_dir)
+  if kind == "feature_maps":
+    text = label if segment else run.class_name(label)
+    return _feature_maps(run, layers, x, text, index, out_dir)
+  if kind in MASK_KINDS:
+    return _masks(run, kind, example, split, index, workdir, out_dir)
+  if kind in ATTRIBUTIONS:
+    return _attribution(run, kind, layers, x, label, index, out_dir)
+  if kind == "mistakes":
+    return _mistakes(run, split, max_examples, out_dir)
+  if kind == "curves":
+    return _curves(workdir, config, out_dir)
+  return _confusion(run, workdir, config, split, max_examples, out_dir, load, segment)
 
 
 def main(argv):
@@ -242,7 +357,8 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value)
   out_dir = _OUT_DIR.value or os.path.join(workdir, "figures")
   with cli.errors_to_exit_codes():
-    written = visualize(workdir, out_dir, what=_WHAT.value, checkpoint=_CHECKPOINT.value,
+    written = visualize(workdir, out_dir, what=_WHAT.value or None,
+                        checkpoint=_CHECKPOINT.value,
                         layers=(_LAYER.value or "").split(","), image_index=_IMAGE_INDEX.value,
                         split=_SPLIT.value, max_examples=_MAX_EXAMPLES.value)
   for kind, path in written.items():

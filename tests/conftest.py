@@ -134,6 +134,20 @@ def worker_result(proc) -> dict:
 MAX_WORKERS = 4
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+  """The suite spreads over the cores with pytest-xdist (``-n auto``, worksteal) unless the
+  command says otherwise: ``-n 0`` / ``-n N`` are honoured, and ``-p no:xdist`` runs it in one
+  process (so ``-n`` is not in pyproject's addopts, where it would break ``-p no:xdist``).
+  xdist's workers run this hook too: they must not spawn workers of their own."""
+  if os.environ.get("PYTEST_XDIST_WORKER") or hasattr(config, "workerinput"):
+    return
+  if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None) is None:
+    config.option.numprocesses = "auto"
+    config.option.dist = "worksteal"
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
   """``-n auto`` (pyproject's addopts): one worker per core, at most MAX_WORKERS, since every
   worker imports JAX and TensorFlow (~1 GiB each) and the XLA:CPU compiles are what the

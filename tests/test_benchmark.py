@@ -215,7 +215,7 @@ def test_input_shapes_follow_model_info():
 TORCH_PYTHON = "/work/torchvenv/bin/python"   # this machine's torch venv, where it exists
 SAME_ON_BOTH_SIDES = ("lenet5", "resnet20", "resnet18", "fcn1d", "resnet1d",
                       "resnet18_1d", "resnet50_1d", "resnet18_3d", "r3d_18", "mc3_18",
-                      "r2plus1d_18")
+                      "r2plus1d_18", "unet", "unet3d")
 
 
 @pytest.mark.skipif(not os.path.exists(TORCH_PYTHON), reason="no torch venv on this machine")

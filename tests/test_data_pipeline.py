@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from cnnlab import config as config_lib
 from cnnlab.data import datasets, memory, pipeline, preprocess, streaming
 from cnnlab.datasets import prepare, synthetic
 
@@ -31,7 +32,13 @@ def data_dir(tmp_path_factory):
 
 
 def cfg(name, data_dir=None, **kw):
-  return pipeline.make_config(name, data_dir=data_dir, **kw)
+  return pipeline.data_spec(name, data_dir=data_dir, **kw)
+
+
+def catalogue_cfg(name, **kw):
+  """The DataSpec of ``name`` resolved against the catalogue's facts (nothing prepared)."""
+  section = {"name": name, **kw}
+  return config_lib.resolve_data(section, datasets.describe(section, require_prepared=False))
 
 
 def take(it, n):
@@ -57,18 +64,18 @@ def test_catalogue_and_errors():
   assert datasets.get("imagenet2012").splits == {"train": 1_281_167, "validation": 50_000}
   with pytest.raises(ValueError, match="valid datasets are mnist, fashion_mnist"):
     datasets.get("svhn")
-  with pytest.raises(ValueError, match="valid splits are train, test"):
-    pipeline.num_examples(cfg("mnist"), "validation")
-  with pytest.raises(ValueError, match="valid options are standard, lenet1998"):
-    pipeline.output_shape(cfg("mnist", preprocess="inception"))
+  with pytest.raises(ValueError, match="has splits train, test"):
+    catalogue_cfg("mnist", eval_split="validation")
+  with pytest.raises(ValueError, match="allows standard, lenet1998"):
+    catalogue_cfg("mnist", preprocess="inception")
   with pytest.raises(ValueError, match="gives 28x28"):
-    pipeline.output_shape(cfg("mnist", image_size=32))
+    catalogue_cfg("mnist", image_size=32)
   with pytest.raises(ValueError, match="unknown dataset option"):
     cfg("mnist", shufle_buffer=3)
-  assert pipeline.output_shape(cfg("mnist", preprocess="lenet1998")) == (32, 32, 1)
-  assert pipeline.output_shape(cfg("cifar100")) == (32, 32, 3)
-  assert pipeline.output_shape(cfg("imagenet2012")) == (224, 224, 3)
-  assert pipeline.output_shape(cfg("imagenet2012", preprocess="alexnet")) == (227, 227, 3)
+  assert catalogue_cfg("mnist", preprocess="lenet1998").input_shape == (32, 32, 1)
+  assert catalogue_cfg("cifar100").input_shape == (32, 32, 3)
+  assert catalogue_cfg("imagenet2012").input_shape == (224, 224, 3)
+  assert catalogue_cfg("imagenet2012", preprocess="alexnet").input_shape == (227, 227, 3)
 
 
 def test_lenet1998_scaling():
@@ -123,14 +130,16 @@ def test_imagenet_transforms_accept_png_too():
 def test_family_on_mock_data(name, kw, shape):
   with tfds.testing.mock_data(num_examples=12):
     c = cfg(name, "/nonexistent/dir", download=True, **kw)   # mock's download: a no-op
-    assert pipeline.output_shape(c) == shape
+    assert c.input_shape == shape
     batch = next(pipeline.train_batches(c, global_batch_size=4, seed=0, **HOST))
     assert batch["image"].shape == (4, *shape) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
     assert np.isfinite(batch["image"]).all() and -4 < batch["image"].min() < 0
     assert batch["image"].max() < 4
-    n = pipeline.num_examples(c, datasets.get(name).eval_split)
-    ev = list(pipeline.eval_batches(c, global_batch_size=8, **HOST))
+    feed = pipeline.Feed(c)
+    n = (len(feed.arrays(c.eval_split)[1]) if c.facts.family.in_memory
+         else streaming.split_size(feed.builder, c.eval_split))   # what the mock holds
+    ev = list(feed.eval_batches(global_batch_size=8, **HOST))
     assert len(ev) == -(-n // 8) and sum(int(b["mask"].sum()) for b in ev) == n
     assert ev[0]["image"].shape == (8, *shape) and ev[0]["mask"].dtype == bool
 
@@ -141,19 +150,25 @@ def test_family_on_mock_data(name, kw, shape):
                                         ("imagenette", (32, 32, 3)),
                                         ("imagenet2012", (32, 32, 3))])
 def test_family_on_prepared_files(data_dir, name, shape):
-  c = cfg(name, data_dir, image_size=32 if shape[0] == 32 else None, eval_resize=40)
+  streams = datasets.get(name).family == "imagenet"
+  kw = dict(eval_resize=40) if streams else {}
+  if not streams:      # an option the family does not read is refused (a setting takes effect)
+    with pytest.raises(ValueError, match="does not use it"):
+      cfg(name, data_dir, eval_resize=40)
+  c = cfg(name, data_dir, image_size=32 if shape[0] == 32 else None, **kw)
   batches = take(pipeline.train_batches(c, global_batch_size=4, seed=1, **HOST), 3)
   for b in batches:
     assert b["image"].shape == (4, *shape) and b["image"].dtype == np.float32
     assert ((0 <= b["label"]) & (b["label"] < datasets.get(name).num_classes)).all()
   ev = list(pipeline.eval_batches(c, global_batch_size=4, **HOST))
-  n = pipeline.num_examples(c, datasets.get(name).eval_split)
+  n = c.eval_examples                         # from the prepared metadata
+  assert c.eval_split == datasets.get(name).eval_split and n > 0
   assert sum(int(b["mask"].sum()) for b in ev) == n
 
 
 def test_honours_tfds_data_dir(data_dir, monkeypatch):
   monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
-  assert pipeline.num_examples(cfg("cifar10"), "test") == 20
+  assert cfg("cifar10").eval_examples == 20
 
 
 def test_fail_fast_when_not_prepared(tmp_path):
@@ -166,7 +181,7 @@ def test_fail_fast_when_not_prepared(tmp_path):
   assert "\n" not in msg and isinstance(e.value, RuntimeError)
   assert "python -m experiments.prepare_data --dataset=cifar10 --source_dir=DIR" in msg
   with pytest.raises(datasets.DatasetUnavailableError):
-    pipeline.num_examples(cfg("imagenet2012", str(tmp_path)), "validation")
+    cfg("imagenet2012", str(tmp_path), eval_split="validation")
 
 
 # ------------------------------------------------------------------ determinism and restarts

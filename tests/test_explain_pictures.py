@@ -81,16 +81,29 @@ def test_confident_mistakes_gallery(tmp_path):
     grids.plot_mistakes(images[:2], probs[:2], np.array([0, 1]), str(tmp_path / "n.png"))
 
 
+def _feed(name, stored_shape, **options):
+  """The Feed of a 2-class local dataset ``name`` as if prepared with examples of
+  ``stored_shape`` (facts given directly: nothing is read)."""
+  import dataclasses
+  from cnnlab import config as config_lib
+  from cnnlab.data import datasets, families, pipeline
+  info = dataclasses.replace(datasets.get(name), input_shape=stored_shape, num_classes=2,
+                             splits={"train": 4, "test": 2}, metadata={"prepared": True})
+  family = families.get(info.family)
+  facts = config_lib.DatasetFacts(
+      name=name, family=family, num_classes=2, class_names=("a", "b"),
+      stored_shape=stored_shape, split_sizes=dict(info.splits), train_split=info.train_split,
+      eval_split=info.eval_split, task=family.task, info=info)
+  return pipeline.Feed(config_lib.resolve_data({"name": name, **options}, facts))
+
+
 def test_user_series_and_volumes_are_prepared_as_the_eval_pipeline_does(tmp_path):
   """Preparing users' .csv / .ts series and .npy volumes (no trained model needed): the data
   package's z-normalisation and resampling, one-line errors naming the file."""
-  import dataclasses
-  from cnnlab.data import datasets
   from cnnlab.explain import user_files
-  series = dataclasses.replace(datasets.get("ucr/GunPoint"), input_shape=(50, 1),
-                               num_classes=2, metadata={"prepared": True})
-  prepare = user_files.Preparer(series, {"preprocess": "znorm", "series_length": None},
-                                (50, 1))
+  series = _feed("ucr/GunPoint", (50, 1), preprocess="znorm", series_length=None,
+                 series_lengths="resample")
+  prepare = user_files.Preparer(series, (50, 1))
   values = np.sin(np.linspace(0, 3, 50)) * 5 + 2
   np.savetxt(tmp_path / "one_row.csv", values[None], delimiter=",")
   (tmp_path / "s.ts").write_text("@problemName t\n@univariate true\n@classLabel true a b\n"
@@ -110,10 +123,9 @@ def test_user_series_and_volumes_are_prepared_as_the_eval_pipeline_does(tmp_path
   with pytest.raises(user_files.InputError, match=r"two.csv: .*\(50, 1\)|two.csv: .*takes"):
     np.savetxt(tmp_path / "two.csv", np.ones((50, 2)), delimiter=",")
     prepare(str(tmp_path / "two.csv"), user_files.read(str(tmp_path / "two.csv"))[0][1])
-  volume = dataclasses.replace(datasets.get("synthetic_volumes"), input_shape=(6, 6, 6, 1),
-                               num_classes=2, metadata={"prepared": True})
-  prepare = user_files.Preparer(volume, {"preprocess": "zscore", "crop_shape": None,
-                                         "flip_axes": (0, 1, 2)}, (6, 6, 6, 1))
+  volume = _feed("synthetic_volumes", (6, 6, 6, 1), preprocess="zscore", crop_shape=None,
+                 flip_axes=(0, 1, 2))
+  prepare = user_files.Preparer(volume, (6, 6, 6, 1))
   np.save(tmp_path / "v.npy", RS.rand(6, 6, 6) * 100)
   x = prepare(str(tmp_path / "v.npy"), user_files.read(str(tmp_path / "v.npy"))[0][1])
   assert x.shape == (6, 6, 6, 1) and abs(x.mean()) < 1e-4

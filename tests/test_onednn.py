@@ -15,7 +15,7 @@ import pytest
 from jax.test_util import check_grads
 from conftest import xla_flags
 
-from cnnlab.models import kernels, onednn, onednn_build, resnet
+from cnnlab.models import kernels, onednn, onednn_build, onednn_library, resnet
 
 if not onednn.available():
   pytest.skip(f"oneDNN extension unavailable: {onednn.unavailable_reason()}",
@@ -179,7 +179,7 @@ def test_build_errors_are_one_line(monkeypatch, tmp_path):
     onednn_build.build()
   assert "\n" not in str(err.value)
   monkeypatch.setenv("CNNLAB_ONEDNN", "0")
-  assert onednn._load.__wrapped__() == (None, "switched off by CNNLAB_ONEDNN=0")
+  assert onednn_library._load.__wrapped__() == (None, "switched off by CNNLAB_ONEDNN=0")
 
 
 def _model(conv):
@@ -266,7 +266,7 @@ def test_config_selects_the_extension_by_name():
   the oneDNN conv (the names accepted are kernels.NAMES), equal to the plain model; a wrong
   name is refused with the allowed ones listed."""
   from cnnlab import config as config_lib
-  from cnnlab import config_checks
+  from cnnlab.config import checks as config_checks
   from cnnlab.training import builders
   from experiments.configs import fcn1d_ucr
   c = fcn1d_ucr.get_config()
@@ -286,15 +286,78 @@ def test_config_selects_the_extension_by_name():
     config_checks.check_keys(c, device_count=1, process_count=1)
 
 
-@pytest.mark.parametrize("exported", [None, "ACTIVE"])
-def test_entry_points_make_openmp_wait_passively(exported):
-  """Every entry point imports experiments.cli, which sets OMP_WAIT_POLICY=PASSIVE for the
-  extension's libgomp before anything loads it, unless the user exported a value."""
-  env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-  if exported:
-    env["OMP_WAIT_POLICY"] = exported
+def test_entry_points_leave_the_environment_alone():
+  """The wait policy moved from the entry points (which set OMP_WAIT_POLICY for the whole
+  process and its children) into the library (test_library_makes_openmp_wait_passively_...):
+  importing an entry point now sets no OpenMP variable at all."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, "-c", "import os, experiments.cli; "
-                        "print(os.environ['OMP_WAIT_POLICY'])"], cwd=root, env=env,
-                       capture_output=True, text=True, check=True).stdout.strip()
-  assert out == (exported or "PASSIVE")
+  code = ("import os, experiments.cli as c; c.set_process_env(); "
+          "print([k for k in os.environ if k.startswith(('OMP_', 'GOMP_'))])")
+  out = subprocess.run([sys.executable, "-c", code],
+                       cwd=root, env=env, capture_output=True, text=True, check=True).stdout
+  assert out.strip() == "[]"
+
+
+def test_conv_options_are_fields_not_switches():
+  """``weights_any`` is fixed when the conv object is made and reaches the FFI call; equal
+  options compare equal; both layouts give XLA's values."""
+  assert onednn.conv == onednn.make_conv() == onednn.Conv(weights_any=True)
+  assert onednn.make_conv(weights_any=False) != onednn.conv
+  assert not hasattr(onednn, "WEIGHTS_ANY")
+  case = CASES["3x3 same (resnet)"]
+  x, w, _ = _operands(case)
+  want = onednn.xla_conv(x, w, **_kwargs(case))
+  for any_ in (True, False):
+    f = jax.jit(functools.partial(onednn.make_conv(weights_any=any_), **_kwargs(case)))
+    assert f"weights_any = {str(any_).lower()}" in f.lower(x, w).as_text()
+    np.testing.assert_allclose(f(x, w), want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+_SHOW_OPENMP = """
+import ctypes, os, subprocess
+from cnnlab.models import onednn
+ok, reason = onednn.status()
+print("status", ok, reason, flush=True)
+ctypes.CDLL("libgomp.so.1").omp_display_env(1)  # libgomp's own account of its settings
+child = subprocess.run(["sh", "-c", "echo child=$OMP_WAIT_POLICY"], capture_output=True,
+                       text=True).stdout
+print(child.strip(), "python=" + str(os.environ.get("OMP_WAIT_POLICY")), flush=True)
+"""
+
+
+def _openmp_settings(tmp_path, **exported) -> tuple[str, str]:
+  """(stdout, libgomp's display) of a fresh process, started from an unrelated folder, that
+  imports cnnlab with only ``exported`` among the OpenMP variables."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+  env.update(exported)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  done = subprocess.run([sys.executable, "-c", _SHOW_OPENMP], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=300, check=True)
+  return done.stdout, done.stderr
+
+
+def test_library_makes_openmp_wait_passively_without_any_export(tmp_path):
+  """No entry point, no exported variable: loading the extension gives libgomp a passive
+  waiting policy (spin count 0, as libgomp itself reports), and neither os.environ nor a child
+  process sees the variable that was set for the load."""
+  out, display = _openmp_settings(tmp_path)
+  assert "status True oneDNN extension loaded; OpenMP waits passively" in out
+  assert "OMP_WAIT_POLICY = 'PASSIVE'" in display and "GOMP_SPINCOUNT = '0'" in display
+  assert "child= python=None" in out
+
+
+def test_an_exported_openmp_policy_wins(tmp_path):
+  out, display = _openmp_settings(tmp_path, GOMP_SPINCOUNT="12345")
+  assert "as exported by the user" in out
+  assert "GOMP_SPINCOUNT = '12345'" in display
+
+
+def test_status_is_one_line_and_prints_nothing(capfd, monkeypatch):
+  ok, reason = onednn.status()
+  assert ok and "\n" not in reason and reason
+  monkeypatch.setenv("CNNLAB_ONEDNN", "0")
+  assert onednn_library._load.__wrapped__() == (None, "switched off by CNNLAB_ONEDNN=0")
+  captured = capfd.readouterr()
+  assert captured.out == "" and captured.err == ""

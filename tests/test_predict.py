@@ -41,7 +41,8 @@ def _write_inputs(root):
 
 def test_predict_on_good_and_bad_files(workdir, tmp_path, capsys):
   from cnnlab.data import datasets
-  from cnnlab.explain import features, trained_run
+  from cnnlab.explain import features
+  from cnnlab.training import load_trained
   from experiments import predict
   digits = _write_inputs(tmp_path)
   inputs = [str(tmp_path / n) for n in ("a.png", "folder", "rgb.png", "small.png",
@@ -67,7 +68,7 @@ def test_predict_on_good_and_bad_files(workdir, tmp_path, capsys):
   assert errors["broken.png"].startswith("not a readable image")
   assert "this model takes 28x28x1 images" in errors["series.csv"]
   # the probabilities are the model's on the training preprocessing of the pixels
-  run = trained_run.load(workdir)
+  run = load_trained(workdir, "auto")
   info = datasets.get("mnist")
   x = (np.stack(digits)[..., None] / 255.0 - info.mean[0]) / info.std[0]
   probs = np.asarray(jax.nn.softmax(features.apply_inference(run.model, run.variables, x)))
@@ -152,7 +153,8 @@ def test_explicit_conversions_for_a_photo(workdir, tmp_path, capsys):
   converted when asked (one line each saying what was done), with a polarity hint until
   --invert; the model sees exactly the converted pixels."""
   from cnnlab.data import datasets
-  from cnnlab.explain import features, trained_run, user_files
+  from cnnlab.explain import features, user_files
+  from cnnlab.training import load_trained
   from experiments import predict
   photo = np.full((84, 60, 3), 230, np.uint8)          # light paper ...
   photo[20:64, 25:35] = (20, 30, 40)                   # ... a dark stroke
@@ -182,7 +184,7 @@ def test_explicit_conversions_for_a_photo(workdir, tmp_path, capsys):
   small, _ = user_files.resize_and_crop(grey.astype(np.uint8)[..., None], (28, 28))
   info = datasets.get("mnist")
   x = ((255 - small.astype(np.float32)) / 255.0 - info.mean[0]) / info.std[0]
-  run = trained_run.load(workdir)
+  run = load_trained(workdir, "auto")
   p = np.asarray(jax.nn.softmax(features.apply_inference(run.model, run.variables, x[None])))[0]
   assert rows[0]["predicted"] == str(p.argmax())
   assert abs(float(rows[0]["probability"]) - p.max()) < 1e-5
@@ -191,14 +193,14 @@ def test_explicit_conversions_for_a_photo(workdir, tmp_path, capsys):
 
 def test_visualize_every_kind(workdir, tmp_path):
   from experiments import visualize   # (not with experiments.evaluate: both define --workdir)
-  from cnnlab import viz
+  from cnnlab.explain import figures
   with open(os.path.join(workdir, "eval_test.json"), "w") as f:   # as experiments.evaluate
     json.dump({"eval_accuracy": 0.5, "split": "test",
                "confusion_matrix": (np.eye(10, dtype=int) * 90 + 1).tolist()}, f)
   written = visualize.visualize(workdir, str(tmp_path / "fig"), layers=["conv2"],
                                 image_index=40, what=visualize.KINDS, max_examples=300)
   assert sorted(written) == sorted(visualize.KINDS)
-  rows, cols = viz.grid_shape(16 + 1)
+  rows, cols = figures.grid_shape(16 + 1)
   assert _png_size(written["feature_maps"]) == (cols * 100, rows * 100 + 50)
   assert _png_size(written["filters"]) == (4 * 80, 4 * 80 + 50)    # conv2's 16 filters
   for path in written.values():

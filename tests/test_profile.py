@@ -81,8 +81,9 @@ def test_trace_of_a_real_train_step_has_its_convolutions(tmp_path):
   assert cats["conv"] > 0 and cats["elementwise"] > 0
   if kernels == "cpu+onednn":
     ffi = sum(c for name, (_, c) in rows.items() if name.startswith("ffi_call"))
-    # 3 convs x (forward, backward-weights) + backward-data of the 2 upper ones, per step.
-    assert ffi == 2 * 8
+    # Per step: 3 convs x (forward, backward-weights) + backward-data of the 2 upper ones,
+    # and 3 native BatchNorms x (forward, backward).
+    assert ffi == 2 * (8 + 6)
 
 
 def test_entry_point_prints_the_table_and_writes_json(tmp_path):

@@ -8,8 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import spec_of
+
 from cnnlab.models import lenet
-from cnnlab.training import online, sdlm
+from cnnlab.proj.lecun1998 import curvature, online, sdlm
 from cnnlab.training.state import create_state
 
 
@@ -148,11 +150,11 @@ def test_sdlm_recipe_through_the_trainer_resumes_bit_identically(mnist_data_dir,
 
 def test_sdlm_needs_online_updates():
   from experiments.configs import lenet5_1998_mnist
-  from cnnlab.config import ConfigError, resolve
+  from cnnlab.config import ConfigError
   c = lenet5_1998_mnist.get_config("sdlm")
   c.online_updates = False
   with pytest.raises(ConfigError, match="online_updates=True"):
-    resolve(c, process_count=1, device_count=1, train_examples=60000, check_model=False)
+    spec_of(c, n=60000)
 
 
 def test_paper_curvature_recursion():
@@ -160,16 +162,15 @@ def test_paper_curvature_recursion():
   every estimate is >= 0 with the parameters' shapes, and at the top (F6's bias) it is exactly
   f'(a)^2 * diag(d2E/dx^2)."""
   from cnnlab import models
-  from cnnlab.training import lenet_curvature
   model = models.create("lenet5_1998")
   x = jnp.asarray(np.random.default_rng(0).uniform(-0.1, 1.175, (3, 32, 32, 1)), jnp.float32)
   y = jnp.array([1, 4, 9])
   params = jax.jit(lambda k: model.init(k, x[:1])["params"])(jax.random.PRNGKey(0))
-  f, _, sums = lenet_curvature.features(params, x)
+  f, _, sums = curvature.features(params, x)
   np.testing.assert_array_equal(
       f, models.create("lenet5_1998", num_classes=0).apply({"params": params}, x))
   _, loss = online.rbf_curvature_split(model, 1.0)
-  h = jax.jit(lambda p: lenet_curvature.mean_curvature(p, x, y, loss))(params)
+  h = jax.jit(lambda p: curvature.mean_curvature(p, x, y, loss))(params)
   for name in ("c1", "s2", "c3", "s4", "c5", "f6"):
     for k, v in params[name].items():
       assert h[name][k].shape == v.shape and float(h[name][k].min()) >= 0
@@ -184,10 +185,10 @@ def test_paper_curvature_recursion():
 
 def test_paper_curvature_only_for_lenet1998():
   from experiments.configs import lenet5_1998_mnist
-  from cnnlab.config import ConfigError, resolve
+  from cnnlab.config import ConfigError
   c = lenet5_1998_mnist.get_config("sdlm")
   c.optimizer.sdlm_curvature = "paper"
-  resolve(c, process_count=1, device_count=1, train_examples=60000, check_model=False)
+  assert spec_of(c, n=60000).optim.sdlm_curvature == "paper"
   c.loss = "cross_entropy"
   with pytest.raises(ConfigError, match="sdlm_curvature"):
-    resolve(c, process_count=1, device_count=1, train_examples=60000, check_model=False)
+    spec_of(c, n=60000)

@@ -200,15 +200,16 @@ def test_seed_maps_step_each_seed_as_alone():
   state = {"w": jnp.asarray(rng.standard_normal((3, 8, 4)), jnp.float32)}
   batch = {"x": jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32)}
   alone = [jax.jit(step)({"w": state["w"][i]}, {"x": batch["x"][i]}) for i in range(3)]
-  for how in steps.SEED_MAPS:
-    together = jax.jit(steps.over_seeds(step, how))(state, batch)
-    for i, want in enumerate(alone):
-      got = jax.tree.map(lambda x: x[i], together)
-      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        if how == "unroll":
-          np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        else:
-          np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  stacked = jax.jit(steps.over_seeds(step, "vmap"))(state, batch)
+  states = [{"w": state["w"][i]} for i in range(3)]
+  listed = jax.jit(steps.over_seeds(step, "unroll"))(states, batch)
+  for i, (want_state, want_metrics) in enumerate(alone):
+    got = jax.tree.map(lambda x: x[i], stacked)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves((want_state, want_metrics))):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    got = (listed[0][i], jax.tree.map(lambda x: x[i], listed[1]))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves((want_state, want_metrics))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert seeds_lib.choose_seed_map("auto", "cpu")[0] == "unroll"
   assert seeds_lib.choose_seed_map("auto", "gpu")[0] == "vmap"
   assert seeds_lib.choose_seed_map("vmap", "cpu")[0] == "vmap"

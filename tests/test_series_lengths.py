@@ -134,7 +134,7 @@ def test_default_rule_and_bad_input(tmp_path):
   assert series_prep.series_lengths_default(1) == "archive_adjusted"
   assert series_prep.series_lengths_default(12) == "resample_cubic"
   series = read(tmp_path, VARIABLE)
-  with pytest.raises(preprocess.SeriesLengthError, match="series 0 has length 7, longer than 5"):
+  with pytest.raises(series_prep.SeriesLengthError, match="series 0 has length 7, longer than 5"):
     adjusted(series, length=5)
   with pytest.raises(ValueError, match="valid options are archive_adjusted, resample"):
     series_prep.series_batch(series, length=7, znorm=True, lengths_mode="pad")

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from cnnlab import models
-from cnnlab.training import transfer
+from cnnlab.training import sources, transfer
 
 
 def _init(model, shape):
@@ -129,9 +129,9 @@ def test_bad_patterns_and_sources_are_one_line():
     transfer.parse_lr_groups("fc=-1")
   assert transfer.parse_lr_groups("^fc=10, ^conv=0.5") == (("^fc", 10.0), ("^conv", 0.5))
   with pytest.raises(transfer.TransferError, match="no such file"):
-    transfer.parse_source("/nonexistent/w.safetensors")
+    sources.parse("/nonexistent/w.safetensors")
   with pytest.raises(transfer.TransferError, match="neither"):
-    transfer.parse_source("/nonexistent/run:best")
+    sources.parse("/nonexistent/run:best")
 
 
 # --- through the trainer ------------------------------------------------------------------------
@@ -204,15 +204,15 @@ def test_init_from_safetensors_and_linear_probe(mnist_data_dir, tmp_path):
 
 def test_train_split_slice_trains_on_a_subset(mnist_data_dir, tmp_path):
   """``dataset.train_split='train[:96]'`` (TFDS slicing) sets the epoch: 96 // 32 = 3 steps."""
-  from conftest import lenet_config
-  from cnnlab.config import ConfigError, resolve
+  from conftest import lenet_config, spec_of
+  from cnnlab.config import ConfigError
   c = lenet_config(mnist_data_dir, num_train_steps=-1, num_epochs=2.0,
                    **{"dataset.train_split": "train[:96]"})
-  spec = resolve(c, process_count=1, device_count=1)
+  spec = spec_of(c, data_dir_prepared=True)     # the slice sized from the prepared metadata
   assert spec.loop.steps_per_epoch == 3 and spec.loop.total_steps == 6
   c.dataset.train_split = "train[:x]"
   with pytest.raises(ConfigError, match="train"):
-    resolve(c, process_count=1, device_count=1)
+    spec_of(c, data_dir_prepared=True)
 
 
 def test_finetune_recipe_arms():

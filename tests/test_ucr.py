@@ -9,7 +9,7 @@ import pytest
 
 from conftest import spec_of
 
-from cnnlab.data import datasets, families, memory, preprocess, series_prep
+from cnnlab.data import datasets, memory, pipeline, series_prep
 from cnnlab.datasets import prepare, ucr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,33 +117,38 @@ def built(tmp_path_factory):
   return str(src), data_dir
 
 
+def feed(data_dir, name="ucr/Moves", **options):
+  """The Feed of ``name`` prepared in ``data_dir`` with dataset ``options``."""
+  return pipeline.Feed(pipeline.data_spec(name, data_dir=data_dir, **options))
+
+
 def test_build_records_classes_lengths_and_splits(built):
   _, data_dir = built
-  info = datasets.describe("ucr/Moves", data_dir)
+  facts = datasets.describe({"name": "ucr/Moves", "data_dir": data_dir})
+  info = facts.info
+  assert (facts.num_classes, facts.class_names, facts.stored_shape) == (
+      2, ("run", "walk"), (6, 2))
   assert info.num_classes == 2 and info.class_names == ("run", "walk")
   assert info.input_shape == (6, 2)             # the longest series over both splits
   assert info.splits == {"train": 3, "test": 3}
   assert info.metadata["missing_values"] and not info.metadata["equal_length"]
   b = datasets.builder(info, data_dir)
-  raw, labels = memory.load_split(b, "train", feature="series", cache=False)
+  raw, labels = memory.load_split(b, "train", feature="series")
   assert [x.shape for x in raw] == [(3, 2), (5, 2), (2, 2)]   # stored order, as written
   assert labels.tolist() == [1, 0, 1]
 
 
 def test_series_inputs_resampled_and_znormalised(built):
   _, data_dir = built
-  info = datasets.describe("ucr/Moves", data_dir)
-  b = datasets.builder(info, data_dir)
-  opts = {"data_dir": data_dir, "preprocess": "raw", "series_length": 5}
-  x, _ = families.load_arrays(info, b, "train", opts, cache=False)
-  assert x.shape == (3, 5, 2) and families.input_shape(info, opts) == (5, 2)
+  linear = feed(data_dir, preprocess="raw", series_length=5, series_lengths="resample")
+  x, _ = linear.arrays("train")
+  assert x.shape == (3, 5, 2) and linear.spec.input_shape == (5, 2)
   np.testing.assert_allclose(x[0, :, 1], np.interp(np.linspace(0, 1, 5), [0, 0.5, 1],
                                                    [10, 20, 30]), rtol=1e-6)
   np.testing.assert_array_equal(x[1, :, 1], 1.0)              # already length 5
-  same, _ = families.load_arrays(info, b, "test", {"data_dir": data_dir}, cache=False)
+  same, _ = feed(data_dir).arrays("test")
   assert same[2, 0].tolist() == [9, 1]       # default: a multivariate dataset stays as given
-  z, _ = families.load_arrays(info, b, "test", {"data_dir": data_dir, "preprocess": "znorm"},
-                              cache=False)
+  z, _ = feed(data_dir, preprocess="znorm", series_lengths="resample").arrays("test")
   assert z.shape == (3, 6, 2) and np.isfinite(z).all()
   last = z[2]                                                  # length 6: not resampled
   np.testing.assert_allclose(last.mean(0), 0, atol=1e-6)
@@ -157,13 +162,12 @@ def test_series_inputs_resampled_and_znormalised(built):
 
 def test_eval_inputs_match_the_pipeline_arrays(built):
   src, data_dir = built
-  info = datasets.describe("ucr/Moves", data_dir)
   ts = ucr.read_ts(os.path.join(src, "Moves_TEST.ts"))
-  x, _ = families.load_arrays(info, datasets.builder(info, data_dir), "test",
-                              {"data_dir": data_dir})
-  np.testing.assert_allclose(families.eval_inputs(info, {"data_dir": data_dir}, ts.series), x)
+  moves = feed(data_dir)
+  x, _ = moves.arrays("test")
+  np.testing.assert_allclose(moves.eval_inputs(ts.series), x)
   with pytest.raises(ValueError, match=r"series 0 has shape \(3, 1\); ucr/Moves takes"):
-    families.eval_inputs(info, {"data_dir": data_dir}, [np.zeros((3, 1))])
+    moves.eval_inputs([np.zeros((3, 1))])
 
 
 def test_prepare_errors_are_one_line(built, tmp_path):
@@ -181,7 +185,7 @@ def test_prepare_errors_are_one_line(built, tmp_path):
     prepare.prepare("ucr/GunPoint", str(bad), str(tmp_path / "d"))
   assert not datasets.is_prepared(datasets.get("ucr/GunPoint"), str(tmp_path / "d"))
   with pytest.raises(datasets.DatasetUnavailableError, match="ucr/B.*--source_dir=DIR"):
-    datasets.describe("ucr/B", str(tmp_path / "d"))
+    datasets.describe({"name": "ucr/B", "data_dir": str(tmp_path / "d")})
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_UCR), reason="../shared/datasets/ucr not present")
@@ -191,14 +195,14 @@ def test_real_gunpoint_first_use_from_raw_data_dir(tmp_path, monkeypatch):
   monkeypatch.setenv(prepare.RAW_DATA_ENV, os.path.dirname(SHARED_UCR))
   cfg = {"name": "ucr/GunPoint", "data_dir": str(tmp_path)}
   assert prepare.prepare_if_needed(cfg).endswith(os.path.join("ucr", "GunPoint", "1.0.0"))
-  info = datasets.describe("ucr/GunPoint", str(tmp_path))
+  info = datasets.describe(cfg).info
   assert info.splits == {"train": 50, "test": 150} and info.input_shape == (150, 1)
   assert info.class_names == ("1", "2")
   assert info.metadata["source_sha256"]["GunPoint_TRAIN.ts"] == ucr.KNOWN_SHA256[
       "GunPoint_TRAIN.ts"]
-  b = datasets.builder(info, str(tmp_path))
+  gunpoint = feed(str(tmp_path), "ucr/GunPoint")
   for split, counts in (("train", [24, 26]), ("test", [76, 74])):
-    x, y = families.load_arrays(info, b, split, {"data_dir": str(tmp_path)}, cache=False)
+    x, y = gunpoint.arrays(split)
     assert np.bincount(y).tolist() == counts and x.shape == (sum(counts), 150, 1)
   assert prepare.prepare_if_needed(cfg) is None                  # already there
 

@@ -1,4 +1,4 @@
-"""cnnlab.viz (the names kept for existing callers of what moved to cnnlab.explain) on small
+"""The picture functions of cnnlab.explain (formerly re-exported as cnnlab.viz) on small
 models with random parameters: layer tracing, feature maps, filters, curves, confusion
 matrices: PNGs of the documented pixel size."""
 
@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnlab import models, viz
+from cnnlab import models
+from cnnlab.data.datasets import CLASS_NAMES
+from cnnlab.explain import features, figures, grids, training_plots
 
 
 def _png_size(path):
@@ -19,8 +21,8 @@ def _png_size(path):
 
 
 def _grid_px(n, cell, dpi=100):
-  rows, cols = viz.grid_shape(n)
-  return round(cols * cell * dpi), round((rows * cell + viz.HEADER_INCHES) * dpi)
+  rows, cols = figures.grid_shape(n)
+  return round(cols * cell * dpi), round((rows * cell + figures.HEADER_INCHES) * dpi)
 
 
 def _random_variables(model, shape, seed=0):
@@ -40,7 +42,7 @@ def lenet():
 
 def test_trace_layers_in_call_order(lenet):
   model, variables, image = lenet
-  layers = viz.trace_layers(model, variables, image[None])
+  layers = features.trace(model, variables, image[None])
   assert [(l.name, l.kind, l.output.shape) for l in layers] == [
       # lenet5's conv blocks are fused conv+ReLU+pool modules (a CPU speed-up), so each
       # block's output is the pooled map.
@@ -52,15 +54,15 @@ def test_trace_layers_in_call_order(lenet):
 
 def test_feature_maps_have_the_layers_channels(lenet, tmp_path):
   model, variables, image = lenet
-  name, maps = viz.feature_maps(model, variables, image)
+  name, maps = features.feature_maps(model, variables, image)
   assert name == "conv1" and maps.shape == (14, 14, 6)     # fused conv+ReLU+pool block
-  name, maps = viz.feature_maps(model, variables, image[None], "conv2")
+  name, maps = features.feature_maps(model, variables, image[None], "conv2")
   assert name == "conv2" and maps.shape == (5, 5, 16)
   with pytest.raises(ValueError, match="valid: conv1, conv2"):
-    viz.feature_maps(model, variables, image, "fc1")
-  path = viz.plot_feature_maps(maps, str(tmp_path / "fm.png"), image=image, title="conv2")
+    features.feature_maps(model, variables, image, "fc1")
+  path = grids.plot_feature_maps(maps, str(tmp_path / "fm.png"), image=image, title="conv2")
   assert _png_size(path) == _grid_px(16 + 1, 1.0)        # 16 maps and the input: 5 x 4 grid
-  path = viz.plot_feature_maps(maps, str(tmp_path / "fm8.png"), max_maps=8, cell_inches=0.5)
+  path = grids.plot_feature_maps(maps, str(tmp_path / "fm8.png"), max_maps=8, cell_inches=0.5)
   assert _png_size(path) == _grid_px(8, 0.5)
 
 
@@ -68,11 +70,11 @@ def test_paper_lenet_partial_conv_and_first_kernel(tmp_path):
   model = models.create("lenet5_1998")
   variables = _random_variables(model, (32, 32, 1), seed=1)
   image = np.zeros((32, 32, 1), np.float32)
-  assert viz.feature_maps(model, variables, image, "c3")[1].shape == (10, 10, 16)
-  name, kernel = viz.first_conv_kernel(model, variables, (32, 32, 1))
+  assert features.feature_maps(model, variables, image, "c3")[1].shape == (10, 10, 16)
+  name, kernel = features.first_conv_kernel(model, variables, (32, 32, 1))
   assert name == "c1"
   np.testing.assert_array_equal(kernel, variables["params"]["c1"]["kernel"])
-  path = viz.plot_filters(kernel, str(tmp_path / "filters.png"), title="c1")
+  path = grids.plot_filters(kernel, str(tmp_path / "filters.png"), title="c1")
   assert _png_size(path) == _grid_px(6, 0.8) == (240, 210)
 
 
@@ -89,9 +91,9 @@ def test_first_conv_is_found_by_call_order_not_name(tmp_path):
   model = _TwoConvs()
   variables = _random_variables(model, (8, 8, 3))   # after tree.map: a_second sorts first
   assert list(variables["params"]) == ["a_second", "z_first"]
-  name, kernel = viz.first_conv_kernel(model, variables, (8, 8, 3))
+  name, kernel = features.first_conv_kernel(model, variables, (8, 8, 3))
   assert name == "z_first" and kernel.shape == (3, 3, 3, 4)
-  path = viz.plot_filters(kernel, str(tmp_path / "rgb.png"))   # 3 input channels: RGB panels
+  path = grids.plot_filters(kernel, str(tmp_path / "rgb.png"))   # 3 input channels: RGB panels
   assert _png_size(path) == _grid_px(4, 0.8)
 
 
@@ -105,27 +107,28 @@ def _rows(n_steps, start, loss0):
 
 def test_curves_and_series(tmp_path):
   rows = _rows(10, 100.0, 1.0) + [{"step": 10, "time": 130.0, "train_loss": 0.05}]  # resumed
-  steps, times, values = viz.series(rows, "train_loss")
+  steps, times, values = training_plots.series(rows, "train_loss")
   assert list(steps) == list(range(1, 11)) and values[-1] == 0.05 and times[-1] == 130.0
-  clock = viz.run_clock(rows, [{"start_time": 90.0, "end_time": 105.0},
-                               {"start_time": 125.0}])
+  clock = training_plots.run_clock(rows, [{"start_time": 90.0, "end_time": 105.0},
+                                          {"start_time": 125.0}])
   assert clock(100.0) == 10.0 and clock(130.0) == 20.0
-  path = viz.plot_curves({"seed0": rows, "seed1": _rows(10, 500.0, 2.0)},
-                         str(tmp_path / "curves.png"), title="t", target=0.9)
+  path = training_plots.plot_curves({"seed0": rows, "seed1": _rows(10, 500.0, 2.0)},
+                                    str(tmp_path / "curves.png"), title="t", target=0.9)
   assert _png_size(path) == (1200, 800)
 
 
 def test_confusion(tmp_path):
   cm = np.eye(10, dtype=int) * 50 + 1
-  path = viz.plot_confusion(cm, str(tmp_path / "c.png"),
-                            class_names=viz.CLASS_NAMES["fashion_mnist"], title="fm")
+  path = training_plots.plot_confusion(cm, str(tmp_path / "c.png"),
+                                       class_names=CLASS_NAMES["fashion_mnist"], title="fm")
   assert _png_size(path) == (700, 700)
-  path = viz.plot_confusion(np.ones((100, 100)), str(tmp_path / "c100.png"), size=5, dpi=80)
+  path = training_plots.plot_confusion(np.ones((100, 100)), str(tmp_path / "c100.png"),
+                                       size=5, dpi=80)
   assert _png_size(path) == (400, 400)
   with pytest.raises(ValueError, match="square"):
-    viz.plot_confusion(np.ones((3, 4)), str(tmp_path / "bad.png"))
+    training_plots.plot_confusion(np.ones((3, 4)), str(tmp_path / "bad.png"))
   with pytest.raises(ValueError, match="2 names for 10 classes"):
-    viz.plot_confusion(cm, str(tmp_path / "bad.png"), class_names=["a", "b"])
+    training_plots.plot_confusion(cm, str(tmp_path / "bad.png"), class_names=["a", "b"])
 
 
 # experiments/visualize.py on a trained workdir: tests/test_predict.py (one shared workdir).

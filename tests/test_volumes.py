@@ -7,9 +7,19 @@ import pytest
 
 from conftest import spec_of
 
-from cnnlab.data import datasets, families, memory, preprocess
+from cnnlab.data import datasets, memory, pipeline, preprocess
 from cnnlab.data import volumes
 from cnnlab.datasets import prepare, volume_folders
+
+
+def feed(data_dir, name="volumes/scans", **options):
+  """The Feed of ``name`` prepared in ``data_dir`` with dataset ``options``."""
+  return pipeline.Feed(pipeline.data_spec(name, data_dir=data_dir, **options))
+
+
+def describe(name, data_dir):
+  """The catalogue entry of a prepared local dataset, as its one metadata read gives it."""
+  return datasets.describe({"name": name, "data_dir": data_dir}).info
 
 
 def _vol(seed, shape=(6, 5, 4)):
@@ -40,7 +50,7 @@ def folder(tmp_path_factory):
 
 def test_folder_build_npy_and_nifti(folder):
   _, data_dir, written = folder
-  info = datasets.describe("volumes/scans", data_dir)
+  info = describe("volumes/scans", data_dir)
   assert info.family == "volume" and info.class_names == ("healthy", "lesion")   # sorted
   assert info.input_shape == (6, 5, 4, 1) and info.num_classes == 2
   assert info.splits == {"train": 8, "test": 2}      # every 5th file of each class held out
@@ -52,7 +62,7 @@ def test_folder_build_npy_and_nifti(folder):
       assert ("s4" in name) == (split == "test")
       np.testing.assert_allclose(ex["volume"][..., 0], written[name], rtol=1e-6)
       assert info.class_names[ex["label"]] == name.split("/")[0]
-  x, y = families.load_arrays(info, b, "train", {"data_dir": data_dir}, cache=False)
+  x, y = feed(data_dir).arrays("train")
   assert x.shape == (8, 6, 5, 4, 1) and y.tolist() == [0] * 4 + [1] * 4
   np.testing.assert_allclose(x.reshape(8, -1).mean(1), 0, atol=1e-5)   # per-volume z-score
   np.testing.assert_allclose(x.reshape(8, -1).std(1), 1, rtol=1e-4)
@@ -86,8 +96,8 @@ def test_explicit_train_test_folders(tmp_path):
   assert splits["test"][0] == (os.path.join("test", "a", "0.npy"), 0)
 
 
-def _augment(x, y, opts, info, *, p, n_proc, step=3, seed=5):
-  fn = families.transform(info, opts, train=True)
+def _augment(x, y, scans, *, p, n_proc, step=3, seed=5):
+  fn = scans.transform(train=True)
   it = memory.train_batches(x, y, fn, global_batch_size=8, seed=seed, start_step=step,
                             process_index=p, process_count=n_proc)
   return next(it)
@@ -95,18 +105,16 @@ def _augment(x, y, opts, info, *, p, n_proc, step=3, seed=5):
 
 def test_3d_augmentation_shapes_determinism_and_host_shares(folder):
   _, data_dir, _ = folder
-  info = datasets.describe("volumes/scans", data_dir)
-  x, y = families.load_arrays(info, datasets.builder(info, data_dir), "train",
-                              {"data_dir": data_dir})
-  opts = {"data_dir": data_dir, "crop_shape": (4, 4, 3), "flip_axes": (0, 2), "augment": True}
-  assert families.input_shape(info, opts) == (4, 4, 3, 1)
-  whole = _augment(x, y, opts, info, p=0, n_proc=1)
+  scans = feed(data_dir, crop_shape=(4, 4, 3), flip_axes=(0, 2), augment=True)
+  x, y = scans.arrays("train")
+  assert scans.spec.input_shape == (4, 4, 3, 1)
+  whole = _augment(x, y, scans, p=0, n_proc=1)
   assert whole["image"].shape == (8, 4, 4, 3, 1) and whole["image"].dtype == np.float32
-  again = _augment(x, y, opts, info, p=0, n_proc=1)
+  again = _augment(x, y, scans, p=0, n_proc=1)
   np.testing.assert_array_equal(whole["image"], again["image"])          # pure in (seed, s)
-  halves = [_augment(x, y, opts, info, p=p, n_proc=2) for p in (0, 1)]
+  halves = [_augment(x, y, scans, p=p, n_proc=2) for p in (0, 1)]
   np.testing.assert_array_equal(np.concatenate([h["image"] for h in halves]), whole["image"])
-  other = _augment(x, y, opts, info, p=0, n_proc=1, step=4)
+  other = _augment(x, y, scans, p=0, n_proc=1, step=4)
   assert not np.array_equal(other["image"], whole["image"])
   # Every crop is a window of its source volume, mirrored only along the allowed axes.
   rng = np.random.default_rng([5, 2, 3])
@@ -121,11 +129,9 @@ def test_3d_augmentation_shapes_determinism_and_host_shares(folder):
 
 def test_eval_centre_crop_and_padding_masks(folder):
   _, data_dir, _ = folder
-  info = datasets.describe("volumes/scans", data_dir)
-  x, y = families.load_arrays(info, datasets.builder(info, data_dir), "test",
-                              {"data_dir": data_dir})
-  opts = {"data_dir": data_dir, "crop_shape": (4, 3, 2)}
-  fn = families.transform(info, opts, train=False)
+  scans = feed(data_dir, crop_shape=(4, 3, 2))
+  x, y = scans.arrays("test")
+  fn = scans.transform(train=False)
   batches = [list(memory.eval_batches(x, y, fn, global_batch_size=4, process_index=p,
                                       process_count=2)) for p in (0, 1)]
   assert sum(int(b["mask"].sum()) for host in batches for b in host) == 2
@@ -133,25 +139,24 @@ def test_eval_centre_crop_and_padding_masks(folder):
   np.testing.assert_array_equal(first, x[0, 1:5, 1:4, 1:3])      # centred: (6-4)//2, ...
   assert not batches[1][0]["mask"].any() and not batches[1][0]["image"].any()
   raw = [volumes.read_volume(os.path.join(folder[0], "healthy", "s4.nii.gz"))[..., 0]]
-  got = families.eval_inputs(info, opts, raw)
+  got = scans.eval_inputs(raw)
   assert got.shape == (1, 4, 3, 2, 1)
   with pytest.raises(ValueError, match=r"input 0 has shape \(2, 2, 2, 1\)"):
-    families.eval_inputs(info, opts, [np.zeros((2, 2, 2))])
+    scans.eval_inputs([np.zeros((2, 2, 2))])
   with pytest.raises(ValueError, match="crop_shape"):
-    families.input_shape(info, {"data_dir": data_dir, "crop_shape": (7, 1, 1)})
+    feed(data_dir, crop_shape=(7, 1, 1))
 
 
 def test_synthetic_volumes_written_on_first_use(tmp_path, monkeypatch):
   monkeypatch.delenv(prepare.RAW_DATA_ENV, raising=False)
   cfg = {"name": "synthetic_volumes", "data_dir": str(tmp_path)}
   with pytest.raises(datasets.DatasetUnavailableError, match="written on first use"):
-    datasets.describe("synthetic_volumes", str(tmp_path))
+    datasets.describe(cfg)
   assert prepare.prepare_if_needed(cfg)
-  info = datasets.describe("synthetic_volumes", str(tmp_path))
+  info = describe("synthetic_volumes", str(tmp_path))
   assert info.num_classes == 3 and info.input_shape == (20, 20, 20, 1)
   assert info.splits == {"train": 600, "test": 300}
-  x, y = families.load_arrays(info, datasets.builder(info, str(tmp_path)), "test",
-                              {"data_dir": str(tmp_path), "preprocess": "raw"})
+  x, y = feed(str(tmp_path), "synthetic_volumes", preprocess="raw").arrays("test")
   assert np.bincount(y).tolist() == [100, 100, 100]
   first = next(volume_folders.synthetic_examples("test"))
   np.testing.assert_array_equal(x[0], first["volume"])                 # pure function of seed
@@ -164,7 +169,6 @@ def test_synthetic_volumes_written_on_first_use(tmp_path, monkeypatch):
   assert np.ptp(means) < 0.02
   assert prepare.prepare_if_needed(cfg) is None
   # The 3-D recipe resolves on them: shape from the crop, classes from the dataset.
-  from cnnlab import config as config_lib
   from experiments.configs import resnet18_3d_volumes as recipe
   c = recipe.get_config()
   c.dataset.data_dir = str(tmp_path)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnlab import config, models, parallel, platform
-from cnnlab.training import builders, optim, steps
+from cnnlab.training import builders, optim, steps, tasks
 from cnnlab.training.state import create_state
 
 DATASET_FOR_FAMILY = {"lenet": "mnist", "resnet_cifar": "cifar10"}   # images: else imagenet2012
@@ -93,22 +93,29 @@ class Setup:
     # "auto": what a run on this process decides (cnnlab.config.choose_kernels).
     devices = platform.describe(probe_onednn=kernels in ("auto", "cpu+onednn"))
     self.kernels, self.kernels_why = config.choose_kernels(kernels, devices)
+    self.task = models.info(model_name).task
     self.model = builders.model(config.ModelSpec(
         name=model_name, kwargs={}, dtype=dtype, num_classes=self.config.model.num_classes,
-        input_shape=self.input_shape, kernels=self.kernels), check_input=False)
+        input_shape=self.input_shape, kernels=self.kernels, task=self.task), check_input=False)
     self.num_classes = self.model.num_classes
     self.batch_size = batch_size
     schedule = optim.create_schedule(sched)
     tx = optim.create_optimizer(self.optim, schedule, sched)
     self.init = lambda: create_state(self.model, tx, jax.random.PRNGKey(0),  # noqa: E731
                                      self.input_shape)
+    task = tasks.get(self.task)
     self.train_step = steps.make_train_step(self.model, tx, self.train_spec, self.optim,
-                                            schedule)
-    self.eval_step = steps.make_eval_step(self.model)
+                                            schedule, task)
+    self.eval_step = steps.make_eval_step(self.model, task=task)
+
+  def label_shape(self) -> tuple[int, ...]:
+    """Labels per example (classification) or per pixel / voxel (segmentation)."""
+    return (self.batch_size, *self.input_shape[:-1]) if self.task == "segment" \
+        else (self.batch_size,)
 
   def abstract_batch(self, mask: bool = False) -> dict:
     b = {"image": jax.ShapeDtypeStruct((self.batch_size, *self.input_shape), jnp.float32),
-         "label": jax.ShapeDtypeStruct((self.batch_size,), jnp.int32)}
+         "label": jax.ShapeDtypeStruct(self.label_shape(), jnp.int32)}
     if mask:
       b["mask"] = jax.ShapeDtypeStruct((self.batch_size,), jnp.bool_)
     return b
@@ -133,6 +140,7 @@ class JaxBench:
     self.jax = jax
     setup = Setup(model_name, batch_size, input_shape, dtype, kernels)
     self.config, self.num_classes, self.kernels = setup.config, setup.num_classes, setup.kernels
+    self.task = setup.task
     self.optim, self.train_spec = setup.optim, setup.train_spec
     mesh = parallel.create_mesh()
     repl = parallel.replicated(mesh)
@@ -142,7 +150,7 @@ class JaxBench:
     p_eval = steps.jit_eval_step(mesh, setup.eval_step, sharding)
     rng = np.random.default_rng(0)
     host = {"image": rng.standard_normal((batch_size, *setup.input_shape), np.float32),
-            "label": rng.integers(0, self.num_classes, batch_size).astype(np.int32)}
+            "label": rng.integers(0, self.num_classes, setup.label_shape()).astype(np.int32)}
     self.batch = parallel.shard_batch(mesh, host)
     self.batch_size = batch_size
     self.sync = parallel.needs_step_sync(mesh)   # the loop's per-step sync on multi-device CPU

@@ -9,12 +9,14 @@ import os
 import sys
 import tempfile
 
+from cnnlab.data import datasets, pipeline
+from cnnlab.datasets import prepare, synthetic
+
 from cnnlab.bench.jax_side import dataset_for
 
 
 def _synthetic_data_dir(dataset: str, root: str) -> str:
   """Writes small raw files in the dataset's original format and prepares them with TFDS."""
-  from cnnlab.datasets import prepare, synthetic
   raw, data_dir = os.path.join(root, "raw"), os.path.join(root, "tfds")
   if dataset == "mnist":
     sums = synthetic.write_mnist(raw)
@@ -32,7 +34,6 @@ def _synthetic_data_dir(dataset: str, root: str) -> str:
 def pipeline_throughput(model_name: str, batch_size: int, image_size: int,
                         data_dir: str | None, num_batches: int) -> dict:
   import tensorflow_datasets as tfds
-  from cnnlab.data import datasets, pipeline
   tfds.disable_progress_bar()
   name, pre = dataset_for(model_name, image_size)
   if name is None:   # 1-D signals and volumes / video: no image pipeline to measure
@@ -48,11 +49,11 @@ def pipeline_throughput(model_name: str, batch_size: int, image_size: int,
     if use_dir is None:
       with contextlib.redirect_stdout(sys.stderr):   # TFDS prints its progress to stdout
         use_dir = _synthetic_data_dir(name, tmp)
-    over = {"data_dir": use_dir, "shuffle_buffer": 256}
+    over = {"data_dir": use_dir}
     if pre:
       over["preprocess"] = pre
-    if name == "imagenet2012":
-      over["image_size"] = image_size
+    if name == "imagenet2012":   # the streaming family: the only one with these options
+      over.update(image_size=image_size, shuffle_buffer=256)
     spec = pipeline.data_spec(name, **over)
     rate = pipeline.measure_throughput(spec, global_batch_size=batch_size,
                                        num_batches=num_batches, warmup=3)

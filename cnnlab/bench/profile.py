@@ -6,7 +6,8 @@ the same few categories so the two frameworks can be read side by side.
     rows = profile.xla_thunk_times(trace_dir)      # {thunk name: (seconds, calls)}
     table = profile.by_category(rows, profile.xla_category)
 
-Categories: ``conv`` (XLA convolutions and the oneDNN extension's FFI calls), ``matmul``,
+Categories: ``conv`` (XLA convolutions and the oneDNN extension's convolution calls),
+``batchnorm`` (includes the extension's native BatchNorm calls), ``matmul``,
 ``elementwise`` (XLA's loop / input fusions: BatchNorm arithmetic, ReLU, residual adds,
 optimizer updates), ``pool``, ``copy`` and ``other``. On XLA:CPU the thunk executor may run two
 independent thunks at once, so category totals are thread-seconds: their sum can exceed the
@@ -52,14 +53,19 @@ _CALL = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*\bcalls=%?([\w.\-]+)")
 _OP = re.compile(r"= [^=]*?\b(convolution|dot|reduce-window|select-and-scatter)\(")
 _OP_CATEGORY = {"convolution": "conv", "dot": "matmul", "reduce-window": "pool",
                 "select-and-scatter": "pool"}
+# cnnlab's FFI calls by target: the oneDNN convolutions and the native BatchNorm passes.
+_FFI = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*custom_call_target="(cnnlab_[a-z_]+)"')
+_FFI_CATEGORY = (("cnnlab_bn_", "batchnorm"), ("cnnlab_onednn_conv_", "conv"))
 
 
 def hlo_categories(hlo_text: str) -> dict[str, str]:
-  """{fused instruction: category} from a compiled module's HLO text, for fusions whose name
-  does not say what they compute (XLA:CPU's ``ynn_fusion``\ s may hold a convolution, a dot
-  or a plain reduction): the called computation's convolution / dot / pooling op decides."""
+  """{instruction: category} from a compiled module's HLO text, for thunks whose name does not
+  say what they compute: fusions (XLA:CPU's ``ynn_fusion``\ s may hold a convolution, a dot
+  or a plain reduction: the called computation's convolution / dot / pooling op decides) and
+  cnnlab's FFI calls (by custom-call target: oneDNN convolution or native BatchNorm)."""
   ops: dict[str, set] = {}
   calls: dict[str, str] = {}
+  targets: dict[str, str] = {}
   current = None
   for line in hlo_text.splitlines():
     header = _COMPUTATION.match(line)
@@ -72,7 +78,11 @@ def hlo_categories(hlo_text: str) -> dict[str, str]:
     call = _CALL.match(line)
     if call:
       calls[call.group(1)] = call.group(2)
-  out = {}
+    ffi = _FFI.match(line)
+    if ffi:
+      targets[ffi.group(1)] = next(c for p, c in _FFI_CATEGORY + (("", "other"),)
+                                   if ffi.group(2).startswith(p))
+  out = dict(targets)
   for inst, comp in calls.items():
     found = ops.get(comp, set())
     for op in ("convolution", "dot", "reduce-window", "select-and-scatter"):

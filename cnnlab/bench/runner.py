@@ -12,6 +12,9 @@ import dataclasses
 import statistics
 import sys
 
+from cnnlab.bench import jax_side, pipeline
+from cnnlab.bench.torch_client import TorchUnavailable
+
 RESULT_KEYS = ("model", "batch_size", "image_size", "input_shape", "dtype", "kernels", "threads",
                "devices",
                "steps_per_round", "lower_s", "compile_s", "train_img_s", "train_ms_step",
@@ -86,7 +89,6 @@ def _round_steps(jb, opts: Options) -> int:
 def torch_setup(torch, name: str, jb, shape, batch: int, opts: Options):
   """(worker or None, its set-up reply, error text): a model with no PyTorch equivalent
   (lenet5_1998, say) is benchmarked on the JAX side only."""
-  from cnnlab.bench.torch_client import TorchUnavailable
   if torch is None:
     return None, None, None
   try:
@@ -95,7 +97,7 @@ def torch_setup(torch, name: str, jb, shape, batch: int, opts: Options):
                        channels_last=opts.channels_last, device=opts.torch_device,
                        aux_loss_weight=jb.train_spec.aux_loss_weight,
                        weight_decay=jb.optim.weight_decay,
-                       learning_rate=jb.optim.learning_rate)
+                       learning_rate=jb.optim.learning_rate, task=jb.task)
     return torch, reply, None
   except TorchUnavailable:
     raise
@@ -133,7 +135,6 @@ def _torch_figures(res: dict, t_info, theirs, ev_mine, ev_theirs, mine, opts) ->
 
 def bench_model(name: str, opts: Options, torch=None) -> dict:
   """Every figure for one model (see RESULT_KEYS); ``torch`` is a TorchWorker or None."""
-  from cnnlab.bench import jax_side
   shape = jax_side.input_shape(name, opts.image_size, opts.input_shape)
   batch = opts.batch_size or default_batch(shape)
   res = {"model": name, "batch_size": batch, "image_size": shape[-2], "input_shape": list(shape),
@@ -162,7 +163,6 @@ def bench_model(name: str, opts: Options, torch=None) -> dict:
   res.update(pipeline_dataset=None, pipeline_source=None, pipeline_img_s=None,
              pipeline_vs_train=None)
   if opts.pipeline:
-    from cnnlab.bench import pipeline   # TensorFlow from here on
     res.update(pipeline.pipeline_throughput(name, batch, shape[-2], opts.data_dir,
                                             opts.pipeline_batches))
     if res["pipeline_img_s"]:

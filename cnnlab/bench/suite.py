@@ -28,6 +28,10 @@ import statistics
 import sys
 import time
 
+from cnnlab import models
+from cnnlab.bench import jax_side, runner
+from cnnlab.bench.torch_client import TorchUnavailable
+
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks, TFLOP/s. NVIDIA's H100 and H200 datasheets
 # give 1,979 TFLOP/s for the SXM parts "with sparsity", so 989.4 dense; the H200 is the H100's
 # chip with more and faster memory (141 GB HBM3e at 4.8 TB/s), so the two share the figure.
@@ -181,7 +185,6 @@ def _one_line(e: BaseException) -> str:
 
 
 def _options(case: Case, timing: dict, peak: float | None, threads: int, torch_device: str):
-  from cnnlab.bench import runner
   return runner.Options(batch_size=case.batch_size, image_size=case.image_size,
                         input_shape=tuple(case.input_shape), dtype=case.dtype, eval=False,
                         pipeline=False, peak_gflops=(peak or 0.0) * 1e3, threads=threads,
@@ -191,8 +194,6 @@ def _options(case: Case, timing: dict, peak: float | None, threads: int, torch_d
 def _bench_case(case: Case, opts, torch) -> tuple[dict, object]:
   """(result, the torch worker still usable or None). A worker that dies costs the comparison,
   not the case: the case is measured again without it."""
-  from cnnlab.bench import runner
-  from cnnlab.bench.torch_client import TorchUnavailable
   try:
     return runner.bench_model(case.model, opts, torch if case.torch else None), torch
   except TorchUnavailable as e:
@@ -206,7 +207,6 @@ def _bench_case(case: Case, opts, torch) -> tuple[dict, object]:
 def _probe_torch(torch, report: dict):
   """The worker answers a ping once torch is imported; a worker that cannot is dropped here,
   before any case, and the report says why."""
-  from cnnlab.bench.torch_client import TorchUnavailable
   if torch is None:
     return None
   try:
@@ -231,8 +231,6 @@ def run(cases, *, timing: dict, budget_s: float, json_path: str | None = None,
         peak: float | None = None, torch=None, torch_device: str = "cpu", threads: int = 1,
         ceiling_sizes: tuple[int, int] | None = (8192, 2048), log=print) -> dict:
   """Runs ``cases`` in order within ``budget_s`` seconds of wall time (see the module doc)."""
-  from cnnlab import models
-  from cnnlab.bench import jax_side
   t0 = time.perf_counter()
   env = environment()
   peak = peak or peak_tflops(env["device_kind"])

@@ -1,7 +1,8 @@
 """PyTorch counterparts of cnnlab's models that torchvision does not have, layer for layer as
 cnnlab has them, for the benchmark's PyTorch worker (cnnlab/bench/torch_worker.py): LeNet-5
 (modern), the CIFAR ResNets of He et al. 2016 §4.2 (option A), Wang, Yan & Oates 2017's FCN
-and ResNet for series, torchvision's ResNet layout with 1-D / 3-D layers, and ``build(name)``
+and ResNet for series, torchvision's ResNet layout with 1-D / 3-D layers, U-Net and 3-D U-Net
+(same padding) as cnnlab.models.unet builds them, and ``build(name)``
 for every registered name (torchvision's builders where they exist). Imports torch; nothing
 in cnnlab imports this module.
 """
@@ -189,10 +190,67 @@ _CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "re
 _VIDEO = ("r3d_18", "mc3_18", "r2plus1d_18")
 
 
+# --- U-Net (Ronneberger et al. 2015) and 3-D U-Net (Çiçek et al. 2016), as cnnlab.models.unet ---
+_ND_UNET = {2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),
+            3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.ConvTranspose3d)}
+# name -> (rank, base channels, depth, BatchNorm, affine BN, double before pool, up-conv bias)
+_UNETS = {"unet": (2, 64, 4, False, True, False, True),
+          "unet3d": (3, 32, 3, True, False, True, False)}
+
+
+class _ConvPair(nn.Sequential):
+  def __init__(self, rank, cin, widths, bn, affine):
+    conv, norm = _ND_UNET[rank][:2]
+    layers = []
+    for w in widths:
+      layers += [conv(cin, w, 3, padding=1)]
+      layers += [norm(w, affine=affine)] if bn else []
+      layers += [nn.ReLU(inplace=True)]
+      cin = w
+    super().__init__(*layers)
+
+
+class UNet(nn.Module):
+  """cnnlab's ``unet`` / ``unet3d`` with same padding: the same levels, widths, BatchNorm
+  placement and up-convolutions, so the parameter counts agree."""
+
+  def __init__(self, rank, base, depth, bn, affine, double, up_bias, num_classes, channels):
+    super().__init__()
+    conv, _, pool, upconv = _ND_UNET[rank]
+    widths = [(base * 2 ** l, base * 2 ** (l + 1)) if double else (base * 2 ** l,) * 2
+              for l in range(depth + 1)]
+    self.down = nn.ModuleList()
+    cin = channels
+    for w in widths:
+      self.down.append(_ConvPair(rank, cin, w, bn, affine))
+      cin = w[1]
+    self.pool = pool(2)
+    self.ups, self.up_convs = nn.ModuleList(), nn.ModuleList()
+    for level in reversed(range(depth)):
+      up = cin if double else cin // 2
+      self.ups.append(upconv(cin, up, 2, stride=2, bias=up_bias))
+      self.up_convs.append(_ConvPair(rank, up + widths[level][1], (widths[level][1],) * 2, bn,
+                                     affine))
+      cin = widths[level][1]
+    self.head = conv(cin, num_classes, 1)
+
+  def forward(self, x):
+    skips = []
+    for block in self.down[:-1]:
+      skips.append(block(x))
+      x = self.pool(skips[-1])
+    x = self.down[-1](x)
+    for up, block, skip in zip(self.ups, self.up_convs, reversed(skips)):
+      x = block(torch.cat([skip, up(x)], dim=1))
+    return self.head(x)
+
+
 def build(name, num_classes, channels):
   """The torch model for a cnnlab registry name; ValueError if there is no equivalent."""
   if name == "lenet5":
     return LeNet5(num_classes, channels)
+  if name in _UNETS:
+    return UNet(*_UNETS[name], num_classes, channels)
   if name in _CIFAR_DEPTHS and channels == 3:
     return CifarResNet(_CIFAR_DEPTHS[name], num_classes)
   if name == "fcn1d":

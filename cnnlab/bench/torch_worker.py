@@ -6,7 +6,8 @@ It imports only torch / torchvision (an optional extra, never a cnnlab dependenc
 object per line, so that benchmark.py can interleave its rounds with the JAX rounds:
 
   {"cmd": "setup", "model": "resnet18", "batch_size": 16, "input_shape": [224, 224, 3],
-   "num_classes": 1000, "threads": 2, "dtype": "float32", "channels_last": "auto",
+   "num_classes": 1000, "task": "classify" (or "segment": labels per pixel), "threads": 2,
+   "dtype": "float32", "channels_last": "auto",
    "device": "cpu", "aux_loss_weight": 0.3, "weight_decay": 1e-4}
       -> {"ok": true, "channels_last": bool, "params": int, "torch": version, ...}
   {"cmd": "train", "steps": n}  -> {"ok": true, "seconds": s, "images": n * batch}
@@ -64,7 +65,10 @@ class Bench:
                                momentum=0.9, weight_decay=float(cmd["weight_decay"]))
     g = torch.Generator().manual_seed(1)
     self.x = torch.randn(self.batch, channels, *spatial, generator=g).to(self.device)
-    self.y = torch.randint(0, num_classes, (self.batch,), generator=g).to(self.device)
+    self.segment = cmd.get("task", "classify") == "segment"   # labels per pixel / voxel
+    label_shape = (self.batch, *spatial) if self.segment else (self.batch,)
+    self.y = torch.randint(0, num_classes, label_shape, generator=g).to(self.device)
+    self.class_axis = 1 if self.segment else -1
     mode = cmd.get("channels_last", "auto")
     if self.rank == 1:
       self.channels_last = False        # no channels-last format for 1-D tensors
@@ -116,7 +120,7 @@ class Bench:
           loss = F.cross_entropy(logits.float(), self.y)
       loss.backward()
       self.opt.step()
-      acc = acc + (logits.detach().argmax(-1) == self.y).float().mean()
+      acc = acc + (logits.detach().argmax(self.class_axis) == self.y).float().mean()
     float(acc)                               # one host sync per round (waits for the GPU too)
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "images": steps * self.batch}
@@ -139,7 +143,7 @@ class Bench:
     for _ in range(steps):
       with self._autocast():
         logits = self.model(self.xl)
-      correct = correct + (logits.argmax(-1) == self.y).sum()
+      correct = correct + (logits.argmax(self.class_axis) == self.y).sum()
     float(correct)
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "images": steps * self.batch}

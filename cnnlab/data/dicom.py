@@ -1,7 +1,7 @@
 """DICOM series folders as volumes: slice order, Hounsfield units, spacing, voxel -> patient map.
 
     s = read_series("CT_0001/")       # a folder with one file per slice of ONE series
-    s.voxels                          # float32 [D, H, W, 1], in HU for CT
+    s.read_voxels()                   # float32 [D, H, W, 1], in HU for CT
     s.spacing, s.affine()             # (z, y, x) mm; 4x4 voxel index -> RAS mm
 
 A CT or MR scan arrives as a folder of single-slice files whose names and InstanceNumbers say
@@ -75,9 +75,8 @@ class Series:
     a[:3, :3], a[:3, 3] = self.axes, self.origin
     return _LPS_TO_RAS @ a if frame == "RAS" else a
 
-  @property
-  def voxels(self) -> np.ndarray:
-    """float32 [D, H, W, C] (C = 1 for grey), rescaled (HU for CT)."""
+  def read_voxels(self) -> np.ndarray:
+    """float32 [D, H, W, C] (C = 1 for grey), rescaled (HU for CT), read from the files."""
     return np.stack([_pixels(self.folder, f) for f in self.files])
 
 
@@ -176,7 +175,7 @@ def _slice_step(folder: str, positions: np.ndarray, normal: np.ndarray,
 
 def read_series(folder: str) -> Series:
   """The series in ``folder`` checked and ordered; its pixel data is read only when
-  ``Series.voxels`` is asked for. DicomError (one line) if refused."""
+  ``Series.read_voxels`` is called. DicomError (one line) if refused."""
   folder = os.fspath(folder)
   found = _headers(folder)
   for f, ds in found:

@@ -89,8 +89,7 @@ class Feed:
 
   def mean_image(self):
     """The training split's per-pixel mean (CIFAR's 'per_pixel_mean'), else None."""
-    needs = getattr(self.family, "needs_mean_image", None)
-    if needs is None or not needs(self.options):
+    if not self.family.needs_mean_image(self.options):
       return None
     return memory.mean_image(self.arrays(self.facts.train_split)[0])
 

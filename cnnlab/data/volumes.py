@@ -83,7 +83,7 @@ def _series(path: str) -> dicom.Series:
 
 def _dicom_voxels(series: dicom.Series) -> np.ndarray:
   try:
-    return series.voxels
+    return series.read_voxels()
   except dicom.DicomError as e:
     raise VolumeError(str(e)) from e
 

@@ -9,7 +9,7 @@ different shapes and textures and a small lesion:
 
 | class | name       | shape                                         | texture (HU)           |
 |-------|------------|-----------------------------------------------|------------------------|
-| 0     | background | air outside, body tissue inside               | -1000; body 0 +- 15    |
+| 0     | background | air outside, body tissue inside               | -1000; body -20 +- 12  |
 | 1     | liver      | a large ellipsoid cut flat on its medial side | 60 +- 6, smooth waves  |
 | 2     | kidney     | a bean: an ellipsoid with a notch (hilum)     | cortex 150, medulla 90 |
 | 3     | spine      | a cylinder along the body axis                | shell 700, core 250 *  |
@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab.datasets import local, seg_pairs, seg_volumes
+
 FAMILY = "segvolumes"
 NAME = "synthetic_phantoms"
 SHAPE = (48, 48, 48)
@@ -45,7 +47,7 @@ CLASS_NAMES = ("background", "liver", "kidney", "spine", "lesion")
 ORGAN_CLASSES = (1, 2, 3)
 LESION_CLASSES = (4,)
 NOISE_HU = 12.0
-_AIR, _BODY, _LIVER, _LESION = -1000.0, 0.0, 60.0, 15.0
+_AIR, _BODY, _LIVER, _LESION = -1000.0, -20.0, 60.0, 15.0
 _CORTEX, _MEDULLA, _BONE_SHELL, _BONE_CORE = 150.0, 90.0, 700.0, 250.0
 # Anatomy (z, y, x) in voxels about the volume centre, before pose and jitter.
 _BODY_RADII = (22.0, 15.0, 20.0)
@@ -104,7 +106,7 @@ def phantom(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   image = np.full(SHAPE, _AIR, np.float32)
   mask = np.zeros(SHAPE, np.uint8)
   body = _ellipsoid_radius(u, 0.0, _BODY_RADII) < 1
-  image[body] = _BODY + _waves(rng, u[body], 5.0)
+  image[body] = _BODY + _waves(rng, u[body], 4.0)
 
   c, r = _jitter(rng, _LIVER_CENTRE, _LIVER_RADII)
   liver = body & (_ellipsoid_radius(u, c, r) < 1) & (u[..., 2] < c[2] + 0.6 * r[2])
@@ -162,7 +164,6 @@ def local_spec(seed: int = SEED, sizes: dict | None = None):
   """The LocalSpec that writes ``segvolumes/synthetic_phantoms`` (``sizes``: fewer volumes
   per split, for tests)."""
   sizes = dict(SIZES if sizes is None else sizes)
-  from cnnlab.datasets import local, seg_pairs, seg_volumes
   return local.LocalSpec(
       family=FAMILY, config=NAME, features=seg_volumes.features(1),
       splits={s: (lambda s=s: examples(s, seed, sizes[s])) for s in sizes},

@@ -188,6 +188,13 @@ def expected_files(name: str) -> list[str]:
     return [f"{problem}_TRAIN.ts", f"{problem}_TEST.ts"]
   if info.family == "volume":
     return ["<class>/*.npy|*.nii|*.nii.gz (optionally under train/ and test/)"]
+  if name == datasets.ISBI2012:
+    return ["train/image/00.png ... 24.png", "train/label/00.png ... 24.png",
+            "test/image/00.png ... 29.png", "SHA256SUMS"]
+  if info.family == "segmentation":
+    return ["<split>/image/*.png|tif", "<split>/label/* (matched by name)"]
+  if info.family == "segvolume":
+    return ["<split>/image/*.nii.gz|*.npy|<DICOM series folder>", "<split>/label/*"]
   import tensorflow_datasets as tfds
   files = [i.filename for i in _registry(tfds.builder(info.tfds_name)).values()]
   if name in _PYTHON_TAR:

@@ -24,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-from cnnlab.datasets import seg_pairs
+from cnnlab.datasets import local, seg_pairs
 
 FAMILY = "segmentation"
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -155,7 +155,6 @@ def spec_from_pairs(config: str, root: str, pairs: Mapping[str, list], *,
                     label_map: seg_pairs.LabelMap | None = None, metadata: Mapping = (),
                     description: str = ""):
   """The LocalSpec of ``segmentation/<config>`` from scanned pairs (all checked first)."""
-  from cnnlab.datasets import local
   counts, sizes, channels = _check(root, pairs)
   mapping = seg_pairs.resolve_map(root, label_map, {p: v.keys() for p, v in counts.items()})
   every = set().union(*sizes.values())

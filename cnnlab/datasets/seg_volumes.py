@@ -27,7 +27,7 @@ from typing import Mapping
 import numpy as np
 
 from cnnlab.data import volumes
-from cnnlab.datasets import seg_pairs
+from cnnlab.datasets import local, seg_pairs
 
 FAMILY = "segvolumes"
 _UNKNOWN_SPACING = (float("nan"),) * 3
@@ -124,7 +124,6 @@ def _example(root: str, pair: seg_pairs.Pair, mapping: seg_pairs.LabelMap) -> di
 def local_spec(config: str, source_dir: str, *,
                label_map: seg_pairs.LabelMap | None = None):
   """The LocalSpec that builds ``segvolumes/<config>`` from ``source_dir`` (checked first)."""
-  from cnnlab.datasets import local
   pairs = scan(source_dir)
   counts, shapes, channels = _check(source_dir, pairs)
   mapping = seg_pairs.resolve_map(source_dir, label_map,

@@ -42,6 +42,8 @@ import re
 
 import numpy as np
 
+from cnnlab.datasets import local
+
 FAMILY = "ucr"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -239,7 +241,6 @@ def _check_pair(train: TsFile, test: TsFile) -> None:
 def local_spec(name: str, source_dir: str, *, checksums: dict | None = None,
                verify_checksums: bool = True):
   """Reads and checks both files; the LocalSpec that builds ``ucr/<Name>``."""
-  from cnnlab.datasets import local
   problem = check_name(name)
   paths = source_files(problem, source_dir)
   sums = {}

@@ -28,6 +28,8 @@ import os
 
 import numpy as np
 
+from cnnlab.data import datasets
+from cnnlab.datasets import local
 from cnnlab.data.volumes import (EXTENSIONS, VolumeError, is_volume_path, read_volume,
                                  volume_shape)
 
@@ -85,7 +87,6 @@ def _check_name(name: str) -> str:
 
 def local_spec(name: str, source_dir: str):
   """The LocalSpec that builds ``volumes/<name>`` from ``source_dir`` (shapes checked first)."""
-  from cnnlab.datasets import local
   config = _check_name(name)
   names, splits = scan(source_dir)
   shape = None
@@ -144,8 +145,6 @@ def synthetic_examples(split: str, seed: int = 0):
 
 
 def synthetic_spec():
-  from cnnlab.data import datasets
-  from cnnlab.datasets import local
   return local.LocalSpec(
       family=FAMILY, config=datasets.SYNTHETIC_VOLUMES,
       features=_features((*SYNTHETIC_SHAPE, 1), SYNTHETIC_CLASSES),

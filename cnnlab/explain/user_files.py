@@ -7,15 +7,21 @@ prepares its evaluation examples.
         for name, raw in read(path):                         # a .ts file may hold several series
             x = prepare(name, raw)                           # float32, one example
 
-Supported: PNG/JPEG images (MNIST, CIFAR, ImageNet families), ``.npy`` arrays and NIfTI
-``.nii``/``.nii.gz`` volumes (volume family; ``.npy`` also for series), ``.ts`` (UCR/UEA) and
-``.csv`` series (rows are time steps, columns channels; one row is a univariate series).
+Supported: PNG/JPEG/TIFF images (MNIST, CIFAR, ImageNet and 2-D segmentation families),
+``.npy`` arrays, NIfTI ``.nii``/``.nii.gz`` volumes and DICOM series folders (volume families;
+``.npy`` also for series), ``.ts`` (UCR/UEA) and ``.csv`` series (rows are time steps, columns
+channels; one row is a univariate series). A folder holding DICOM files and no supported file
+is one input, a volume (``collect``); any other folder is expanded into its supported files
+and its DICOM series sub-folders.
 Preparation is the evaluation pipeline's (``cnnlab.data.pipeline.Feed.eval_inputs``):
 - mnist: a grey 28x28 image; 'standard' (x/255 - mean) / std, or 'lenet1998' (padded to 32);
 - cifar: an RGB 32x32 image; per-channel standardisation or the training set's mean image;
 - imagenet: any RGB image file: shorter side resized, centre crop, standardised;
 - series: (L, C) with the dataset's C, resampled to the run's length, z-normalised;
-- volume: (D, H, W[, C]) of the stored shape, intensity-normalised, centre-cropped.
+- volume: (D, H, W[, C]) of the stored shape, intensity-normalised, centre-cropped;
+- segmentation / segvolume: an image / volume of ANY size with the dataset's channels,
+  normalised as evaluation normalises (x / 255, z-score or the CT window), never resized
+  (tiled inference takes any size; ``resize`` does not apply).
 Anything else raises ``InputError``: one line naming the file, what it holds and what the model
 takes — and, for an image, the conversion that would make it fit.
 
@@ -40,7 +46,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 ARRAY_EXTENSIONS = (".npy", ".nii", ".nii.gz")
 SERIES_EXTENSIONS = (".ts", ".csv")
 SUPPORTED = IMAGE_EXTENSIONS + ARRAY_EXTENSIONS + SERIES_EXTENSIONS
@@ -57,22 +63,45 @@ def extension(path: str) -> str:
 
 def collect(paths: Sequence[str]) -> list[tuple[str, str | None]]:
   """``[(path, error or None)]`` in the order given, folders expanded into their supported
-  files (sorted, not recursive)."""
+  files and DICOM series sub-folders (sorted, not recursive). A folder that is itself a DICOM
+  series (cnnlab.data.dicom.is_series_folder) is ONE input, a volume."""
   out = []
   for path in paths:
-    if os.path.isdir(path):
-      found = sorted(os.path.join(path, f) for f in os.listdir(path)
-                     if extension(f) in SUPPORTED and os.path.isfile(os.path.join(path, f)))
+    if os.path.isdir(path) and is_dicom_series(path):
+      out.append((path, None))
+    elif os.path.isdir(path):
+      found = sorted(os.path.join(path, f) for f in os.listdir(path) if _usable(path, f))
       out += [(f, None) for f in found] or [
-          (path, f"folder holds no supported file ({', '.join(SUPPORTED)})")]
+          (path, f"folder holds no supported file ({', '.join(SUPPORTED)}) and no DICOM "
+                 "series folder")]
     elif not os.path.exists(path):
       out.append((path, "no such file or folder"))
     elif extension(path) not in SUPPORTED:
       out.append((path, f"unsupported file type {extension(path) or '(none)'!r}; "
-                        f"supported: {', '.join(SUPPORTED)}"))
+                        f"supported: {', '.join(SUPPORTED)}, DICOM series folders"))
     else:
       out.append((path, None))
   return out
+
+
+def is_dicom_series(path: str) -> bool:
+  """A folder of DICOM files and no supported file (a folder of PNGs is never a series; this
+  also spares reading the headers of its files); without pydicom, no folder is one."""
+  from cnnlab.data import dicom
+  names = [f for f in os.listdir(path) if os.path.isfile(os.path.join(path, f))]
+  if any(extension(f) in SUPPORTED for f in names):
+    return False
+  try:
+    return dicom.is_series_folder(path)
+  except ImportError:
+    return False
+
+
+def _usable(folder: str, name: str) -> bool:
+  path = os.path.join(folder, name)
+  if os.path.isfile(path):
+    return extension(name) in SUPPORTED
+  return os.path.isdir(path) and not name.startswith(".") and is_dicom_series(path)
 
 
 def _read_image(path: str) -> np.ndarray:
@@ -137,6 +166,7 @@ def _shape_text(shape) -> str:
 
 
 IMAGE_FAMILIES = ("mnist", "cifar", "imagenet")
+SEGMENTATION_IMAGES = ("segmentation",)   # 2-D segmentation: image files of any size
 LUMA = (0.299, 0.587, 0.114)      # ITU-R BT.601, as PIL's RGB -> "L"
 LIGHT_MEAN = 0.5                  # mean intensity above which an image is mostly light
 
@@ -171,11 +201,15 @@ class Preparer:
     ext = extension(path)
     family = self.info.family
     notes: list[str] = []
-    if family in IMAGE_FAMILIES:
+    if family in IMAGE_FAMILIES + SEGMENTATION_IMAGES:
       converted, notes = self._image(name, ext, raw)
       if family == "imagenet":    # its pipeline decodes files: the file, or the converted pixels
         converted = _file_bytes(path) if converted is raw else _png_bytes(converted)
       raw = converted
+    elif ext in IMAGE_EXTENSIONS and family == "segvolume":
+      raise InputError(f"{name}: an image; this model takes volumes of any size with "
+                       f"{self.input_shape[-1]} channel(s) ({', '.join(ARRAY_EXTENSIONS)}, "
+                       "DICOM series folders)")
     elif ext in IMAGE_EXTENSIONS:
       raise InputError(f"{name}: an image; this model takes {family} inputs of shape "
                        f"{self.input_shape} ({', '.join(ARRAY_EXTENSIONS + SERIES_EXTENSIONS)})")
@@ -190,13 +224,16 @@ class Preparer:
   def _image(self, name, ext, raw) -> tuple[np.ndarray, list[str]]:
     """The image checked and converted as allowed; (pixels, [what was done, hint])."""
     if ext not in IMAGE_EXTENSIONS:
-      raise InputError(f"{name}: a {ext} file; this model takes "
-                       f"{_shape_text(self.input_shape)} images (PNG/JPEG)")
+      size = ("any-size" if self.info.family in SEGMENTATION_IMAGES
+              else _shape_text(self.input_shape))
+      raise InputError(f"{name}: a {ext or 'folder'} input; this model takes {size} images "
+                       "(PNG/JPEG/TIFF)")
     if raw.ndim != 3 or raw.dtype != np.uint8:
       raise InputError(f"{name}: a {raw.dtype} image of shape {raw.shape}; need 8-bit pixels")
     done = []
     raw = self._channels(name, raw, done)
-    raw = self._size(name, raw, done)
+    if self.info.family in IMAGE_FAMILIES:     # a segmentation network takes any size
+      raw = self._size(name, raw, done)
     if self.conversions.invert:
       raw = 255 - raw
       done.append("inverted (255 - value)")

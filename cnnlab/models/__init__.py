@@ -36,6 +36,7 @@ class ModelInfo:
   paper_result: str = ""     # the paper's reported number, with where it is in the paper
   torchvision: str | None = None   # name of the torchvision builder with the same layout
   notes: str = ""
+  task: str = "classify"     # classify: logits (N, K); segment: logits (N, *spatial, K)
 
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
@@ -72,12 +73,12 @@ def create(name: str, **kwargs: Any) -> nn.Module:
   factory, meta = _lookup(name)
   kwargs.setdefault("num_classes", meta.num_classes)
   if "kernels" not in kwargs:
-    from cnnlab.models import kernels
     kwargs["kernels"] = kernels.select()
   return factory(**kwargs)
 
 
 # Importing the family modules fills the registry (each calls `register` at import time).
+from cnnlab.models import kernels  # noqa: E402
 from cnnlab.models.lenet import LeNet5, LeNet5_1998  # noqa: E402,F401
 from cnnlab.models.alexnet import AlexNet, AlexNet2012  # noqa: E402,F401
 from cnnlab.models.vgg import VGG  # noqa: E402,F401

@@ -12,9 +12,13 @@ the model is constructed (``Kernels``), never by a switch read while tracing.
 The table holds generic operations only: a formulation that serves one model lives with that
 model (LeNet's space-to-depth conv + ReLU + pool is in ``cnnlab.models.lenet``).
 
-``select()`` is what ``models.create`` uses: CPU in a single-process CPU run, PLAIN elsewhere;
-``select(onednn=True)`` adds the oneDNN convolution of ``cnnlab.models.onednn`` where that
-extension is built (opt-in, see ``select`` for why).
+    CPU+ONEDNN  the CPU set with oneDNN's convolutions and cnnlab's native train-mode BatchNorm
+            (the FFI extension of ``cnnlab.models.onednn``), where it builds and loads.
+
+A run's set is decided by ``cnnlab.config.choose_kernels`` (``model.kernels='auto'``: the
+oneDNN set on a single-process CPU host where the extension is usable) and built by
+``by_name``; ``select()`` is what ``models.create`` uses when given none (CPU / PLAIN, without
+compiling the extension as a side effect of building a model).
 
 Conventions (all ranks: 1, 2 or 3 spatial dims): activations (N, *spatial, C); conv kernels
 (*window, C_in // groups, C_out); ``strides``/``dilation``/``window`` one int per spatial dim;
@@ -30,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnlab.config import registry as config_registry
+from cnnlab.models import onednn
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -225,35 +230,30 @@ CPU = Kernels("cpu", cpu_conv, cpu_max_pool, batch_norm_train, materialize)
 
 
 # --- choice ---------------------------------------------------------------------------------
-def _with_onednn(kernels: Kernels) -> Kernels:
-  """``kernels`` with the oneDNN convolution when that extension is built and usable."""
-  try:
-    from cnnlab.models import onednn
-  except ImportError:
-    return kernels
+def with_onednn(kernels: Kernels) -> Kernels:
+  """``kernels`` with oneDNN's convolutions and cnnlab's native BatchNorm (same extension;
+  the formulation of ``kernels`` wherever the extension cannot serve a call) when the
+  extension is built and usable here; ``kernels`` itself otherwise (one line says why)."""
   if not onednn.available():
     return kernels
-  return dataclasses.replace(kernels, name=kernels.name + "+onednn", conv=onednn.conv)
+  return dataclasses.replace(
+      kernels, name=kernels.name + "+onednn", conv=onednn.conv,
+      batch_norm_train=onednn.BatchNormTrain(fallback=kernels.batch_norm_train))
 
 
 def select(platform: str | None = None, process_count: int | None = None, *,
            onednn: bool = False) -> Kernels:
-  """CPU for a single-process CPU run (with oneDNN's conv if ``onednn`` and the extension is
-  built); PLAIN otherwise.
-
-  ``onednn`` is opt-in. With ``OMP_WAIT_POLICY=passive`` (every entry point sets it) the oneDNN
-  conv beat XLA's on every model measured (BUILD_NOTES, issue 17: ResNet-20 at 1.98x the
-  XLA-only speed on an idle 2-core machine); without it, on a loaded machine, libgomp's
-  spin-waiting made a ResNet-20 step run at 0.08x of PLAIN. A library user who imports cnnlab
-  does not get that variable set, and the first use compiles the extension: both argue for
-  asking.
+  """What ``models.create`` uses when not told: CPU for a single-process CPU run (with the
+  oneDNN extension if ``onednn``), PLAIN otherwise. Runs decide with ``model.kernels='auto'``
+  instead (cnnlab.config.choose_kernels: the oneDNN set wherever it is usable), so a library
+  call that only builds a model never compiles the extension as a side effect.
   ``platform`` / ``process_count`` default to ``jax.default_backend()`` / ``jax.process_count()``
   (which start JAX's backend: call after any process-level set-up of an entry point).
   """
   platform = jax.default_backend() if platform is None else platform
   process_count = jax.process_count() if process_count is None else process_count
   if platform == "cpu" and process_count == 1:
-    return _with_onednn(CPU) if onednn else CPU
+    return with_onednn(CPU) if onednn else CPU
   return PLAIN
 
 
@@ -265,9 +265,9 @@ for _name in NAMES:
 
 def by_name(name: str) -> Kernels:
   """The kernels a config or flag names: 'plain', 'cpu' or 'cpu+onednn' (CPU with the oneDNN
-  conv; plain CPU where the extension is not built)."""
+  conv and native BatchNorm; plain CPU where the extension is not built)."""
   if name == "cpu+onednn":
-    return _with_onednn(CPU)
+    return with_onednn(CPU)
   if name not in BY_NAME:
     raise ValueError(f"kernels={name!r} is not one of {', '.join(NAMES)}")
   return BY_NAME[name]

@@ -72,13 +72,9 @@ _PAPER = ("LeCun, Bottou, Bengio, Haffner 1998, Gradient-based learning applied 
 
 # --- the modern LeNet-5 -----------------------------------------------------------------------
 class LeNet5(nn.Module):
-  """Modern LeNet-5 for 28x28x1 input: ReLU, max-pool, dense softmax head.
-
-  ``s2d`` picks how each conv + ReLU + pool is computed: on the 2x2 space-to-depth view
-  (``s2d_conv_relu_pool2``, measured faster on XLA:CPU) or as the plain three operations of
-  ``kernels``; None (default) takes space-to-depth exactly when ``kernels`` is a CPU set
-  ('cpu', 'cpu+onednn'). Same parameters and values either way.
-  """
+  """Modern LeNet-5 for 28x28x1 input: ReLU, max-pool, dense softmax head. ``s2d``: conv +
+  ReLU + pool on the space-to-depth view (``s2d_conv_relu_pool2``) or with ``kernels``' plain
+  ops; None (default) = ``uses_s2d(kernels)``. Same parameters and values either way."""
   num_classes: int = 10
   dtype: Any = jnp.float32
   kernels: Kernels = PLAIN   # how the convs and pools are computed
@@ -104,18 +100,14 @@ class LeNet5(nn.Module):
 
 
 def uses_s2d(kernels: Kernels) -> bool:
-  """Whether LeNet-5 computes conv + ReLU + pool on the space-to-depth view with these kernels:
-  on the CPU sets ('cpu', 'cpu+onednn', ...), where it was measured faster."""
+  """Space-to-depth for the CPU kernel sets ('cpu', 'cpu+onednn', ...): faster on XLA:CPU."""
   return kernels.name.split("+")[0] == "cpu"
 
 
 class ConvReluPool(nn.Module):
-  """5x5 conv (stride 1, torch's default init) + ReLU + 2x2 max-pool, as one computation.
-
-  Parameters are those of a plain conv: ``kernel`` (5, 5, in, features) and ``bias``. The
-  arithmetic is ``max_pool(relu(conv(x) + bias), 2, 2)``: ``s2d_conv_relu_pool2`` when ``s2d``,
-  else ``conv_relu_pool2`` with ``kernels``' conv and pool.
-  """
+  """5x5 conv (stride 1, torch's default init) + ReLU + 2x2 max-pool, as one computation with
+  a plain conv's parameters (``kernel`` (5, 5, in, features), ``bias``): ``s2d_conv_relu_pool2``
+  when ``s2d``, else ``conv_relu_pool2`` with ``kernels``' conv and pool."""
   features: int
   padding: int
   dtype: Any = jnp.float32
@@ -135,8 +127,7 @@ class ConvReluPool(nn.Module):
 
 
 def conv_relu_pool2(x, kernel, bias, padding: int = 0, kernels: Kernels = PLAIN):
-  """``max_pool(relu(conv(x) + bias), 2, 2)`` (2-D, stride-1 conv with symmetric ``padding``)
-  with ``kernels``' conv and max-pool: the reference ``s2d_conv_relu_pool2`` is tested against."""
+  """max_pool(relu(conv(x) + bias), 2, 2) with ``kernels``' ops: the plain formulation."""
   y = kernels.conv(x, kernel, strides=(1, 1), padding=((padding, padding),) * 2,
                    dilation=(1, 1), groups=1)
   return kernels.max_pool(jax.nn.relu(y + bias), (2, 2), (2, 2), ((0, 0), (0, 0)))
@@ -179,7 +170,6 @@ def _s2d_taps(k: int) -> np.ndarray:
     if 0 <= i < k and 0 <= j < k:
       taps[u, v, a, b, p, q] = i * k + j
   return taps
-
 
 
 # --- the 1998 network -------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""oneDNN convolutions inside jitted JAX code, through XLA's FFI (CPU only).
+"""oneDNN kernels inside jitted JAX code, through XLA's FFI (CPU only): convolution here,
+train-mode BatchNorm in ``onednn_bn`` (re-exported), the extension's loading in
+``onednn_library``.
 
 ``conv(x, w, *, strides, padding, dilation, groups)`` has exactly the semantics of
 ``lax.conv_general_dilated`` on channels-last operands (x: ``(N, *spatial, Cin)``, w:
@@ -13,6 +15,12 @@ on every non-CPU platform (chosen at lowering with ``lax.platform_dependent``), 
 never breaks a model. 1-D convolutions run as 2-D ones with a unit height (measured faster:
 oneDNN's NWC backward-weights is slow).
 
+``conv`` is ``Conv()``: its one option, ``weights_any`` (default True), is a field fixed when the
+object is made (``make_conv(weights_any=False)``), never a switch read while tracing. True lets
+oneDNN pick its blocked weights layout and reorders the (small) weights each call; False hands
+it JAX's HWIO buffer, where oneDNN 3.2 has only its gemm-based backward passes, 1.5-40x slower
+per layer (``experiments/bench_onednn.py``).
+
 Limits: first-order reverse mode only (``jax.jvp`` / second derivatives of this conv are not
 supported: custom_vjp). Under ``vmap`` the FFI calls loop over the mapped axis
 (``vmap_method="sequential"``) - correct, not fast. ``CNNLAB_ONEDNN=0`` switches it off.
@@ -20,9 +28,8 @@ supported: custom_vjp). Under ``vmap`` the FFI calls loop over the mapped axis
 
 from __future__ import annotations
 
-import ctypes
+import dataclasses
 import functools
-import os
 import sys
 from collections.abc import Sequence
 
@@ -31,57 +38,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnlab.models import onednn_build
+from cnnlab.models.onednn_bn import BatchNormTrain, batch_norm_train, xla_batch_norm_train
+from cnnlab.models.onednn_library import available, library, max_threads, primitives_created
+from cnnlab.models.onednn_library import status
 
-_TARGETS = {"fwd": "CnnlabOnednnConvFwd", "bwd_data": "CnnlabOnednnConvBwdData",
-            "bwd_weights": "CnnlabOnednnConvBwdWeights"}
+__all__ = ["BatchNormTrain", "Conv", "available", "batch_norm_train", "conv", "dtype_supported",
+           "make_conv", "primitives_created", "status", "supports", "unavailable_reason",
+           "xla_batch_norm_train", "xla_conv"]
+
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
-# Let oneDNN pick its blocked weights layout and reorder the (small) weights each call (True),
-# or hand it JAX's HWIO buffer directly (False). With plain weights oneDNN 3.2 has only its
-# gemm-based backward passes, 1.5-40x slower per layer here (experiments/bench_onednn.py).
-WEIGHTS_ANY = True
-
-
-@functools.cache
-def _load() -> tuple[ctypes.CDLL | None, str]:
-  """(library, "") once the FFI targets are registered, else (None, one-line reason)."""
-  if os.environ.get("CNNLAB_ONEDNN", "1") == "0":
-    return None, "switched off by CNNLAB_ONEDNN=0"
-  if sys.platform != "linux":
-    return None, f"the oneDNN extension is built for Linux only (this is {sys.platform})"
-  try:
-    path = onednn_build.build()
-    lib = ctypes.CDLL(path)
-    handlers = {suffix: getattr(lib, symbol) for suffix, symbol in _TARGETS.items()}
-    lib.cnnlab_onednn_primitives_created.restype = ctypes.c_int64
-    lib.cnnlab_onednn_supports_bf16.restype = ctypes.c_int
-  except onednn_build.BuildError as e:
-    return None, str(e)
-  except (OSError, AttributeError) as e:  # e.g. libdnnl / libgomp missing at load time
-    return None, f"cannot load the oneDNN extension: {e}"
-  for suffix, handler in handlers.items():
-    jax.ffi.register_ffi_target(f"cnnlab_onednn_conv_{suffix}", jax.ffi.pycapsule(handler),
-                                platform="cpu")
-  return lib, ""
-
-
-@functools.cache
-def _report_unavailable() -> None:
-  print(f"cnnlab: oneDNN convolutions unavailable ({_load()[1]}); using XLA's",
-        file=sys.stderr, flush=True)
-
-
-def available() -> bool:
-  """Whether the extension is built, loaded and registered (builds it on first call)."""
-  ok = _load()[0] is not None
-  if not ok:
-    _report_unavailable()
-  return ok
 
 
 def unavailable_reason() -> str:
   """One line saying why ``available()`` is False ("" when it is True)."""
-  return _load()[1]
+  ok, reason = status()
+  return "" if ok else reason
 
 
 @functools.cache
@@ -89,7 +60,7 @@ def dtype_supported(dtype) -> bool:
   """Whether this CPU's oneDNN convolves ``dtype`` (float32 always; bfloat16 needs AVX-512 in
   oneDNN 3.2). Where it cannot, bfloat16 convolutions use XLA's, said once on stderr."""
   dtype = jnp.dtype(dtype)
-  lib = _load()[0]
+  lib = library()
   if lib is None or dtype not in _DTYPES:
     return False
   if dtype == jnp.dtype(jnp.bfloat16) and not lib.cnnlab_onednn_supports_bf16():
@@ -97,12 +68,6 @@ def dtype_supported(dtype) -> bool:
           "bfloat16 convolutions use XLA's", file=sys.stderr, flush=True)
     return False
   return True
-
-
-def primitives_created() -> int:
-  """How many oneDNN primitives this process has created (cached: one per shape and pass)."""
-  lib = _load()[0]
-  return int(lib.cnnlab_onednn_primitives_created()) if lib is not None else 0
 
 
 def xla_conv(x, w, *, strides, padding, dilation, groups):
@@ -114,15 +79,12 @@ def xla_conv(x, w, *, strides, padding, dilation, groups):
                                   dimension_numbers=spec)
 
 
-def _attrs(strides, padding, dilation, groups) -> dict:
-  cpus = len(os.sched_getaffinity(0))
-  devices = len(jax.local_devices(backend="cpu"))
+def _attrs(strides, padding, dilation, groups, weights_any) -> dict:
   return dict(strides=np.asarray(strides, np.int64),
               pad_lo=np.asarray([p[0] for p in padding], np.int64),
               pad_hi=np.asarray([p[1] for p in padding], np.int64),
               dilation=np.asarray(dilation, np.int64), groups=np.int64(groups),
-              max_threads=np.int64(max(1, cpus // max(1, devices))),
-              weights_any=bool(WEIGHTS_ANY))
+              max_threads=np.int64(max_threads()), weights_any=bool(weights_any))
 
 
 def _ffi(name: str, a, b, out_shape, params):
@@ -132,7 +94,7 @@ def _ffi(name: str, a, b, out_shape, params):
 
 
 def _forward(x, w, params):
-  strides, padding, dilation, groups = params
+  strides, padding, dilation, groups, _ = params
   xla = functools.partial(xla_conv, strides=strides, padding=padding, dilation=dilation,
                           groups=groups)
   out_shape = jax.eval_shape(xla, x, w).shape
@@ -151,7 +113,7 @@ def _conv_fwd(x, w, params):
 
 def _conv_bwd(params, residuals, dy):
   x, w = residuals
-  strides, padding, dilation, groups = params
+  strides, padding, dilation, groups, _ = params
 
   def on_cpu(x, w, dy):
     return (_ffi("bwd_data", dy, w, x.shape, params),
@@ -177,20 +139,33 @@ def supports(x, w, *, padding, groups) -> bool:
           and available() and dtype_supported(x.dtype))
 
 
-def conv(x, w, *, strides: Sequence[int], padding: Sequence[tuple[int, int]],
-         dilation: Sequence[int], groups: int = 1):
-  """Channels-last convolution: oneDNN on CPU where supported, XLA's otherwise."""
-  params = (tuple(int(s) for s in strides),
-            tuple((int(lo), int(hi)) for lo, hi in padding),
-            tuple(int(d) for d in dilation), int(groups))
-  xla = functools.partial(xla_conv, strides=params[0], padding=params[1],
-                          dilation=params[2], groups=params[3])
-  if not supports(x, w, padding=params[1], groups=params[3]) or 0 in jax.eval_shape(
-      xla, x, w).shape:
-    return xla(x, w)
-  if x.ndim == 3:  # 1-D as 2-D with a unit height: oneDNN 3.2's 2-D kernels are faster here
-    strides, padding, dilation, groups = params
-    y = _conv(x[:, None], w[None], ((1,) + strides, ((0, 0),) + padding, (1,) + dilation,
-                                    groups))
-    return y[:, 0]
-  return _conv(x, w, params)
+@dataclasses.dataclass(frozen=True)
+class Conv:
+  """Channels-last convolution: oneDNN on CPU where supported, XLA's otherwise (module
+  docstring). Equal options compare equal, so kernel sets built twice are the same."""
+  weights_any: bool = True
+
+  def __call__(self, x, w, *, strides: Sequence[int], padding: Sequence[tuple[int, int]],
+               dilation: Sequence[int], groups: int = 1):
+    params = (tuple(int(s) for s in strides),
+              tuple((int(lo), int(hi)) for lo, hi in padding),
+              tuple(int(d) for d in dilation), int(groups), bool(self.weights_any))
+    xla = functools.partial(xla_conv, strides=params[0], padding=params[1],
+                            dilation=params[2], groups=params[3])
+    if not supports(x, w, padding=params[1], groups=params[3]) or 0 in jax.eval_shape(
+        xla, x, w).shape:
+      return xla(x, w)
+    if x.ndim == 3:  # 1-D as 2-D with a unit height: oneDNN 3.2's 2-D kernels are faster
+      strides, padding, dilation, groups, any_ = params
+      y = _conv(x[:, None], w[None], ((1,) + strides, ((0, 0),) + padding, (1,) + dilation,
+                                      groups, any_))
+      return y[:, 0]
+    return _conv(x, w, params)
+
+
+def make_conv(*, weights_any: bool = True) -> Conv:
+  """A oneDNN convolution with its options fixed (see the module docstring)."""
+  return Conv(weights_any=weights_any)
+
+
+conv = Conv()

@@ -1,8 +1,10 @@
-"""Builds cnnlab's oneDNN convolution extension (``native/``) on first use, into a cache.
+"""Builds cnnlab's oneDNN extension (``cnnlab/models/native/``) on first use, into a cache.
 
-The extension is compiled against the headers of the jaxlib that is running (so its FFI ABI
-always matches) and of the ``onednn-devel-cpu-gomp`` wheel, and linked with an rpath to the
-``onednn-cpu-gomp`` wheel's ``libdnnl.so`` (no LD_LIBRARY_PATH needed). The result is cached
+The extension (oneDNN convolutions and cnnlab's own BatchNorm kernels) is compiled from the C++
+sources shipped inside this package, against the headers of the jaxlib that is running (so its
+FFI ABI always matches) and of the ``onednn-devel-cpu-gomp`` wheel, and linked with an rpath to
+the ``onednn-cpu-gomp`` wheel's ``libdnnl.so`` (no LD_LIBRARY_PATH needed). One compiler
+process per source runs at once (~20 CPU-seconds in all). The result is cached
 under ``$CNNLAB_CACHE_DIR`` (default ``$XDG_CACHE_HOME/cnnlab`` or ``~/.cache/cnnlab``) in a
 directory named by a hash of everything that went into it, so a changed source, jaxlib or
 oneDNN builds afresh and an unchanged one is reused. Concurrent first uses (test workers,
@@ -29,9 +31,13 @@ import jaxlib
 
 ONEDNN_DIST = "onednn-cpu-gomp"
 ONEDNN_DEVEL_DIST = "onednn-devel-cpu-gomp"
-ONEDNN_VERSION = "2023.2.0"  # oneDNN 3.2; the newer `onednn` wheels need SYCL/TBB runtimes
-SOURCES = ("conv_primitives.cc", "ffi_handlers.cc")
-HEADERS = ("conv_primitives.h",)
+# oneDNN 3.2, the last GNU-OpenMP build on PyPI. The newer `onednn` 2026.1.0 (oneDNN 3.13) is a
+# SYCL build: 601 MB of wheels (SYCL, OpenCL, TBB, Intel compiler runtimes), 2.0 GB installed, and
+# its CPU engine needs an OpenCL ICD set up by hand; per layer no faster here
+# (docs/perf/onednn_wave8.md).
+ONEDNN_VERSION = "2023.2.0"
+SOURCES = ("runtime.cc", "conv_primitives.cc", "bn_kernels.cc", "ffi_conv.cc", "ffi_bn.cc")
+HEADERS = ("runtime.h", "conv_primitives.h", "bn_kernels.h")
 LIBRARY_NAME = "libcnnlab_onednn.so"
 # The compile takes ~10 s on one core; well past that something is wrong.
 COMPILE_TIMEOUT_S = 600
@@ -42,8 +48,9 @@ class BuildError(RuntimeError):
 
 
 def source_dir() -> pathlib.Path:
-  """``native/`` beside the ``cnnlab`` package (an editable install or a checkout)."""
-  return pathlib.Path(__file__).resolve().parents[2] / "native"
+  """``native/`` inside this package: shipped as package data, so a plain ``pip install``
+  carries the sources and no path leads into a checkout."""
+  return pathlib.Path(__file__).resolve().parent / "native"
 
 
 def _dist_file(dist: str, relative: str) -> pathlib.Path:
@@ -85,12 +92,20 @@ def _cache_root() -> pathlib.Path:
   return pathlib.Path(xdg) / "cnnlab"
 
 
+def _compile_flags(include: pathlib.Path) -> list[str]:
+  # -fno-trapping-math lets GCC vectorise the BatchNorm kernels' masked sums (IEEE results
+  # unchanged; only floating-point exception flags, which nothing reads, may differ).
+  return ["-std=c++17", "-O3", "-fno-trapping-math", "-fPIC", "-fvisibility=hidden", "-fopenmp",
+          "-Wno-return-type", f"-I{include}", f"-I{jax.ffi.include_dir()}"]
+
+
+def _link_flags(lib: pathlib.Path) -> list[str]:
+  return ["-shared", "-fopenmp", f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
+
+
 def _command(cxx: str, include: pathlib.Path, lib: pathlib.Path, out: str) -> list[str]:
-  src = source_dir()
-  return [cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-fopenmp",
-          "-Wno-return-type", f"-I{include}", f"-I{jax.ffi.include_dir()}",
-          *[str(src / s) for s in SOURCES], f"-L{lib}", "-l:libdnnl.so.3",
-          f"-Wl,-rpath,{lib}", "-o", out]
+  """Everything that decides the build (hashed into the cache key)."""
+  return [cxx, *_compile_flags(include), *_link_flags(lib), *SOURCES, "-o", out]
 
 
 def _fingerprint(command: list[str]) -> str:
@@ -125,23 +140,33 @@ def build() -> str:
   return str(target)
 
 
+def _run_all(commands: list[list[str]], log: pathlib.Path) -> None:
+  """Runs the commands at once (one compiler per source: the cores share the ~20 CPU-seconds)
+  and raises BuildError with the first error line if any fails."""
+  procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for c in commands]
+  try:
+    results = [p.communicate(timeout=COMPILE_TIMEOUT_S) for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    raise BuildError(f"compiling the extension took over {COMPILE_TIMEOUT_S} s") from None
+  failed = [err for p, (_, err) in zip(procs, results) if p.returncode != 0]
+  if failed:
+    log.write_text("\n".join(failed))
+    errors = [l for l in failed[0].splitlines() if "error" in l] or [failed[0].strip()]
+    raise BuildError(f"compiling the extension failed: {errors[0][:300]} (full log: {log})")
+
+
 def _compile(cxx: str, include: pathlib.Path, lib: pathlib.Path,
              target: pathlib.Path) -> None:
-  print(f"cnnlab: building the oneDNN convolution extension once into {target.parent} "
-        f"(~10-30 s)", file=sys.stderr, flush=True)
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-  os.close(fd)
-  try:
-    done = subprocess.run(_command(cxx, include, lib, tmp), capture_output=True, text=True,
-                          timeout=COMPILE_TIMEOUT_S, check=False)
-    if done.returncode != 0:
-      errors = [l for l in done.stderr.splitlines() if "error" in l] or [done.stderr.strip()]
-      (target.parent / "build.log").write_text(done.stderr)
-      raise BuildError(f"compiling the extension failed: {errors[0][:300]} "
-                       f"(full log: {target.parent / 'build.log'})")
+  print(f"cnnlab: building the oneDNN extension once into {target.parent} (~20 CPU-seconds)",
+        file=sys.stderr, flush=True)
+  src = source_dir()
+  with tempfile.TemporaryDirectory(dir=target.parent) as work:
+    objects = [os.path.join(work, s + ".o") for s in SOURCES]
+    _run_all([[cxx, *_compile_flags(include), "-c", str(src / s), "-o", o]
+              for s, o in zip(SOURCES, objects)], target.parent / "build.log")
+    tmp = os.path.join(work, LIBRARY_NAME)
+    _run_all([[cxx, *objects, *_link_flags(lib), "-o", tmp]], target.parent / "build.log")
     os.replace(tmp, target)
-  except subprocess.TimeoutExpired:
-    raise BuildError(f"compiling the extension took over {COMPILE_TIMEOUT_S} s") from None
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)

@@ -190,7 +190,7 @@ _MODELS = {
 
 for _name, (_head, _count, _paper, _result) in _MODELS.items():
   register(
-      ModelInfo(name=_name, family="segmentation", num_params=_count,
+      ModelInfo(name=_name, family="segmentation", task="segment", num_params=_count,
                 input_shape=(520, 520, 3), num_classes=21, paper=_paper, paper_result=_result,
                 torchvision=_name,
                 notes=("torchvision.models.segmentation layout: dilated ResNet-50 (output "

@@ -343,7 +343,8 @@ _PAPER_3D = ("Cicek, Abdulkadir, Lienkamp, Brox, Ronneberger 2016, 3D U-Net: Lea
              "volumetric segmentation from sparse annotation, MICCAI (arXiv:1606.06650)")
 
 register(
-    ModelInfo(name="unet", family="unet", num_params=31_030_658, input_shape=(512, 512, 1),
+    ModelInfo(name="unet", family="unet", task="segment", num_params=31_030_658,
+              input_shape=(512, 512, 1),
               num_classes=2, paper=_PAPER,
               paper_result=("ISBI 2012 EM segmentation challenge: warping error 0.000353, Rand "
                             "error 0.0382, pixel error 0.0611 (Table 1); IoU 0.9203 on "
@@ -355,7 +356,7 @@ register(
     build)
 
 register(
-    ModelInfo(name="unet3d", family="unet", num_params=19_069_955,
+    ModelInfo(name="unet3d", family="unet", task="segment", num_params=19_069_955,
               input_shape=(116, 132, 132, 3), num_classes=3, paper=_PAPER_3D,
               paper_result=("Xenopus kidney, IoU of semi- and fully-automated segmentation "
                             "(§3, Tables 1 and 2; figures not transcribed here)"),

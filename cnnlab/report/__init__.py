@@ -10,8 +10,9 @@ recipe arm's settings), runs (reading workdirs and groups, and which recipe made
 document (the Markdown and figures).
 """
 from cnnlab.report.document import (build_report, config_differences, fmt_duration,  # noqa
-                                    fmt_pct, group_row, mean_std)
+                                    fmt_metric, fmt_pct, group_row, mean_std)
 from cnnlab.report.expected import (DEFAULT_PACKAGE, METRIC_LABELS, Arm, Recipe,  # noqa
-                                    all_recipes, metric_value, recipe, recipe_arms)
+                                    all_recipes, metric_label, metric_value, recipe,
+                                    recipe_arms)
 from cnnlab.report.runs import (Identity, RunRecord, find_groups, group_recipe,  # noqa
                                 identify, read_run)

@@ -22,8 +22,8 @@ from typing import Any
 from cnnlab import provenance
 from cnnlab.data import datasets
 from cnnlab.explain import training_plots
-from cnnlab.report.expected import (DEFAULT_PACKAGE, METRIC_LABELS, Recipe, all_recipes,
-                                    flatten, metric_value)
+from cnnlab.report.expected import (DEFAULT_PACKAGE, Recipe, all_recipes, flatten,
+                                    is_percentage, metric_label, metric_value)
 from cnnlab.report.runs import Identity, RunRecord, find_groups, identify
 
 
@@ -40,6 +40,16 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 def fmt_pct(values: list[float]) -> str:
   mean, std = mean_std(values)
   return f"{100 * mean:.2f} %" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f} %"
+
+
+def fmt_metric(values: list[float], metric: str) -> str:
+  """Mean (± std) of ``metric``: a percentage for classification's, a fraction for
+  segmentation's — 4 decimals for a pixel error (0.0734), 3 for Dice / IoU (0.912)."""
+  if is_percentage(metric):
+    return fmt_pct(values)
+  digits = 4 if metric == "pixel_error" else 3
+  mean, std = mean_std(values)
+  return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def fmt_duration(sec: float | None) -> str:
@@ -65,14 +75,27 @@ def _code(text: str) -> str:
 
 
 def _split_label(runs: list[RunRecord]) -> str:
+  """The eval split: as the run recorded it (``eval_split`` in final_metrics.json), else as its
+  config names it, else the dataset's (a local dataset's from its prepared metadata when at
+  hand: 'validation' when it has one)."""
   ds = runs[0].config.get("dataset", {})
-  split = ds.get("eval_split")
+  split = (runs[0].final or {}).get("eval_split") or ds.get("eval_split")
   if not split:
     try:
-      split = datasets.get(ds.get("name")).eval_split
+      split = _dataset_eval_split(ds)
     except ValueError:
       split = "eval"
   return {"validation": "val"}.get(split, split)
+
+
+def _dataset_eval_split(ds: dict) -> str:
+  info = datasets.get(ds.get("name"))
+  if info.local:
+    try:
+      return datasets.describe(ds).eval_split
+    except datasets.DatasetUnavailableError:   # not prepared here: the catalogue's guess
+      pass
+  return info.eval_split
 
 
 def hardware_text(info: dict) -> str:
@@ -95,16 +118,16 @@ def _ours(rec: Recipe | None, runs: list[RunRecord], done: list[RunRecord]) -> s
   split = _split_label(runs)
   parts = []
   for m in metrics:
-    values = [metric_value(r.final, m) for r in done]
-    values = [v for v in values if v is not None]
+    values = [v for v in (metric_value(r.final, m) for r in done) if v is not None]
     if values:
-      parts.append(f"{fmt_pct(values)} {split} {METRIC_LABELS[m]}")
+      parts.append(f"{fmt_metric(values, m)} {split} {metric_label(m)}")
   text = "; ".join(parts) + (" †" if any(_selected(r) for r in done) else "") + \
       f" (n={len(done)})"
   if rec and rec.target:
     metric, op, bound = rec.target
-    mean = mean_std([metric_value(r.final, metric) for r in done])[0]
-    ok = mean >= bound if op == ">=" else mean <= bound
+    values = [v for v in (metric_value(r.final, metric) for r in done) if v is not None]
+    mean = mean_std(values)[0] if values else None
+    ok = mean is not None and (mean >= bound if op == ">=" else mean <= bound)
     text += " ✓" if ok else " ✗"
   if len(done) < len(runs):
     text += f"; {len(runs) - len(done)} unfinished"
@@ -224,14 +247,23 @@ def _figures(group: str, runs: list[RunRecord], rec: Recipe | None,
   for r in runs:
     for split, ev in sorted(r.evals.items()):
       if "confusion_matrix" in ev:
-        names = datasets.CLASS_NAMES.get(r.config.get("dataset", {}).get("name"))
+        names = (ev.get("class_names")
+                 or datasets.CLASS_NAMES.get(r.config.get("dataset", {}).get("name")))
         n = len(ev["confusion_matrix"])
+        what = "accuracy" if "eval_accuracy" in ev else "pixels right"
+        acc = ev.get("eval_accuracy", _diagonal(ev["confusion_matrix"]))
         out["confusion"] = training_plots.plot_confusion(
             ev["confusion_matrix"], os.path.join(fig_dir, f"{group}_confusion.png"),
             class_names=names if names and len(names) == n else None,
-            title=f"{group}/{r.name}, {split} split (accuracy {100 * ev['eval_accuracy']:.2f} %)")
+            title=f"{group}/{r.name}, {split} split ({what} {100 * acc:.2f} %)")
         return out
   return out
+
+
+def _diagonal(matrix) -> float:
+  """The share of a confusion matrix's counts on its diagonal."""
+  total = sum(map(sum, matrix))
+  return sum(row[i] for i, row in enumerate(matrix)) / max(total, 1)
 
 
 def config_differences(configs: list[dict]) -> list[str]:
@@ -251,11 +283,11 @@ def group_section(group: str, runs: list[RunRecord], who: Identity,
   elif rec:
     lines += [f"Recipe {_recipe_text(who.label or rec.name)}; paper / target: {rec.paper} "
               f"({rec.source}).", ""]
-  lines += ["| run | steps | epochs | eval accuracy | eval loss | examples | wall time | "
+  lines += ["| run | steps | epochs | eval result | eval loss | examples | wall time | "
             "time to target | command |", "|---|---|---|---|---|---|---|---|---|"]
   for r in runs:
     f = r.final or {}
-    acc = f"{100 * f['eval_accuracy']:.2f} %" if "eval_accuracy" in f else "unfinished"
+    acc = _result(f, rec) if r.finished else "unfinished"
     if _selected(r) is not None and "eval_accuracy" in f:
       acc += (f" † (step {_selected(r)}, chosen by {f.get('selected_by')}; last step "
               f"{_pct(f, 'last_eval_accuracy')})")
@@ -286,6 +318,17 @@ def group_section(group: str, runs: list[RunRecord], who: Identity,
       rel = os.path.relpath(figures[kind], out_dir)
       lines += ["", f"![{group} {kind}]({rel})"]
   return lines + [""]
+
+
+def _result(final: dict, rec: Recipe | None) -> str:
+  """A finished run's result cell: its accuracy, or the recipe's (else the usual)
+  segmentation metrics."""
+  if "eval_accuracy" in final:
+    return f"{100 * final['eval_accuracy']:.2f} %"
+  metrics = rec.metrics if rec else ("pixel_error", "mean_dice")
+  values = [(m, metric_value(final, m)) for m in metrics]
+  return "; ".join(f"{fmt_metric([v], m)} {metric_label(m)}" for m, v in values
+                   if v is not None) or "—"
 
 
 def _recipe_text(label: str) -> str:

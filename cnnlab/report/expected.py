@@ -4,16 +4,22 @@ is a recipe of the report. Its paper numbers live there, next to the docstring t
 them — nowhere else.
 
 ``EXPECTED`` keys: ``paper`` (required: the paper's or our target's number, as text),
-``source``, ``metrics`` (shown in order; each accuracy | error | top5_accuracy | top5_error),
-``target`` ((metric, '>=' | '<=', fraction): the check shown as ✓ / ✗), ``time_to_accuracy``
+``source``, ``metrics`` (shown in order; each one of ``METRICS`` below), ``target`` ((metric,
+'>=' | '<=', fraction): the check shown as ✓ / ✗; '<=' for errors), ``time_to_accuracy``
 (report the time to first reach this eval accuracy), ``time_estimate``, ``seeds``; ``model`` /
 ``dataset`` default to the recipe's ``get_config()``. A recipe whose dataset is chosen on the
 command line (the UCR archive recipes) may add ``datasets`` ({dataset name: the paper's test
 accuracy, a fraction}) and ``target_margin``: the report then has one row per dataset, each with
 its own paper number and the target ``accuracy >= paper - target_margin``.
 
-Metrics are computed from a run's final evaluation: ``accuracy`` / ``top5_accuracy`` are
-``eval_accuracy`` / ``eval_top5``; ``error`` / ``top5_error`` are one minus those.
+Metrics are computed from a run's final evaluation (``metric_value``):
+- classification: ``accuracy`` / ``top5_accuracy`` are ``eval_accuracy`` / ``eval_top5``;
+  ``error`` / ``top5_error`` are one minus those (shown as percentages);
+- segmentation: ``pixel_error``, ``mean_dice``, ``mean_iou`` are ``eval_pixel_error``,
+  ``eval_mean_dice``, ``eval_mean_iou``; ``dice:<class>`` is that class's ``eval_dice_<class>``
+  and ``dice:<a>+<b>+<c>`` the mean of those classes' Dice (``iou:`` likewise); shown as
+  fractions (a pixel error as 0.0734, a Dice as 0.912). A class Dice that is missing or NaN
+  (the class in neither truth nor prediction) gives no value.
 
 A recipe whose config argument picks an arm it is known by (``lenet5_fashion_finetune.py``:
 ``finetune`` / ``scratch``) lists them in ``ARMS``; ``recipe_arms`` gives every recipe's
@@ -23,11 +29,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 
 DEFAULT_PACKAGE = "experiments.configs"
 METRIC_LABELS = {"accuracy": "accuracy", "error": "error", "top5_accuracy": "top-5 accuracy",
-                 "top5_error": "top-5 error"}
+                 "top5_error": "top-5 error"}                  # shown as percentages
+FRACTION_KEYS = {"pixel_error": "eval_pixel_error", "mean_dice": "eval_mean_dice",
+                 "mean_iou": "eval_mean_iou"}                  # shown as fractions
+PER_CLASS = {"dice": "Dice", "iou": "IoU"}                     # dice:<class>[+<class>...]
+FRACTION_LABELS = {"pixel_error": "pixel error", "mean_dice": "mean Dice",
+                   "mean_iou": "mean IoU"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +108,50 @@ def all_recipes(package: str = DEFAULT_PACKAGE) -> list[Recipe]:
 
 
 def metric_value(final: dict, metric: str) -> float | None:
-  acc = final.get("eval_top5" if metric.startswith("top5") else "eval_accuracy")
-  if acc is None:
+  """``metric`` (see the module docstring) of a final evaluation; None where it lacks it."""
+  if metric in METRIC_LABELS:
+    acc = final.get("eval_top5" if metric.startswith("top5") else "eval_accuracy")
+    if acc is None:
+      return None
+    return float(acc) if metric.endswith("accuracy") else 1.0 - float(acc)
+  if metric in FRACTION_KEYS:
+    return _finite(final.get(FRACTION_KEYS[metric]))
+  kind, classes = _per_class(metric)
+  values = [_finite(final.get(f"eval_{kind}_{c}")) for c in classes]
+  return None if None in values else sum(values) / len(values)
+
+
+def _finite(value) -> float | None:
+  if value is None or not math.isfinite(float(value)):
     return None
-  return float(acc) if metric.endswith("accuracy") else 1.0 - float(acc)
+  return float(value)
+
+
+def _per_class(metric: str) -> tuple[str, list[str]]:
+  kind, _, classes = metric.partition(":")
+  if kind not in PER_CLASS or not classes or "" in classes.split("+"):
+    raise ValueError(f"metric {metric!r} is not one of {', '.join(METRIC_LABELS)}, "
+                     f"{', '.join(FRACTION_KEYS)}, dice:<class>[+<class>...], "
+                     "iou:<class>[+<class>...]")
+  return kind, classes.split("+")
+
+
+def metric_label(metric: str) -> str:
+  """How the report names ``metric``: 'top-5 error', 'pixel error', 'membrane Dice',
+  'mean Dice of liver, kidney, spine'."""
+  if metric in METRIC_LABELS:
+    return METRIC_LABELS[metric]
+  if metric in FRACTION_LABELS:
+    return FRACTION_LABELS[metric]
+  kind, classes = _per_class(metric)
+  if len(classes) == 1:
+    return f"{classes[0]} {PER_CLASS[kind]}"
+  return f"mean {PER_CLASS[kind]} of {', '.join(classes)}"
+
+
+def is_percentage(metric: str) -> bool:
+  """Classification's metrics are shown as percentages, segmentation's as fractions."""
+  return metric in METRIC_LABELS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,9 @@ from cnnlab.explain import training_plots
 from cnnlab.metrics import read_jsonl
 from cnnlab.report.expected import Recipe, all_recipes, flatten, recipe, recipe_arms
 
+# A final evaluation holds one of these: classification's accuracy, segmentation's scores.
+FINAL_KEYS = ("eval_accuracy", "eval_pixel_error", "eval_mean_dice")
+
 
 # --- reading workdirs ----------------------------------------------------------------------------
 def _load_json(path: str) -> Any:
@@ -50,7 +53,7 @@ class RunRecord:
 
   @property
   def finished(self) -> bool:
-    return self.final is not None and "eval_accuracy" in self.final
+    return self.final is not None and any(k in self.final for k in FINAL_KEYS)
 
   def elapsed(self, t: float) -> float:
     """Seconds of run time at Unix time ``t`` (see ``training_plots.run_clock``)."""

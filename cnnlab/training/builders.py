@@ -45,6 +45,9 @@ def model(spec: ModelSpec, *, check_input: bool = True):
                            kernels=kernels.by_name(spec.kernels), **dict(spec.kwargs))
   except TypeError as e:
     fail("model.kwargs", dict(spec.kwargs), f"not accepted by {spec.name}: {e}")
+  if models.info(spec.name).task != spec.task:
+    fail("model.name", spec.name, f"a {models.info(spec.name).task} model; the dataset's task "
+         f"is {spec.task}")
   if check_input:
     _check_input(module, spec)
   return module
@@ -84,14 +87,11 @@ def _step_factory(spec: RunSpec):
 
 def optimizer(spec: RunSpec, module=None) -> Optimizer:
   """The run's optimizer; with ``module``, partitioned for freeze / lr_groups / linear_probe
-  (cnnlab/training/transfer.py). A step kind that makes several updates per engine step
-  (``updates_per_step``) reads its schedule at update // that count."""
+  (cnnlab/training/transfer.py). A step kind that makes several optimizer updates per engine
+  step (registry.UPDATES_PER_STEP) reads its schedule at update // that count."""
   schedule = optim.create_schedule(spec.schedule)
-  per_step = getattr(_step_factory(spec), "updates_per_step", None)
-  per_update = schedule
-  if per_step is not None:
-    count = per_step(spec)
-    per_update = lambda n: schedule(n // count)  # noqa: E731
+  count = registry.UPDATES_PER_STEP[spec.train.step](spec)
+  per_update = schedule if count == 1 else (lambda n: schedule(n // count))
   tx = optim.create_optimizer(spec.optim, per_update, spec.schedule)
   frozen = ()
   if module is not None:

@@ -19,6 +19,7 @@ from cnnlab.config import registry as config_registry
 LOSSES: dict[str, Callable] = {}
 OPTIMIZERS: dict[str, Callable] = {}
 STEPS: dict[str, Callable] = {}
+UPDATES_PER_STEP: dict[str, Callable] = {}
 _TABLES = {"loss": LOSSES, "optimizer": OPTIMIZERS, "step": STEPS}
 
 
@@ -35,8 +36,12 @@ def register_optimizer(name: str, factory: Callable, check: Callable | None = No
   _register("optimizer", name, factory, check)
 
 
-def register_step(name: str, factory: Callable, check: Callable | None = None) -> None:
+def register_step(name: str, factory: Callable, check: Callable | None = None, *,
+                  updates_per_step: Callable | None = None) -> None:
+  """``updates_per_step(spec)``: optimizer updates one engine step makes (default 1); the
+  optimizer's schedule is then read at update // that count."""
   _register("step", name, factory, check)
+  UPDATES_PER_STEP[name] = updates_per_step or (lambda spec: 1)
 
 
 def lookup(kind: str, name: str) -> Callable:

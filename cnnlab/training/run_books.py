@@ -127,7 +127,8 @@ class RunBooks:
     """The final metrics (of the best checkpoint with ``report_best``; the last ones stay as
     last_*), written to final_metrics.json by process 0."""
     spec = self.spec
-    final = {**self.last_eval, "step": self.step, "wall_time_sec": time.time() - self.t_start,
+    final = {**self.last_eval, "step": self.step, "eval_split": spec.data.eval_split,
+             "wall_time_sec": time.time() - self.t_start,
              "params_fingerprint": params_fingerprint(state.params)}
     if spec.loop.report_best:
       final.update({f"last_{k}": v for k, v in self.last_eval.items()})
@@ -135,7 +136,7 @@ class RunBooks:
     if self.is_main:
       path = os.path.join(self.ckpt.workdir, FINAL_METRICS)
       with open(path + ".tmp", "w") as f:
-        json.dump(final, f, indent=2)
+        json.dump(metrics_lib.strict_json(final), f, indent=2, allow_nan=False)
       os.replace(path + ".tmp", path)
     return final
 

@@ -130,7 +130,7 @@ def _train_seeds(spec: RunSpec, seeds, workdirs, stop_requested, seed_map) -> li
     _check_steps(spec, members)
     train_step = builders.train_step(spec, parts.model, parts.optimizer, parts.mesh,
                                      parts.shardings, seed_map=seed_map[0])
-    for m, final in zip(members, _train_group(spec, parts, train_step, members,
+    for m, final in zip(members, _train_group(spec, parts, train_step, seed_map[0], members,
                                               stop_requested)):
       finals[m.seed] = final
   return [finals[s] for s in seeds]
@@ -168,13 +168,12 @@ def _check_steps(spec: RunSpec, members: list[_Member]) -> None:
                       f"this run's last step {total}: train it alone (without --vmap)")
 
 
-def _train_group(spec: RunSpec, parts: Parts, train_step, members: list[_Member],
-                 stop_requested) -> list[dict]:
+def _train_group(spec: RunSpec, parts: Parts, train_step, seed_map: str,
+                 members: list[_Member], stop_requested) -> list[dict]:
   """Trains the members from their own steps to the end, the laggards first (see the module
   docstring); returns their final metrics in ``members`` order."""
-  pick = jax.jit(lambda state, i: jax.tree.map(lambda x: x[i], state),
-                 out_shardings=parts.shardings.sharding)
-  loop = loop_lib.Loop([], train_step, parts.sync, pick)
+  layout = _Stacked(parts) if seed_map == "vmap" else _Listed()
+  loop = loop_lib.Loop([], train_step, parts.sync, layout.pick)
   waiting = sorted(members, key=lambda m: m.books.step)
   joined: list[_Member] = []
   state = None
@@ -183,7 +182,7 @@ def _train_group(spec: RunSpec, parts: Parts, train_step, members: list[_Member]
       step = waiting[0].books.step
       joining = [m for m in waiting if m.books.step == step]
       waiting = waiting[len(joining):]
-      state = _join(state, [m.state for m in joining], parts)
+      state = layout.join(state, [m.state for m in joining])
       joined += joining
       loop.runs = [m.books for m in joined]
       stop_at = waiting[0].books.step if waiting else spec.loop.total_steps
@@ -197,10 +196,30 @@ def _train_group(spec: RunSpec, parts: Parts, train_step, members: list[_Member]
   return [by_seed[m.seed] for m in members]
 
 
-def _join(stacked, states: list, parts: Parts):
-  """``states`` stacked along a new leading axis, after the seeds already in ``stacked``."""
-  for s in states:
-    s = jax.tree.map(lambda x: x[None], s)
-    stacked = s if stacked is None else jax.tree.map(
-        lambda a, b: jnp.concatenate([a, b]), stacked, s)
-  return jax.device_put(stacked, parts.shardings.sharding)
+class _Stacked:
+  """'vmap': the seeds' states stacked along a leading axis."""
+
+  def __init__(self, parts: Parts):
+    self.sharding = parts.shardings.sharding
+    self.pick = jax.jit(lambda state, i: jax.tree.map(lambda x: x[i], state),
+                        out_shardings=self.sharding)
+
+  def join(self, stacked, states: list):
+    """``states`` stacked after the seeds already in ``stacked``."""
+    for s in states:
+      s = jax.tree.map(lambda x: x[None], s)
+      stacked = s if stacked is None else jax.tree.map(
+          lambda a, b: jnp.concatenate([a, b]), stacked, s)
+    return jax.device_put(stacked, self.sharding)
+
+
+class _Listed:
+  """'unroll': a list of the seeds' states."""
+
+  @staticmethod
+  def pick(states: list, i: int):
+    return states[i]
+
+  @staticmethod
+  def join(states: list | None, new: list) -> list:
+    return [*(states or []), *new]

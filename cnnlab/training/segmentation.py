@@ -14,7 +14,10 @@ Evaluation (``evaluate``): every image of the split is predicted whole by slidin
 inference (``dataset.tile_shape``, ``tile_overlap``, ``tile_blend``; U-Net's mirrored overlap-tile
 for valid-padding networks), its per-class counts summed over images and hosts; then per-class
 Dice and IoU, their means over classes (class 0 left out of the means when it is named
-"background"), the pixel error and the cross-entropy over the valid pixels.
+"background"), the pixel error and the cross-entropy over the valid pixels; with
+``confusion=True`` (experiments.evaluate) also the [K, K] confusion of the labelled pixels.
+``tile_apply`` + ``predict_whole`` are the same whole-image inference for anyone's inputs
+(experiments.predict, visualize: cnnlab/explain/mask_files.py).
 """
 from __future__ import annotations
 
@@ -90,12 +93,22 @@ class Segment:
     right = (jnp.argmax(logits, -1) == labels) & valid
     return {"train_accuracy": jnp.sum(right) / jnp.maximum(jnp.sum(valid), 1)}
 
+  def eval_sums(self, logits, batch, *, confusion: bool = False) -> dict:
+    """Per-class counts and the loss sum of a fixed-size batch (padding rows masked out):
+    what a batched eval step would add up (the benchmark's; runs evaluate whole images)."""
+    del confusion
+    labels, _ = _targets(logits, batch)
+    out = seg_metrics.counts(logits, labels, ignore_label=IGNORE_LABEL, mask=batch["mask"])
+    valid = seg_losses.valid_pixels(labels, IGNORE_LABEL, batch["mask"])
+    ce = seg_losses.pixel_cross_entropy(logits, labels, valid)
+    return {**out, "loss_sum": jnp.sum(ce * valid)}
+
   def evaluate(self, parts, state, split: str | None = None) -> dict:
     return evaluate(parts, state, split)
 
 
-def _apply(parts, state):
-  """Eval-mode logits of a batch of tiles, jitted once."""
+def tile_apply(parts, state):
+  """Eval-mode logits of a batch of tiles, jitted once (``predict_whole``'s ``apply``)."""
   variables = eval_variables(state, use_ema=parts.spec.train.ema_decay > 0)
   model = parts.model
   fn = jax.jit(lambda v, x: model.apply(v, x, train=False).astype(jnp.float32))
@@ -117,6 +130,14 @@ def predict_whole(parts, apply, image: np.ndarray) -> np.ndarray:
                                blend=opts["tile_blend"], tile_batch=int(opts["tile_batch"]))
 
 
+def pixel_confusion(pred: np.ndarray, mask: np.ndarray, num_classes: int) -> np.ndarray:
+  """int64 [K, K] counts of the labelled pixels: rows the true class, columns the predicted."""
+  valid = mask != IGNORE_LABEL
+  k = int(num_classes)
+  index = mask[valid].astype(np.int64) * k + pred[valid].astype(np.int64)
+  return np.bincount(index, minlength=k * k)[:k * k].reshape(k, k)
+
+
 def _image_counts(logits: np.ndarray, mask: np.ndarray) -> tuple[dict, float]:
   counts = jax.device_get(seg_metrics.counts(logits[None], mask[None],
                                              ignore_label=IGNORE_LABEL))
@@ -134,21 +155,32 @@ def _sum_over_hosts(totals: dict) -> dict:
   return {k: np.asarray(v).sum(axis=0) for k, v in gathered.items()}
 
 
-def evaluate(parts, state, split: str | None = None) -> dict:
+def evaluate(parts, state, split: str | None = None, *, confusion: bool = False) -> dict:
   """Per-class Dice / IoU, mean Dice / IoU, pixel error and loss over every image of ``split``
-  (default: the eval split), each predicted whole; this host predicts images p, p+P, ..."""
-  apply = _apply(parts, state)
+  (default: the eval split), each predicted whole; this host predicts images p, p+P, ...
+  ``confusion``: also ``confusion``, the [K, K] pixel counts (``pixel_confusion``)."""
+  apply = tile_apply(parts, state)
   k = parts.spec.model.num_classes
   totals = {key: np.zeros(k, np.int64) for key in ("intersection", "predicted", "true")}
   totals.update(pixels=np.int64(0), errors=np.int64(0))
+  matrix = np.zeros((k, k), np.int64)
   loss_sum, images = 0.0, 0
   for image, mask in parts.feed.whole_examples(split, process_index=jax.process_index(),
                                                process_count=jax.process_count()):
-    counts, loss = _image_counts(predict_whole(parts, apply, image), mask)
+    logits = predict_whole(parts, apply, image)
+    counts, loss = _image_counts(logits, mask)
     totals = seg_metrics.accumulate(totals, counts)
+    if confusion:
+      matrix += pixel_confusion(logits.argmax(-1), mask, k)
     loss_sum, images = loss_sum + loss, images + 1
   totals = {**totals, "loss_sum": np.float64(loss_sum), "images": np.int64(images)}
-  return finalize(_sum_over_hosts(totals), parts.spec.data.facts.class_names)
+  if confusion:
+    totals["confusion"] = matrix
+  totals = _sum_over_hosts(totals)
+  out = finalize(totals, parts.spec.data.facts.class_names)
+  if confusion:
+    out["confusion"] = np.asarray(totals["confusion"], np.int64)
+  return out
 
 
 def finalize(totals: dict, class_names) -> dict:

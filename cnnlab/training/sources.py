@@ -13,7 +13,9 @@ The head rule: a new dataset's class k is not the source's class k, so the class
 re-initialised whenever the source was trained on another dataset (or the same dataset with
 other class names) — even when the class counts match — unless ``keep_head=True``. A
 torchvision file's source dataset is ImageNet. Classifier arrays of the source that the target
-does not have at all (a classifier's ``fc`` under a U-Net encoder) are dropped and reported.
+does not have at all (a classifier's ``fc`` under a U-Net encoder) are dropped and reported;
+when the source is another architecture (a classifier for a U-Net's encoder) the target's
+modules the source has nothing of (the decoder) start fresh and are reported as new.
 What was decided is printed and written to ``<workdir>/transfer.json``.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Source:
   head: frozenset                    # the source's own classifier paths
   dataset: tuple                     # (dataset name, class names or None) it was trained on
   checked: tuple = ()                # (target head paths, target first-layer paths)
+  model: str = ""                    # the source's model (a registry / torchvision name)
 
 
 def parse(init_from: str) -> tuple[str, str]:
@@ -69,14 +72,15 @@ def _from_file(init_from: str, path: str, model_name: str) -> Source:
     raise TransferError(f"init_from={init_from!r} ({model_name}): "
                         + str(e).splitlines()[0]) from None
   head = transfer.head_paths(module, models.info(name).input_shape)
-  return Source(init_from, dict(variables), head, TORCHVISION_DATASET)
+  return Source(init_from, dict(variables), head, TORCHVISION_DATASET, model=name)
 
 
 def _from_workdir(init_from: str, path: str, which: str) -> Source:
   run = trained.load_trained(path, int(which) if which.isdigit() else which)
   variables = jax.tree.map(_host, dict(run.variables))
   head = transfer.head_paths(run.model, run.spec.model.input_shape)
-  return Source(init_from, variables, head, (run.spec.data.name, run.facts.class_names))
+  return Source(init_from, variables, head, (run.spec.data.name, run.facts.class_names),
+                model=run.spec.model.name)
 
 
 def _host(x) -> np.ndarray:
@@ -117,7 +121,8 @@ def read(spec, parts) -> Source:
   abstract = parts.shardings.abstract
   transfer.merge(_variables(abstract.params, abstract.batch_stats), source.variables,
                  head=head, first=first, source_name=init_from, source_head=source.head,
-                 fresh_head=fresh_head(spec, source)[0])
+                 fresh_head=fresh_head(spec, source)[0],
+                 new_modules=source.model != spec.model.name)
   return dataclasses.replace(source, checked=(head, first))
 
 
@@ -129,7 +134,7 @@ def initialise(spec, parts, state, source: Source) -> tuple[Any, transfer.Transf
   merged, report = transfer.merge(
       jax.tree.map(_host, _variables(state.params, state.batch_stats)), source.variables,
       head=head, first=first, source_name=source.name, source_head=source.head,
-      fresh_head=fresh)
+      fresh_head=fresh, new_modules=source.model != spec.model.name)
   shard = parts.shardings.sharding
 
   def place(values, shardings):

@@ -67,6 +67,11 @@ def resolve_run(config, *, devices=None, require_prepared: bool = True) -> RunSp
   read), the devices described (``cnnlab.platform``), then the pure ``cnnlab.config.resolve``.
   An unknown dataset name is a ConfigError; an unprepared dataset DatasetUnavailableError."""
   c = config_lib.complete(config)
+  counts = devices or platform.describe(probe_onednn=False)
+  # The config's own checks before any file is read: a typo is named even when the dataset is
+  # not prepared (and before first-use preparation builds it); resolve repeats them.
+  config_lib.checks.check_keys(c, device_count=counts.device_count,
+                               process_count=counts.process_count)
   try:
     facts = datasets.describe(c.dataset, require_prepared=require_prepared)
   except ValueError:

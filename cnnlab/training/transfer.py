@@ -40,7 +40,8 @@ import optax
 from flax import traverse_util
 
 from cnnlab.config import ConfigError
-from cnnlab.config.checks import compile_patterns as _compile, parse_lr_groups
+from cnnlab.config.checks import compile_patterns as _compile
+from cnnlab.config.checks import parse_lr_groups as _parse_lr_groups
 
 
 class TransferError(ConfigError):
@@ -55,15 +56,16 @@ class TransferReport:
   adapted: tuple[str, ...] = ()
   frozen: tuple[str, ...] = ()
   dropped: tuple[str, ...] = ()     # the source's classifier, absent from the target
+  new: tuple[str, ...] = ()         # target modules the source has nothing of (a decoder)
   head: str = ""                    # what was done with the classifier, and why
 
   def summary(self) -> str:
     return (f"init_from {self.source}: loaded {len(self.loaded)} arrays, re-initialised "
             f"{len(self.reinitialised)} ({_short(self.reinitialised)}), adapted "
             f"{len(self.adapted)} ({_short(self.adapted)}), frozen {len(self.frozen)} "
-            f"parameters" + (f", dropped the source's {_short(self.dropped)}"
-                             if self.dropped else "") + (f"; head {self.head}" if self.head
-                                                         else ""))
+            f"parameters" + (f", {len(self.new)} new ({_short(self.new)})" if self.new else "")
+            + (f", dropped the source's {_short(self.dropped)}" if self.dropped else "")
+            + (f"; head {self.head}" if self.head else ""))
 
   def write(self, workdir: str) -> str:
     path = os.path.join(workdir, "transfer.json")
@@ -121,57 +123,81 @@ def adapt_input_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
   return np.take(kernel, idx, axis=-2) * (src / channels)
 
 
+def _module(path: str) -> str:
+  """'params/dec0/conv1/kernel' -> 'dec0': the top-level module a variable belongs to."""
+  return path.split("/")[1] if path.count("/") >= 1 else path
+
+
+def _take(path, value, have, head, first, fresh_head, new_modules):
+  """(what happens to one target array, its value): loaded / reinitialised / adapted / new /
+  bad (see ``merge``)."""
+  if fresh_head and path in head:
+    return "reinitialised", value
+  if have is not None and tuple(np.shape(have)) == tuple(value.shape):
+    return "loaded", jnp.asarray(have, value.dtype)
+  if path in head:
+    return "reinitialised", value
+  if have is not None and path in first and np.ndim(have) == value.ndim and \
+      np.shape(have)[:-2] == value.shape[:-2] and np.shape(have)[-1] == value.shape[-1]:
+    return "adapted", jnp.asarray(adapt_input_kernel(have, value.shape[-2]), value.dtype)
+  if have is None and _module(path) in new_modules:
+    return "new", value
+  return "bad", value
+
+
 def merge(target, source, *, head: Iterable[str] = (), first: Iterable[str] = (),
           source_name: str = "source", source_head: Iterable[str] = (),
-          fresh_head: bool = False) -> tuple[dict, TransferReport]:
+          fresh_head: bool = False, new_modules: bool = False) -> tuple[dict, TransferReport]:
   """``target`` (freshly initialised variables) with every array taken from ``source`` whose
   path and shape match; head arrays keep their fresh values when their shape differs or
   ``fresh_head`` (a new dataset: its class k is not the source's); first-layer kernels of
   another channel count are adapted; the source's own head arrays that the target lacks (a
-  classifier's fc under a segmentation network) are dropped; anything else is a
-  TransferError."""
+  classifier's fc under a segmentation network) are dropped; with ``new_modules`` (the
+  source is another architecture, e.g. a classifier for a U-Net's encoder) the target's
+  top-level modules that the source has no array of at all start fresh (the decoder);
+  anything else is a TransferError — as is a merge that loads nothing."""
   tgt, src = flatten(target), flatten(source)
   head, first, source_head = set(head), set(first), set(source_head)
-  out, loaded, reinit, adapted, bad = {}, [], [], [], []
+  fresh_modules = {_module(p) for p in tgt} - {_module(p) for p in src} if new_modules else set()
+  out, kinds = {}, {k: [] for k in ("loaded", "reinitialised", "adapted", "new", "bad")}
   for path, value in tgt.items():
+    kind, out[path] = _take(path, value, src.get(path), head, first, fresh_head, fresh_modules)
     have = src.get(path)
-    if fresh_head and path in head:
-      out[path] = value
-      reinit.append(path)
-    elif have is not None and tuple(np.shape(have)) == tuple(value.shape):
-      out[path] = jnp.asarray(have, value.dtype)
-      loaded.append(path)
-    elif path in head:
-      out[path] = value
-      reinit.append(path)
-    elif have is not None and path in first and np.ndim(have) == value.ndim and \
-        np.shape(have)[:-2] == value.shape[:-2] and np.shape(have)[-1] == value.shape[-1]:
-      out[path] = jnp.asarray(adapt_input_kernel(have, value.shape[-2]), value.dtype)
-      adapted.append(path)
-    else:
-      out[path] = value
-      bad.append(f"{path} {tuple(value.shape)} <- "
-                 + ("missing" if have is None else str(tuple(np.shape(have)))))
+    kinds[kind].append(path if kind != "bad" else f"{path} {tuple(value.shape)} <- "
+                       + ("missing" if have is None else str(tuple(np.shape(have)))))
   dropped = sorted(k for k in src if k not in tgt and k in source_head)
   extra = sorted(k for k in src if k not in tgt and k not in head and k not in source_head)
-  if bad or extra:
-    parts = []
-    if bad:
-      parts.append(f"{len(bad)} not loadable: {_short(bad, 4)}")
-    if extra:
-      parts.append(f"{len(extra)} unexpected in the source: {_short(extra, 4)}")
-    raise TransferError(f"init_from={source_name!r} does not fit the model: "
-                        + "; ".join(parts))
-  report = TransferReport(source_name, tuple(loaded), tuple(reinit), tuple(adapted),
-                          dropped=tuple(dropped))
+  _refuse_misfit(source_name, kinds["bad"], extra, bool(kinds["loaded"] or kinds["adapted"]))
+  report = TransferReport(source_name, tuple(kinds["loaded"]), tuple(kinds["reinitialised"]),
+                          tuple(kinds["adapted"]), dropped=tuple(dropped),
+                          new=tuple(kinds["new"]))
   return unflatten(out), report
 
 
+def _refuse_misfit(source_name: str, bad: list, extra: list, any_loaded: bool) -> None:
+  parts = []
+  if bad:
+    parts.append(f"{len(bad)} not loadable: {_short(bad, 4)}")
+  if extra:
+    parts.append(f"{len(extra)} unexpected in the source: {_short(extra, 4)}")
+  if not parts and not any_loaded:
+    parts.append("no array of the source fits the model")
+  if parts:
+    raise TransferError(f"init_from={source_name!r} does not fit the model: "
+                        + "; ".join(parts))
 
 
 def compile_patterns(patterns: Sequence[str], what: str) -> list[re.Pattern]:
   try:
     return _compile(patterns, what)
+  except ConfigError as e:
+    raise TransferError(str(e)) from None
+
+
+def parse_lr_groups(spec) -> tuple[tuple[str, float], ...]:
+  """'regex=mult,regex=mult' (or pairs) -> ((regex, mult), ...); a bad item is a TransferError."""
+  try:
+    return _parse_lr_groups(spec)
   except ConfigError as e:
     raise TransferError(str(e)) from None
 

@@ -49,14 +49,15 @@ model and optimizer reach in 3 epochs what CE reaches in 20, and 1.05 % error af
 (one seed; the paper's 0.95 % is at 20 passes with SDLM, so it is still not shown here).
 Step size, optimizer (AdamW as a stand-in for SDLM), the dense head and the sqrt(F) init do
 not fix CE. Input scaling matches §III-A (background -0.1, ink 1.175). This recipe therefore
-trains with the MAP loss (``loss="lenet_map"``, added to cnnlab/training/steps.py for it) and
+trains with the MAP loss (``loss="lenet_map"``, registered by cnnlab/proj/lecun1998) and
 otherwise the same hyperparameters; its 3-seed result is in docs/RESULTS.md.
 
 Paper procedure (``:sdlm``):
     python -m experiments.train --config=experiments/configs/lenet5_1998_mnist.py:sdlm --workdir=runs/lenet5_1998_sdlm
-trains as §III-C describes: stochastic diagonal Levenberg-Marquardt (cnnlab/training/sdlm.py),
-one example per update (cnnlab/training/online.py), mu = 0.02, the curvature by the paper's own
-recursion (Appendix C, cnnlab/training/lenet_curvature.py) on 500 patterns before each pass, the
+trains as §III-C describes: stochastic diagonal Levenberg-Marquardt
+(cnnlab/proj/lecun1998/sdlm.py), one example per update (cnnlab/proj/lecun1998/online.py),
+mu = 0.02, the curvature by the paper's own recursion (Appendix C,
+cnnlab/proj/lecun1998/curvature.py) on 500 patterns before each pass, the
 paper's schedule shape over 20 passes — with ONE deviation: eta is the paper's divided by 10
 (5e-5, 2e-5, 1e-5, 5e-6, 1e-6; SDLM_ETA_SCALE). ``:sdlm_paper_eta`` keeps the paper's eta 5e-4
 (2 passes), 2e-4 (3), 1e-4 (3), 5e-5 (4), 1e-5 (the rest) and DIVERGES here: at the paper's init

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnlab.config import DATASET_OPTIONS, fail
+from cnnlab.data import memory
 
 COMMON = frozenset({"data_dir", "preprocess", "train_split", "eval_split", "augment",
                     "prefetch", "download"})
@@ -57,10 +58,13 @@ class Family:
     """A local dataset's stored example shape, from its metadata.json."""
     return tuple(int(d) for d in metadata["shape"])
 
+  def needs_mean_image(self, opts: dict) -> bool:
+    """Whether ``transform`` needs the training split's per-pixel mean (CIFAR's option)."""
+    return False
+
   # ----------------------------------------------------------------------------- feeding
   def load(self, builder, split: str, opts: dict, facts):
     """(inputs, int32 labels) of ``split`` held in memory, in the stored order."""
-    from cnnlab.data import memory
     return memory.load_split(builder, split, feature=self.feature)
 
   def transform(self, opts: dict, facts, *, train: bool, mean_image=None):

@@ -55,4 +55,6 @@ def _check_online(c) -> None:
 
 registry.register_loss("lenet_map", _map_loss)
 registry.register_optimizer("sdlm", _sdlm, check=_check_sdlm)
-registry.register_step("online", online.from_spec, check=_check_online)
+# One engine step = one global batch of single-example updates: the optimizer counts examples.
+registry.register_step("online", online.from_spec, check=_check_online,
+                       updates_per_step=lambda spec: spec.loop.global_batch)

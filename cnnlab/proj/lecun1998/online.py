@@ -33,7 +33,6 @@ def rbf_curvature_split(model: nn.Module, j: float):
   The RBF penalty is quadratic in F6's outputs, so its curvature (2 per unit for the correct
   class) is kept exactly; cutting after the RBF layer instead would leave only the nearly flat
   log-sum-exp part and an estimate close to zero."""
-  from cnnlab.models import lenet
   features = model.clone(num_classes=0)
   codes = jnp.asarray(lenet.rbf_codes(model.num_classes, model.codes))
 
@@ -43,6 +42,20 @@ def rbf_curvature_split(model: nn.Module, j: float):
   def loss(f, y):
     return lenet.map_loss(-lenet.rbf_penalty(f[None], codes), y[None], j)
   return outputs, loss
+
+
+def _curvature_refresh(hessian_samples: int, curvature_fn, curv_outputs, curv_loss):
+  """(params, opt_state, images, labels) -> opt_state with SDLM's curvature re-estimated on
+  the first ``hessian_samples`` examples (the paper's recursion when ``curvature_fn``)."""
+  def refresh(params, opt_state, images, labels):
+    n = min(hessian_samples, images.shape[0])
+    if curvature_fn is not None:
+      h = curvature_fn(params, images[:n], labels[:n])
+      h = {k: h.get(k, jax.tree.map(jnp.zeros_like, v)) for k, v in params.items()}
+    else:
+      h = sdlm.diag_gauss_newton(curv_outputs, curv_loss, params, images[:n], labels[:n])
+    return sdlm.set_hessian(opt_state, h)
+  return refresh
 
 
 def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
@@ -71,14 +84,7 @@ def make_online_train_step(model: nn.Module, tx: optax.GradientTransformation,
   curv_outputs, curv_loss = curvature_split or (
       outputs, lambda o, y: loss_fn(o[None], y[None]))
 
-  def refresh(params, opt_state, images, labels):
-    n = min(hessian_samples, images.shape[0])
-    if curvature_fn is not None:
-      h = curvature_fn(params, images[:n], labels[:n])
-      h = {k: h.get(k, jax.tree.map(jnp.zeros_like, v)) for k, v in params.items()}
-    else:
-      h = sdlm.diag_gauss_newton(curv_outputs, curv_loss, params, images[:n], labels[:n])
-    return sdlm.set_hessian(opt_state, h)
+  refresh = _curvature_refresh(hessian_samples, curvature_fn, curv_outputs, curv_loss)
 
   def train_step(state: TrainState, batch):
     if state.batch_stats:
@@ -130,7 +136,3 @@ def from_spec(spec, model: nn.Module, tx: optax.GradientTransformation,
                                 steps_per_pass=spec.loop.steps_per_epoch,
                                 hessian_samples=spec.optim.sdlm_hessian_samples,
                                 curvature_split=split, curvature_fn=curvature_fn)
-
-
-# One engine step = one global batch of single-example updates: the optimizer counts examples.
-from_spec.updates_per_step = lambda spec: spec.loop.global_batch  # noqa: E731

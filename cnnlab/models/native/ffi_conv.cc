@@ -1,4 +1,4 @@
-// XLA FFI handlers (custom-call targets) for cnnlab's oneDNN convolution.
+// XLA FFI handlers (custom-call targets) for cnnlab's oneDNN convolution (ffi_bn.cc: BatchNorm).
 //
 // Three targets share one signature: two operands, one result, and the convolution's
 // attributes. Thread count: XLA's intra-op pool size, capped by `max_threads` (> 0), which the
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "conv_primitives.h"
+#include "runtime.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 

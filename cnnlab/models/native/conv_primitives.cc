@@ -1,13 +1,9 @@
 // oneDNN convolution forward / backward-data / backward-weights on JAX's channels-last buffers.
 #include "conv_primitives.h"
+#include "runtime.h"
 
 #include <omp.h>
 
-#include <atomic>
-#include <condition_variable>
-#include <exception>
-#include <functional>
-#include <thread>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -22,13 +18,6 @@ namespace {
 
 using dnnl::memory;
 using Dims = memory::dims;
-
-std::atomic<int64_t> g_created{0};
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 memory::data_type DnnlType(DType t) {
   return t == DType::kBF16 ? memory::data_type::bf16 : memory::data_type::f32;
@@ -138,7 +127,7 @@ std::shared_ptr<Entry> Create(Pass pass, const Geometry& g) {
                              : dnnl::reorder(dnnl::reorder::primitive_desc(
                                    Engine(), w_user, Engine(), e->weights_md));
   }
-  g_created.fetch_add(1);
+  CountCreated(1);
   return e;
 }
 
@@ -219,7 +208,7 @@ std::string Geometry::Check() const {
 void RunHere(Pass pass, const Geometry& g, const void* a, const void* b, void* out) {
   omp_set_num_threads(g.threads);  // this thread's OpenMP team size (creation and execution)
   const std::shared_ptr<Entry> e = Lookup(pass, g);
-  thread_local dnnl::stream stream(Engine());
+  dnnl::stream& stream = ThreadStream();
   memory a_mem(e->a_md, Engine(), const_cast<void*>(a));
   memory b_mem(e->b_md, Engine(), const_cast<void*>(b));
   memory out_mem(e->out_md, Engine(), out);
@@ -246,78 +235,8 @@ void RunHere(Pass pass, const Geometry& g, const void* a, const void* b, void* o
   stream.wait();
 }
 
-namespace {
-
-// A device's oneDNN calls all run on one thread, one at a time. Each convolution already
-// spreads over its cores with an OpenMP team; XLA calls the handlers from several pool
-// threads, and each OpenMP master thread would keep its own team (oversubscribed, cold).
-// oneDNN's gemm-based backward-data also failed ("invalid arguments") when executed from a
-// thread other than the one that created it.
-class Worker {
- public:
-  Worker() : thread_([this] { Loop(); }) {}
-  ~Worker() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  void Call(const std::function<void()>& fn) {
-    std::unique_lock<std::mutex> lock(call_mu_);  // one caller at a time
-    std::exception_ptr error;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      task_ = [&] {
-        try {
-          fn();
-        } catch (...) {
-          error = std::current_exception();
-        }
-      };
-    }
-    cv_.notify_all();
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      done_cv_.wait(l, [&] { return !task_; });
-    }
-    if (error) std::rethrow_exception(error);
-  }
-
- private:
-  void Loop() {
-    std::unique_lock<std::mutex> l(mu_);
-    while (true) {
-      cv_.wait(l, [&] { return stop_ || task_; });
-      if (stop_) return;
-      task_();
-      task_ = nullptr;
-      done_cv_.notify_all();
-    }
-  }
-  std::mutex call_mu_, mu_;
-  std::condition_variable cv_, done_cv_;
-  std::function<void()> task_;
-  bool stop_ = false;
-  std::thread thread_;
-};
-
-}  // namespace
-
 void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out) {
-  // One worker per XLA device (data-parallel CPU devices run their steps concurrently).
-  // Never destroyed: a handler may still be called while the process exits.
-  static std::mutex mu;
-  static auto* workers = new std::unordered_map<int, Worker*>();
-  Worker* worker;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    Worker*& slot = (*workers)[g.device];
-    if (slot == nullptr) slot = new Worker();
-    worker = slot;
-  }
-  worker->Call([&] { RunHere(pass, g, a, b, out); });
+  RunOnDeviceWorker(g.device, [&] { RunHere(pass, g, a, b, out); });
 }
 
 bool Supports(DType dtype) {
@@ -338,7 +257,5 @@ bool Supports(DType dtype) {
   }
   return true;
 }
-
-int64_t PrimitivesCreated() { return g_created.load(); }
 
 }  // namespace cnnlab_onednn

@@ -44,7 +44,4 @@ void Run(Pass pass, const Geometry& g, const void* a, const void* b, void* out);
 // nothing is JIT-compiled or cached.
 bool Supports(DType dtype);
 
-// Number of primitives created so far (for tests: creation must not happen per call).
-int64_t PrimitivesCreated();
-
 }  // namespace cnnlab_onednn
