@@ -64,24 +64,27 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharded(mesh: Mesh, *, seed_axis: bool = False) -> NamedSharding:
+  """The batch axis on 'data'; with ``seed_axis`` the batch is axis 1, after a leading axis of
+  seeds trained together (cnnlab/training/seeds.py), which every device holds whole."""
+  return NamedSharding(mesh, P(None, DATA_AXIS) if seed_axis else P(DATA_AXIS))
 
 
-def shard_batch(mesh: Mesh, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+def shard_batch(mesh: Mesh, host_batch: dict[str, np.ndarray], *,
+                seed_axis: bool = False) -> dict[str, jax.Array]:
   """Turns this host's slice of the batch into global arrays sharded along the batch axis."""
-  sharding = batch_sharded(mesh)
+  sharding = batch_sharded(mesh, seed_axis=seed_axis)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
 
 
 def prefetch_to_device(batches: Iterator[dict[str, np.ndarray]], mesh: Mesh,
-                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+                       size: int = 2, *, seed_axis: bool = False) -> Iterator[dict[str, jax.Array]]:
   """Keeps ``size`` batches already transferred (sharded) ahead of the consumer."""
   queue: collections.deque = collections.deque()
 
   def enqueue(n):
     for batch in itertools.islice(batches, n):
-      queue.append(shard_batch(mesh, batch))
+      queue.append(shard_batch(mesh, batch, seed_axis=seed_axis))
 
   enqueue(size)
   while queue:

@@ -16,6 +16,7 @@ start and end time (Unix seconds), wall time and exit status.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -147,6 +148,27 @@ def _write_info(workdir: str, info: dict) -> None:
   os.replace(path + ".tmp", path)
 
 
+def begin_attempt(workdir: str, info: dict) -> tuple[dict, dict]:
+  """Appends an attempt (its start time) to ``workdir/run_info.json`` merged with ``info``;
+  returns (the record, the attempt) for ``end_attempt``."""
+  info = {**_read_info(workdir), **info}
+  attempts = list(info.get("attempts", []))
+  attempt = {"start_time": time.time()}
+  attempts.append(attempt)
+  info.update(attempts=attempts, start_time=attempts[0]["start_time"])
+  _write_info(workdir, info)
+  return info, attempt
+
+
+def end_attempt(workdir: str, info: dict, attempt: dict, code: int) -> None:
+  """Records the attempt's end, wall time and exit status (and the run's total wall time)."""
+  attempt.update(end_time=time.time(), exit_code=code)
+  attempt["wall_time_sec"] = attempt["end_time"] - attempt["start_time"]
+  info.update(wall_time_sec=sum(a.get("wall_time_sec", 0.0) for a in info["attempts"]),
+              exit_code=code)
+  _write_info(workdir, info)
+
+
 def run_seed(argv: list[str], workdir: str, info: dict, *, root: str | None = None, echo=True,
              started: Callable[[subprocess.Popen], None] | None = None) -> int:
   """Runs ``python argv`` as a child process (``root``, where its module is imported from,
@@ -154,12 +176,7 @@ def run_seed(argv: list[str], workdir: str, info: dict, *, root: str | None = No
   to ``workdir/run_info.json`` (written before the start and after the end, so a killed parent
   still leaves the start time). ``started(child)`` is called once the child runs (the command
   forwards SIGTERM to it). Returns the child's exit status."""
-  info = {**_read_info(workdir), **info}
-  attempts = list(info.get("attempts", []))
-  attempt = {"start_time": time.time()}
-  attempts.append(attempt)
-  info.update(attempts=attempts, start_time=attempts[0]["start_time"])
-  _write_info(workdir, info)
+  info, attempt = begin_attempt(workdir, info)
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
   child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE,
@@ -173,9 +190,51 @@ def run_seed(argv: list[str], workdir: str, info: dict, *, root: str | None = No
         sys.stdout.write(line)
         sys.stdout.flush()
   code = child.wait()
-  attempt.update(end_time=time.time(), exit_code=code)
-  attempt["wall_time_sec"] = attempt["end_time"] - attempt["start_time"]
-  info.update(wall_time_sec=sum(a.get("wall_time_sec", 0.0) for a in attempts),
-              exit_code=code)
-  _write_info(workdir, info)
+  end_attempt(workdir, info, attempt, code)
   return code
+
+
+# --- running seeds together (one process) ---------------------------------------------------------
+class _Tee:
+  """A text stream that writes to several (the console and each seed's train.log)."""
+
+  def __init__(self, *streams):
+    self.streams = streams
+
+  def write(self, text: str) -> int:
+    for s in self.streams:
+      s.write(text)
+    return len(text)
+
+  def flush(self) -> None:
+    for s in self.streams:
+      s.flush()
+
+
+def exit_status(e: BaseException | None) -> int:
+  """The exit status a process leaving with ``e`` (None: normally) would have."""
+  if e is None:
+    return 0
+  if isinstance(e, SystemExit):
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+  return 130 if isinstance(e, KeyboardInterrupt) else 1
+
+
+def run_together(workdirs: list[str], infos: list[dict], train: Callable[[], object]) -> object:
+  """Calls ``train()`` (which trains every seed in this process) with the output on the
+  console and in each ``workdir/train.log``, recording the attempt in each run_info.json
+  (exit status as ``exit_status``). Returns what ``train`` returns; re-raises what it raises."""
+  begun = [begin_attempt(wd, info) for wd, info in zip(workdirs, infos)]
+  with contextlib.ExitStack() as stack:
+    logs = [stack.enter_context(open(os.path.join(wd, "train.log"), "a")) for wd in workdirs]
+    error = None
+    try:
+      with contextlib.redirect_stdout(_Tee(sys.stdout, *logs)), \
+          contextlib.redirect_stderr(_Tee(sys.stderr, *logs)):
+        return train()
+    except BaseException as e:
+      error = e
+      raise
+    finally:
+      for wd, (info, attempt) in zip(workdirs, begun):
+        end_attempt(wd, info, attempt, exit_status(error))

@@ -160,12 +160,12 @@ def test_checkpoint_best_only_saves_when_the_train_loss_improves():
   c.best_metric = "train_loss"
   spec = _resolve(c)
   ckpt = Recorder()
-  run = loop_lib._Loop(spec, parts=None, ckpt=ckpt, writer=None, start_step=0)
+  run = loop_lib.RunBooks(spec, parts=None, ckpt=ckpt, writer=None, start_step=0)
   for step, loss, always in ((2, 1.0, False), (4, 2.0, False), (6, 0.5, False),
                              (8, 0.7, False), (10, 0.9, True)):
     run.step = step
     run.losses.update({step - 1: loss, step: loss})
-    run.save(None, None, always=always)
+    run.save(lambda: None, None, always=always)
   assert [s for s, _ in ckpt.saved] == [2, 6, 10]
   assert [m["train_loss"] for _, m in ckpt.saved] == [1.0, 0.5, 0.9]
   assert spec.loop.best_mode == "min"

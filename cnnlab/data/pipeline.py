@@ -98,10 +98,12 @@ class Feed:
                                  mean_image=self.mean_image())
 
   def train_batches(self, *, global_batch_size: int, seed: int, start_step: int = 0,
-                    process_index: int | None = None,
-                    process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                    process_index: int | None = None, process_count: int | None = None,
+                    background: bool = True) -> Iterator[dict[str, np.ndarray]]:
     """Infinite host-local batches {'image': float32 [B/P, ...], 'label': int32 [B/P]}; batch k
-    is global step start_step + k. Raises at call time, not lazily."""
+    is global step start_step + k. Raises at call time, not lazily. In-memory data is made
+    ``prefetch`` batches ahead in a thread unless ``background`` is False (a caller that
+    combines several seeds' batches runs one thread for all: ``in_background``)."""
     p, n_proc, bh = _hosts(global_batch_size, process_index, process_count)
     if seed < 0 or start_step < 0:
       raise ValueError(f"seed={seed} and start_step={start_step} must be >= 0")
@@ -112,7 +114,7 @@ class Feed:
                                 global_batch_size=bh * n_proc, seed=seed,
                                 start_step=start_step, process_index=p, process_count=n_proc,
                                 joint=self.facts.task == "segment")
-      return memory.background(it, int(self.options["prefetch"]))
+      return self.in_background(it) if background else it
     lo, hi = streaming.host_range(streaming.split_size(self.builder, split), p, n_proc)
     train_fn, _ = self.family.example_fns(self.options, self.facts)
     return streaming.train_batches(
@@ -120,6 +122,10 @@ class Feed:
         block=int(self.options["shuffle_buffer"]), seed=seed, start_step=start_step,
         aug_key=streaming._key(seed, streams.STREAMING_AUGMENT, p, n_proc),
         parallel=int(self.options["num_parallel_calls"]))
+
+  def in_background(self, iterator: Iterator) -> Iterator:
+    """``iterator`` run ``prefetch`` items ahead in a thread (memory.background)."""
+    return memory.background(iterator, int(self.options["prefetch"]))
 
   def eval_batches(self, *, split: str | None = None, global_batch_size: int,
                    process_index: int | None = None,

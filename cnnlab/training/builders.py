@@ -111,23 +111,36 @@ class StateShardings:
                         self.abstract, self.sharding)
 
 
-def state(spec: RunSpec, module, tx, mesh_) -> tuple[Callable[[], TrainState], StateShardings]:
+@dataclasses.dataclass(frozen=True)
+class StateInit:
+  """``init()``: the run's fresh replicated TrainState; ``init(seed)``: another seed's, from the
+  same compiled program (seeds trained together start exactly as each would alone)."""
+  jitted: Callable                            # run key -> TrainState
+  seed: int
+
+  def __call__(self, seed: int | None = None) -> TrainState:
+    return self.jitted(streams.run_key(self.seed if seed is None else seed))
+
+
+def state(spec: RunSpec, module, tx, mesh_) -> tuple[StateInit, StateShardings]:
   """(init: () -> a fresh replicated TrainState, its abstract shape and shardings)."""
-  rng = streams.run_key(spec.seed)
   ema = spec.train.ema_decay > 0
-  pure = lambda: create_state(module, tx, rng, spec.model.input_shape, ema=ema)  # noqa: E731
-  abstract = jax.eval_shape(pure)
+  pure = lambda rng: create_state(module, tx, rng, spec.model.input_shape, ema=ema)  # noqa: E731
+  abstract = jax.eval_shape(pure, streams.run_key(spec.seed))
   repl = parallel.replicated(mesh_)
   shardings = StateShardings(abstract, jax.tree.map(lambda _: repl, abstract))
-  return jax.jit(pure, out_shardings=shardings.sharding), shardings
+  return StateInit(jax.jit(pure, out_shardings=shardings.sharding), spec.seed), shardings
 
 
-def train_step(spec: RunSpec, module, opt: Optimizer, mesh_, shardings: StateShardings):
+def train_step(spec: RunSpec, module, opt: Optimizer, mesh_, shardings: StateShardings, *,
+               seed_map: str | None = None):
+  """The jitted train step; with ``seed_map``, over a leading axis of seeds
+  (``steps.over_seeds``)."""
   fn = _step_factory(spec)(spec, module, opt.tx, opt.schedule, task(spec))
   if spec.transfer.freeze_batch_stats and opt.frozen and shardings.abstract.batch_stats:
     fn = transfer.keep_frozen_stats(fn, transfer.frozen_stats_mask(
         shardings.abstract.batch_stats, opt.frozen))
-  return steps.jit_train_step(mesh_, fn, shardings.sharding)
+  return steps.jit_train_step(mesh_, fn, shardings.sharding, seed_map=seed_map)
 
 
 def eval_step(spec: RunSpec, module, mesh_, shardings: StateShardings, *,
@@ -147,8 +160,31 @@ def feed(spec: RunSpec) -> pipeline.Feed:
   return pipeline.Feed(spec.data)
 
 
-def train_batches(spec: RunSpec, feed_: pipeline.Feed, mesh_, start_step: int) -> Iterator:
-  """Global, sharded training batches from ``start_step`` on."""
-  host = feed_.train_batches(global_batch_size=spec.loop.global_batch, seed=spec.seed,
-                             start_step=start_step)
-  return parallel.prefetch_to_device(host, mesh_)
+def train_batches(spec: RunSpec, feed_: pipeline.Feed, mesh_, start_step: int, *,
+                  seeds: tuple[int, ...] | None = None) -> Iterator:
+  """Global, sharded training batches from ``start_step`` on. With ``seeds``: each batch
+  stacks, along a leading axis, what each seed's run alone gets at that step (its own data
+  order and augmentation)."""
+  if seeds is None:
+    host = feed_.train_batches(global_batch_size=spec.loop.global_batch, seed=spec.seed,
+                               start_step=start_step)
+    return parallel.prefetch_to_device(host, mesh_)
+  per_seed = [feed_.train_batches(global_batch_size=spec.loop.global_batch, seed=s,
+                                  start_step=start_step, background=False) for s in seeds]
+  stacked = _stacked(per_seed)
+  if feed_.family.in_memory:        # one thread makes every seed's batch
+    stacked = feed_.in_background(stacked)
+  return parallel.prefetch_to_device(stacked, mesh_, seed_axis=True)
+
+
+def _stacked(iterators: list[Iterator]) -> Iterator:
+  """One batch with a leading seeds axis from each step of ``iterators``; closing it closes
+  them (their prefetch threads stop)."""
+  try:
+    for batches in zip(*iterators):
+      yield {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+  finally:
+    for it in iterators:
+      close = getattr(it, "close", None)
+      if close is not None:
+        close()

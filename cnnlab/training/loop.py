@@ -2,7 +2,11 @@
 
 A straight line over the builders (cnnlab/training/builders.py): parts → checkpointer →
 state (restored or fresh) → run files → the step loop (log / eval / checkpoint / stop
-request) → final metrics.
+request) → final metrics. Its pieces serve several seeds trained together by one vmapped step
+too (cnnlab/training/seeds.py): ``start_run`` opens one workdir, ``Loop`` steps one state (or
+a stack of them, ``pick`` taking out run i's) and each run keeps its own ``RunBooks`` (metric
+writer, checkpointer, save ranking, final metrics), so a seed's workdir is what a lone run
+writes.
 
 Guarantees (tested in tests/test_resilience.py and tests/test_engine.py):
 - Resuming at step s reproduces an uninterrupted run bit for bit on CPU: the batch at step s
@@ -17,31 +21,26 @@ the entry point (experiments/train.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import time
 from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from cnnlab import checkpoint as ckpt_lib
 from cnnlab import metrics as metrics_lib
 from cnnlab import provenance
 from cnnlab import workdir_lock
 from cnnlab.config import RunSpec
 from cnnlab.training import builders, sources
-from cnnlab.training.parts import Parts, build_parts, params_fingerprint
+from cnnlab.training.parts import Parts, build_parts
+from cnnlab.training.run_books import FINAL_METRICS, NonFiniteError, RunBooks  # noqa: F401
 from cnnlab.training.trained import resolve_run
 
 PREEMPTED_EXIT_CODE = 75
-FINAL_METRICS = "final_metrics.json"
-
-
-class NonFiniteError(RuntimeError):
-  pass
 
 
 class Preempted(RuntimeError):
@@ -74,50 +73,64 @@ def _from_process_0(ok: bool) -> bool:
 
 def _train_and_evaluate(spec: RunSpec, workdir: str, stop_requested) -> dict[str, Any]:
   parts = build_parts(spec)
+  started = start_run(spec, parts, workdir)
+  if isinstance(started, dict):
+    return started
+  state, run = started
+  describe(spec, parts)
+  loop = Loop([run], parts.train_step, parts.sync)
+  with closing_on_error(loop.runs):
+    batches = builders.train_batches(spec, parts.feed, parts.mesh, run.step)
+    state = loop.run(state, batches, spec.loop.total_steps, stop_requested)
+    loop.settle(state)
+  return loop.close_and_finish(state)[0]
+
+
+def start_run(spec: RunSpec, parts: Parts, workdir: str, *, label: str = "",
+              show_summary: bool = True):
+  """Opens the run in ``workdir``: restores its latest checkpoint or starts fresh (with the
+  transfer source, if any) and writes the run files. Returns (state, RunBooks), or the final
+  metrics of a run that already finished (nothing written). ``label`` prefixes its lines
+  ('seed 3: ' when several seeds train together)."""
   ckpt = builders.checkpointer(spec, workdir)
   is_main = jax.process_index() == 0
   try:
     state, start_step = ckpt.restore_latest(parts.shardings.with_sharding())
+    finished = _finished(spec, workdir, start_step)
+    if finished is not None:
+      ckpt.close(raise_errors=False)
+      if is_main:
+        print(f"{label}already finished at step {start_step}: nothing to do (final metrics "
+              f"in {os.path.join(workdir, FINAL_METRICS)})", flush=True)
+      return finished
+    if state is None:
+      loaded = sources.read(spec, parts) if spec.transfer.init_from else None
+      state, start_step = parts.init(spec.seed), 0
+      if loaded is not None:
+        state = _start_from(spec, parts, state, loaded, workdir, is_main)
+      if is_main:
+        summary = metrics_lib.parameter_summary(spec.model.name, state.params, workdir)
+        if show_summary:
+          print(summary, flush=True)
+    else:
+      logging.info("%sresumed from step %d", label, start_step)
+      print(f"{label}resumed from checkpoint step {start_step}", flush=True)
+    if is_main:
+      write_run_files(spec, workdir, start_step)
   except BaseException:
     ckpt.close(raise_errors=False)
     raise
-  finished = _finished(spec, workdir, start_step)
-  if finished is not None:
-    ckpt.close(raise_errors=False)
-    if is_main:
-      print(f"already finished at step {start_step}: nothing to do (final metrics in "
-            f"{os.path.join(workdir, FINAL_METRICS)})", flush=True)
-    return finished
-  if state is None:
-    loaded = _checked_source(spec, parts, ckpt)
-    state, start_step = parts.init(), 0
-    if loaded is not None:
-      state = _start_from(spec, parts, state, loaded, workdir, is_main)
-    if is_main:
-      print(metrics_lib.parameter_summary(spec.model.name, state.params, workdir), flush=True)
-  else:
-    logging.info("resumed from step %d", start_step)
-    print(f"resumed from checkpoint step {start_step}", flush=True)
-  if is_main:
+  return state, RunBooks(spec, parts, ckpt, metrics_lib.MetricWriter(workdir), start_step,
+                         label=label)
+
+
+def describe(spec: RunSpec, parts: Parts, seeds: str = "") -> None:
+  """The run's console lines on devices and kernels (process 0)."""
+  if jax.process_index() == 0:
     print(f"data parallel: {parts.mesh.size} {jax.devices()[0].platform} device(s) in "
-          f"{jax.process_count()} process(es), global batch {spec.loop.global_batch}",
+          f"{jax.process_count()} process(es), global batch {spec.loop.global_batch}{seeds}",
           flush=True)
-    write_run_files(spec, workdir, start_step)
     print(f"kernels: {spec.model.kernels} ({spec.model.kernels_why})", flush=True)
-  loop = _Loop(spec, parts, ckpt, metrics_lib.MetricWriter(workdir), start_step)
-  state = loop.run(state, stop_requested)
-  final = {**loop.last_eval, "step": loop.step, "eval_split": spec.data.eval_split,
-           "wall_time_sec": time.time() - loop.t_start,
-           "params_fingerprint": params_fingerprint(state.params)}
-  if spec.loop.report_best:
-    final.update({f"last_{k}": v for k, v in loop.last_eval.items()})
-    final.update(_best_checkpoint_eval(spec, parts, workdir))
-  if is_main:
-    path = os.path.join(workdir, FINAL_METRICS)
-    with open(path + ".tmp", "w") as f:
-      json.dump(metrics_lib.strict_json(final), f, indent=2, allow_nan=False)
-    os.replace(path + ".tmp", path)
-  return final
 
 
 def _finished(spec: RunSpec, workdir: str, start_step: int) -> dict | None:
@@ -128,17 +141,6 @@ def _finished(spec: RunSpec, workdir: str, start_step: int) -> dict | None:
   with open(path) as f:
     final = json.load(f)
   return final if final.get("step") == start_step else None
-
-
-def _checked_source(spec: RunSpec, parts: Parts, ckpt):
-  """``spec.transfer.init_from`` read and checked against the model (before any compile)."""
-  if not spec.transfer.init_from:
-    return None
-  try:
-    return sources.read(spec, parts)
-  except BaseException:
-    ckpt.close(raise_errors=False)
-    raise
 
 
 def _start_from(spec: RunSpec, parts: Parts, state, loaded, workdir: str, is_main: bool):
@@ -161,139 +163,89 @@ def write_run_files(spec: RunSpec, workdir: str, start_step: int) -> None:
   provenance.record(workdir, start_step)
 
 
-class _Loop:
-  """The step loop's bookkeeping: pending train metrics, the last eval, the losses since the
-  last save (to rank checkpoints by train loss)."""
+class Loop:
+  """The step loop over one run, or over several seeds trained together by one vmapped step
+  (cnnlab/training/seeds.py): ``pick(state, i)`` is run i's state from the stacked one (None:
+  a single run, whose state is its own). Each run keeps its own books (RunBooks)."""
 
-  def __init__(self, spec: RunSpec, parts: Parts, ckpt, writer, start_step: int):
-    self.spec, self.parts, self.ckpt, self.writer = spec, parts, ckpt, writer
-    self.step = start_step
-    self.pending: list = []
-    self.losses: dict[int, float] = {}       # step -> train loss, since the last save
-    self.last_eval: dict[str, float] = {}
-    self.best_so_far: float | None = None    # of best_metric, this process's saves only
-    self.progress = metrics_lib.Progress(spec.loop.total_steps, spec.loop.global_batch,
-                                         start_step)
-    self.t_start = time.time()
-    self.is_main = jax.process_index() == 0
+  def __init__(self, runs: list, train_step: Callable, sync: bool, pick: Callable | None = None):
+    self.runs, self.train_step, self.sync, self.pick = runs, train_step, sync, pick
+    self.pending: list = []                  # device metrics of steps not yet checked
 
-  def run(self, state, stop_requested):
-    loop, parts = self.spec.loop, self.parts
-    total, sync = loop.total_steps, parts.sync
-    try:
-      batches = builders.train_batches(self.spec, parts.feed, parts.mesh, self.step)
-      start = self.step
-      while self.step < total:
-        state, m = parts.train_step(state, next(batches))
-        self.pending.append(m)
-        self.step += 1
-        step = self.step
-        if sync:
-          jax.block_until_ready(state)
-        if step % loop.log_every == 0 or step == total:
-          self.flush(write=True)
-        evaluated = (loop.eval_every and step % loop.eval_every == 0) or step == total
-        if evaluated:
-          self.flush(write=False)
-          self.last_eval = self.evaluate(state)
-        if step % loop.checkpoint_every == 0 or step == total:
-          self.save(state, self.last_eval if evaluated else None, always=step == total)
-        if stop_requested():
-          self.save(state, None, always=True, ranked=False)
-          self.ckpt.wait()
-          raise Preempted(step)
-      if self.step == start:  # nothing left to train: report the restored state
-        self.last_eval = self.evaluate(state)
-      self.ckpt.wait()
-    except ckpt_lib.CheckpointWriteError:
-      self.writer.close(raise_errors=False)   # the failed write is over: nothing to wait for
-      raise
-    except BaseException:
-      # Whatever else stopped the run, finish the writes already started (never half a
-      # checkpoint), then re-raise.
-      self.ckpt.close(raise_errors=False)
-      self.writer.close(raise_errors=False)
-      raise
-    self.ckpt.close()
-    self.writer.close()
+  def state_of(self, state, i: int):
+    return state if self.pick is None else self.pick(state, i)
+
+  def run(self, state, batches, stop_at: int, stop_requested):
+    """Steps every run from their common step to ``stop_at`` (logging, evaluating and saving
+    as a run alone would); on a stop request checkpoints them all and raises Preempted."""
+    loop = self.runs[0].spec.loop
+    total = loop.total_steps
+    step = self.runs[0].step
+    while step < stop_at:
+      state, m = self.train_step(state, next(batches))
+      self.pending.append(m)
+      step += 1
+      for r in self.runs:
+        r.step = step
+      if self.sync:
+        jax.block_until_ready(state)
+      if step % loop.log_every == 0 or step == total:
+        self.flush(write=True)
+      evaluated = (loop.eval_every and step % loop.eval_every == 0) or step == total
+      if evaluated:
+        self.flush(write=False)
+        for i, r in enumerate(self.runs):
+          r.evaluate(self.state_of(state, i))
+      if step % loop.checkpoint_every == 0 or step == total:
+        self.save(state, evaluated, always=step == total)
+      if stop_requested():
+        self.save(state, False, always=True, ranked=False)
+        for r in self.runs:
+          r.wait()
+        raise Preempted(step)
     return state
 
   def flush(self, write: bool) -> None:
-    """Checks every pending step for a non-finite loss; with ``write``, logs their means.
-    Without it (before an eval or a save) the steps stay pending for the next log line."""
-    if not self.pending:
-      return
-    got = jax.device_get(self.pending)
-    bad = [int(m["step"]) for m in got if not m["finite"]]
-    if bad:
-      raise NonFiniteError(f"non-finite loss or gradient norm at step {bad[0] + 1}; stopped "
-                           f"before saving (last good checkpoint: step "
-                           f"{self.ckpt.latest_verified_step()})")
-    for m in got:
-      self.losses[int(m["step"]) + 1] = float(m["train_loss"])
-    if not write:
-      self.pending[:] = got          # host copies: checked once, logged at the next log point
-      return
+    """Hands every run its pending steps' metrics (checked for a non-finite loss); with
+    ``write`` each run logs their means."""
+    got = jax.device_get(self.pending) if self.pending else []
     self.pending.clear()
-    scalars = {k: float(np.mean([m[k] for m in got])) for k in got[0]
-               if k.startswith("train_") or k == "grad_norm"}
-    scalars["learning_rate"] = float(got[-1]["learning_rate"])
-    rates = self.progress.update(self.step)
-    scalars["images_per_sec"] = rates["images_per_sec"]
-    self.writer.write(self.step, scalars)
-    if self.is_main:
-      print(self.progress.line(self.step, {**scalars, "eta_sec": rates["eta_sec"]}), flush=True)
+    for i, r in enumerate(self.runs):
+      mine = got if self.pick is None else [{k: v[i] for k, v in m.items()} for m in got]
+      r.take(mine, write)
 
-  def evaluate(self, state) -> dict[str, float]:
-    result = self.parts.evaluate(state)
-    result.pop("confusion", None)
-    self.writer.write(self.step, result)
-    if self.is_main:
-      print(f"eval step {self.step}: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()),
-            flush=True)
-    return result
-
-  def save(self, state, eval_metrics: dict | None, *, always: bool = False,
-           ranked: bool = True) -> None:
-    """Checkpoint at the current step, ranked (unless ``ranked`` is False: a preemption save
-    mid-window) by the eval metrics and by the mean train loss of the last
-    ``checkpoint_every`` steps. With ``checkpoint_best_only`` a save is skipped unless the
-    ranking metric improved or ``always`` (the last step, a preemption); what is saved never
-    changes the training, only which steps can be restored."""
+  def save(self, state, evaluated: bool, *, always: bool = False, ranked: bool = True) -> None:
     self.flush(write=False)
-    loop = self.spec.loop
-    metrics = dict(eval_metrics or {}) if ranked else {}
-    window = [v for s, v in self.losses.items() if s > self.step - loop.checkpoint_every]
-    if window and ranked:
-      metrics["train_loss"] = float(np.mean(window))
-    self.losses = {s: v for s, v in self.losses.items() if s > self.step}
-    if loop.checkpoint_best_only and not self._improves(metrics) and not always:
-      return
-    self.ckpt.save(self.step, state, metrics=metrics or None)
+    for i, r in enumerate(self.runs):
+      r.save(lambda i=i: self.state_of(state, i), r.last_eval if evaluated else None,
+             always=always, ranked=ranked)
 
-  def _improves(self, metrics: dict) -> bool:
-    value = metrics.get(self.spec.loop.best_metric)
-    if value is None:
-      return False
-    best = self.best_so_far
-    better = best is None or (value < best if self.spec.loop.best_mode == "min" else value > best)
-    if better:
-      self.best_so_far = value
-    return better
+  def settle(self, state) -> None:
+    """Evaluates a run that trained no step here (restored at its last step), then waits for
+    every pending checkpoint write."""
+    for i, r in enumerate(self.runs):
+      if r.evaluated_at != r.step:
+        r.evaluate(self.state_of(state, i))
+    for r in self.runs:
+      r.wait()
+
+  def close_and_finish(self, state) -> list[dict[str, Any]]:
+    for r in self.runs:
+      r.ckpt.close()
+      r.writer.close()
+    return [r.finish(self.state_of(state, i)) for i, r in enumerate(self.runs)]
 
 
-def _best_checkpoint_eval(spec: RunSpec, parts: Parts, workdir: str) -> dict[str, Any]:
-  """The eval metrics of the checkpoint ranked best by ``best_metric`` (e.g. the lowest train
-  loss — the test set never chooses it), as final metrics; the last ones stay as last_*."""
-  ckpt = builders.checkpointer(spec, workdir)
+@contextlib.contextmanager
+def closing_on_error(runs: list):
+  """Whatever stops ``runs`` (RunBooks), the writes already started finish (never half a
+  checkpoint) before the error goes on; a checkpointer whose write failed has nothing left to
+  wait for."""
   try:
-    step = ckpt.best_step()
-    if step is None:
-      return {"selected_step": None, "selected_by": spec.loop.best_metric}
-    state = ckpt.restore(step, parts.shardings.with_sharding())
-  finally:
-    ckpt.close(raise_errors=False)
-  result = parts.evaluate(state)
-  result.pop("confusion", None)
-  return {**result, "selected_step": step, "selected_by":
-          f"{spec.loop.best_metric} ({spec.loop.best_mode})"}
+    yield
+  except BaseException:
+    for r in runs:
+      if not r.write_failed:
+        r.ckpt.close(raise_errors=False)
+      r.writer.close(raise_errors=False)
+    raise

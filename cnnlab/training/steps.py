@@ -134,9 +134,36 @@ def make_eval_step(model: nn.Module, *, use_ema: bool = False, confusion: bool =
   return eval_step
 
 
-def jit_train_step(mesh: Mesh, train_step, state_sharding):
-  """The train step under jit: batch sharded on 'data', state replicated and donated."""
-  return jax.jit(train_step, in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
+SEED_MAPS = ("vmap", "unroll")
+
+
+def over_seeds(train_step, how: str):
+  """``train_step`` over several seeds at once; the batch and the metrics carry a leading axis
+  of seeds. 'vmap' vectorises the step (one batched op per op) over states stacked along that
+  axis. 'unroll' takes a list of the seeds' states (each its own buffers, donated and updated
+  in place as a lone run's) and traces the step once per seed into the same program: each
+  seed's ops are exactly its lone run's (bit-identical results)."""
+  if how == "vmap":
+    return jax.vmap(train_step)
+  if how != "unroll":
+    raise ValueError(f"seed map {how!r} is not one of {', '.join(SEED_MAPS)}")
+
+  def unrolled(states, batch):
+    outs = [train_step(s, jax.tree.map(lambda x: x[i], batch)) for i, s in enumerate(states)]
+    return [o[0] for o in outs], jax.tree.map(lambda *xs: jnp.stack(xs), *[o[1] for o in outs])
+
+  return unrolled
+
+
+def jit_train_step(mesh: Mesh, train_step, state_sharding, *, seed_map: str | None = None):
+  """The train step under jit: batch sharded on 'data', state replicated and donated. With
+  ``seed_map`` ('vmap' | 'unroll', see ``over_seeds``) it steps several seeds at once
+  (cnnlab/training/seeds.py); the batch axis after the seed axis is the one sharded."""
+  batch = parallel.batch_sharded(mesh, seed_axis=seed_map is not None)
+  if seed_map is not None:
+    train_step = over_seeds(train_step, seed_map)
+    state_sharding = parallel.replicated(mesh)    # every leaf of the stack / list of states
+  return jax.jit(train_step, in_shardings=(state_sharding, batch),
                  out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
 
 
