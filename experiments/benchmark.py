@@ -77,9 +77,10 @@ flags.DEFINE_enum("channels_last", "auto", ["auto", "on", "off"],
                   "PyTorch memory format; auto: whichever is faster for the model.")
 flags.DEFINE_integer("threads", 0, "Threads for both sides; 0: every CPU this process may use.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).")
-flags.DEFINE_enum("kernels", "auto", ["auto", "plain", "cpu", "cpu+onednn"], "cnnlab.models.kernels for the "
-                  "model: auto = what models.create picks here (kernels.select()); plain = "
-                  "lax ops only; cpu = cnnlab's CPU formulations (A/B them with plain).")
+flags.DEFINE_enum("kernels", "auto", ["auto", "plain", "cpu", "cpu+onednn"], "cnnlab.models.kernels "
+                  "for the model: auto = what a training run picks here (config.choose_kernels: "
+                  "cpu+onednn on a CPU host where the extension builds); plain = lax ops only; "
+                  "cpu = cnnlab's CPU formulations with XLA's convolutions.")
 flags.DEFINE_float("peak_gflops", 0.0, "Peak GFLOP/s of the device, for MFU (0: no MFU; a "
                    "suite uses the datasheet figure of a known GPU).")
 cli.shared_flag(flags.DEFINE_integer, "host_devices", 0, "Split this CPU host into N XLA devices (data "

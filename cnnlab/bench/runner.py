@@ -32,7 +32,7 @@ class Options:
   image_size: int = 0            # 0: ModelInfo.input_shape (see jax_side.input_shape)
   input_shape: tuple = ()        # full per-example shape, channels last; overrides image_size
   dtype: str = "float32"         # compute dtype; params stay float32
-  kernels: str = "auto"          # cnnlab.models.kernels: auto (select()), plain or cpu
+  kernels: str = "auto"          # auto (a training run's choice), plain, cpu or cpu+onednn
   rounds: int = 7
   warmup: int = 2
   steps_per_round: int = 0       # 0: about round_seconds
