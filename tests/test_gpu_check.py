@@ -30,7 +30,9 @@ def _figures_ok(res):
 
 def test_tiny_gpu_check_runs_end_to_end(tmp_path):
   has_torch = os.path.exists(TORCH_PYTHON)
-  env = dict(os.environ, GPU_CHECK_TINY="1", OUT=str(tmp_path),
+  # A wall budget no loaded machine reaches: which cases run must not depend on the load
+  # (the budget logic itself is test_budget_and_registry_skip_cases' subject).
+  env = dict(os.environ, GPU_CHECK_TINY="1", OUT=str(tmp_path), GPU_CHECK_WALL_S="7200",
              GPU_CHECK_TORCH_PYTHON=TORCH_PYTHON if has_torch else sys.executable)
   r = subprocess.run(["bash", os.path.join(ROOT, "experiments", "gpu_check.sh")], env=env,
                      capture_output=True, text=True, timeout=900)
