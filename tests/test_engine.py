@@ -44,6 +44,14 @@ def test_run_writes_metrics_tensorboard_checkpoints(mnist_data_dir, tmp_path):
   value = float(tensor_util.make_ndarray(events[0].tensor_proto)) if hasattr(
       events[0], "tensor_proto") else events[0].value
   assert value == pytest.approx(train_rows[0]["train_loss"], rel=1e-6)
+  # Running the finished run again is a no-op on its files (issue 28 item 3: it used to rewrite
+  # the wall time and append a duplicate eval row).
+  before = {f: (tmp_path / f).read_bytes() for f in ("final_metrics.json", "metrics.jsonl",
+                                                      "config.json")}
+  again = _train(lenet_config(mnist_data_dir), tmp_path)
+  assert again == json.loads(before["final_metrics.json"])
+  assert {f: (tmp_path / f).read_bytes() for f in before} == before
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
 
 
 def test_resume_is_bit_identical(mnist_data_dir, tmp_path):
