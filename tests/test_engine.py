@@ -138,7 +138,9 @@ def test_many_steps_on_two_cpu_devices(mnist_data_dir, tmp_path):
   cfg = {"num_train_steps": 240, "eval_every_steps": 0, "checkpoint_every_steps": 240,
          "log_every_steps": 60, "batch_size": 16}
   out = worker_result(run_worker(cfg, str(tmp_path), mnist_data_dir, devices=2, timeout=600))
-  assert out["step"] == 240
+  assert out["step"] == 240 and out["devices"] == 2
+  losses = np.asarray(out["losses"])
+  assert len(losses) == 4 and np.isfinite(losses).all() and losses[-1] < losses[0]   # learned
 
 
 def _free_port():
