@@ -135,6 +135,22 @@ MAX_WORKERS = 4
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  """Marks the cases listed in tests/slow_tests.txt ``slow`` (tests/tiers.py: the inner loop's
+  split by measured time) — first, before ``-m`` deselects. ``CNNLAB_TIERS_FILE_ONLY=1`` leaves
+  them unmarked, so tiers.py can ask which cases are marked in their files."""
+  config.cnnlab_collected = {item.nodeid for item in items}     # before any deselection
+  if os.environ.get("CNNLAB_TIERS_FILE_ONLY") == "1":
+    return
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import tiers
+  listed = tiers.read_list()
+  for item in items:
+    if item.nodeid in listed:
+      item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
   """The suite spreads over the cores with pytest-xdist (``-n auto``, worksteal) unless the
   command says otherwise: ``-n 0`` / ``-n N`` are honoured, and ``-p no:xdist`` runs it in one
