@@ -1,4 +1,5 @@
 """Shared fixtures: a small real MNIST prepared once per session, configs, subprocess runs."""
+import contextlib
 import json
 import os
 import subprocess
@@ -132,6 +133,29 @@ def worker_result(proc) -> dict:
 
 
 MAX_WORKERS = 4
+
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def counting_compiles():
+  """Yields a list that collects one entry per XLA backend compilation inside the block (JAX's
+  public monitoring events): "refused before anything is compiled" without a wall-clock bound,
+  so the verdict does not depend on the machine's load."""
+  import jax
+  compiles = []
+
+  def listener(event, duration, **kwargs):
+    del kwargs
+    if event == BACKEND_COMPILE_EVENT:
+      compiles.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield compiles
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.hookimpl(tryfirst=True)
