@@ -76,7 +76,8 @@ def choose_kernels(requested: str, devices: Devices) -> tuple[str, str]:
   if devices.process_count > 1:
     return "plain", "a multi-process run uses XLA's plain operations"
   if not devices.onednn:
-    return "cpu+onednn", "CPU host with the oneDNN extension: oneDNN convolutions"
+    return "cpu+onednn", ("CPU host with the oneDNN extension: oneDNN convolutions and native "
+                          "BatchNorm")
   return "cpu", f"XLA's convolutions: oneDNN unavailable ({devices.onednn})"
 
 
