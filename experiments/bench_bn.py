@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnlab.models import kernels, onednn
+from experiments.bn_shapes import SHAPES   # one table for this and bench_bn_torch.py
 
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 flags.DEFINE_float("round_s", 0.3, "Seconds per variant per round.")
@@ -35,21 +36,6 @@ FLAGS = flags.FLAGS
 
 VARIANTS = {"plain": kernels.plain_batch_norm_train, "cpu": kernels.batch_norm_train,
             "onednn": onednn.batch_norm_train}
-# name: (x shape, residual added, ReLU) - the BatchNorms of the benchmark's models and batches.
-SHAPES = {
-    "resnet20 16ch 32x32 b128 relu": ((128, 32, 32, 16), False, True),
-    "resnet20 16ch 32x32 b128 +res relu": ((128, 32, 32, 16), True, True),
-    "resnet20 64ch 8x8 b128 +res relu": ((128, 8, 8, 64), True, True),
-    "resnet18 64ch 112x112 b16 relu (stem)": ((16, 112, 112, 64), False, True),
-    "resnet18 64ch 56x56 b16 +res relu": ((16, 56, 56, 64), True, True),
-    "resnet18 256ch 14x14 b16 relu": ((16, 14, 14, 256), False, True),
-    "resnet18 512ch 7x7 b16 no relu (shortcut)": ((16, 7, 7, 512), False, False),
-    "resnet50 64ch 56x56 b16 relu": ((16, 56, 56, 64), False, True),
-    "resnet50 256ch 56x56 b16 +res relu": ((16, 56, 56, 256), True, True),
-    "resnet50 512ch 28x28 b16 no relu (shortcut)": ((16, 28, 28, 512), False, False),
-    "resnet50 1024ch 14x14 b16 +res relu": ((16, 14, 14, 1024), True, True),
-    "resnet1d 128ch L256 b16 relu": ((16, 256, 128), False, True),
-}
 
 
 def _step(bn, residual: bool, relu: bool):
