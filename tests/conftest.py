@@ -135,6 +135,37 @@ def worker_result(proc) -> dict:
 MAX_WORKERS = 4
 
 
+def cifar_resnet_trainer(kernel_set, n_batches: int = 4):
+  """(jitted step(state, (x, y)) -> state, initial state, ``n_batches`` batches of eight 8x8x3
+  images): SGD with momentum on a CIFAR ResNet (one block per stage, projection shortcuts) built
+  with ``kernel_set`` — the small train-mode setting in which kernel sets are compared."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from cnnlab.models import resnet
+  net, tx = resnet.CifarResNet(1, num_classes=10, shortcut="B", kernels=kernel_set), \
+      optax.sgd(0.1, momentum=0.9)
+
+  def step(state, batch):
+    params, stats, opt = state
+
+    def loss(params):
+      logits, new = net.apply({"params": params, "batch_stats": stats}, batch[0], train=True,
+                              mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean(), new
+    (_, new), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), new["batch_stats"], opt
+
+  variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
+  state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+  rng = np.random.default_rng(0)
+  batches = [(jnp.asarray(rng.standard_normal((8, 8, 8, 3)), jnp.float32),
+              jnp.arange(8) % 10) for _ in range(n_batches)]
+  return jax.jit(step), state, batches
+
+
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 

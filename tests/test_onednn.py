@@ -10,12 +10,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.test_util import check_grads
-from conftest import xla_flags
+from conftest import cifar_resnet_trainer, xla_flags
 
-from cnnlab.models import kernels, onednn, onednn_build, onednn_library, resnet
+from cnnlab.models import kernels, onednn, onednn_build, onednn_library
 
 if not onednn.available():
   pytest.skip(f"oneDNN extension unavailable: {onednn.unavailable_reason()}",
@@ -182,32 +181,9 @@ def test_build_errors_are_one_line(monkeypatch, tmp_path):
   assert onednn_library._load.__wrapped__() == (None, "switched off by CNNLAB_ONEDNN=0")
 
 
-def _model(conv):
-  """A zoo model (CIFAR ResNet, one block per stage, projection shortcuts: 1x1/2 and 3x3/2
-  convs) with the CPU kernels and the given conv."""
-  return resnet.CifarResNet(1, num_classes=10, shortcut="B",
-                            kernels=dataclasses.replace(kernels.CPU, conv=conv))
-
-
 def _trainer(conv):
-  net, tx = _model(conv), optax.sgd(0.1, momentum=0.9)
-
-  def step(state, batch):
-    params, stats, opt = state
-    def loss(params):
-      logits, new = net.apply({"params": params, "batch_stats": stats}, batch[0], train=True,
-                              mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean(), new
-    (_, new), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    updates, opt = tx.update(grads, opt, params)
-    return optax.apply_updates(params, updates), new["batch_stats"], opt
-
-  variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
-  state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
-  rng = np.random.default_rng(0)
-  batches = [(jnp.asarray(rng.standard_normal((8, 8, 8, 3)), jnp.float32),
-              jnp.arange(8) % 10) for _ in range(4)]
-  return jax.jit(step), state, batches
+  """The CIFAR ResNet trainer (conftest) with the CPU kernels and the given conv."""
+  return cifar_resnet_trainer(dataclasses.replace(kernels.CPU, conv=conv))
 
 
 def test_train_step_matches_xla():

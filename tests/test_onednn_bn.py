@@ -7,11 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.test_util import check_grads
 
-from cnnlab.models import kernels, onednn, resnet
+from conftest import cifar_resnet_trainer
+
+from cnnlab.models import kernels, onednn
 
 if not onednn.available():
   pytest.skip(f"oneDNN extension unavailable: {onednn.unavailable_reason()}",
@@ -135,28 +136,11 @@ def test_vmap_keeps_statistics_per_slice():
 
 
 def _train(kernel_set, steps=3):
-  """Parameters and BN statistics after ``steps`` SGD steps of a CIFAR ResNet (one block per
-  stage, projection shortcuts) built with ``kernel_set``."""
-  net, tx = resnet.CifarResNet(1, num_classes=10, shortcut="B", kernels=kernel_set), \
-      optax.sgd(0.1, momentum=0.9)
-
-  @jax.jit
-  def step(state, x, y):
-    params, stats, opt = state
-    def loss(params):
-      logits, new = net.apply({"params": params, "batch_stats": stats}, x, train=True,
-                              mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
-    (_, new), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    updates, opt = tx.update(grads, opt, params)
-    return optax.apply_updates(params, updates), new["batch_stats"], opt
-
-  variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
-  state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
-  rng = np.random.default_rng(0)
-  for _ in range(steps):
-    x = jnp.asarray(rng.standard_normal((8, 8, 8, 3)), jnp.float32)
-    state = step(state, x, jnp.arange(8) % 10)
+  """Parameters and BN statistics after ``steps`` SGD steps of the conftest's CIFAR ResNet
+  built with ``kernel_set``."""
+  step, state, batches = cifar_resnet_trainer(kernel_set, steps)
+  for batch in batches:
+    state = step(state, batch)
   return state
 
 
