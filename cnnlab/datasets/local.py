@@ -84,8 +84,13 @@ def _builder_class(family: str, config: str, description: str) -> type:
 
 
 @contextlib.contextmanager
-def quiet_tfds():
-  """TFDS's progress bars off for the block (restored after): a build shows no nested bars."""
+def quiet_tfds(builder=None):
+  """TFDS's progress bars off for the block (restored after): a build shows no nested bars.
+  With ``builder`` (a stock TFDS builder, e.g. MNIST's), its "Downloading and preparing ..." /
+  "... prepared to ..." banner is silenced too, as LocalBuilder's always is: cnnlab prints its
+  own one line for a first-use build."""
+  if builder is not None:
+    builder._log_download_bytes = builder._log_download_done = lambda: None
   from tensorflow_datasets.core.utils import tqdm_utils
   import tensorflow_datasets as tfds
   before = bool(getattr(tqdm_utils, "_active", True))

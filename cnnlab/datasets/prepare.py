@@ -281,7 +281,7 @@ def _build(builder, root: str, name: str, source_dir: str, registry: dict,
         manual_dir=manual_dir, try_download_gcs=False, download_mode=mode,
         max_examples_per_split=max_examples_per_split)
     try:
-      with local.quiet_tfds():
+      with local.quiet_tfds(builder):
         builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"),
                                      download_config=config)
     except download_manager.NonMatchingChecksumError as e:
